@@ -1,0 +1,70 @@
+// DockerClient: DockerApi over the Docker Engine's unix socket (HTTP/1.1 with
+// Boost.Beast). Each call opens its own connection, so calls from many
+// threads run in parallel without sharing a socket. The API version is
+// negotiated once (GET /version, lazily on the first call): the client speaks
+// min(server ApiVersion, 1.41).
+//
+// Thread-safety: the returned DockerApi is safe for concurrent use. Every
+// socket operation is bounded by DockerClientOptions::timeout.
+#ifndef DISPATCHD_AGENT_DOCKER_CLIENT_H_
+#define DISPATCHD_AGENT_DOCKER_CLIENT_H_
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "agent/docker_api.h"
+
+namespace dispatchd {
+namespace agent {
+
+struct DockerClientOptions {
+  // Only unix:// hosts are supported.
+  std::string host = "unix:///var/run/docker.sock";
+  // Bound on each connect, write and read (not on waiting for events).
+  absl::Duration timeout = absl::Seconds(10);
+};
+
+// $DOCKER_HOST if set and non-empty, else unix:///var/run/docker.sock.
+std::string DefaultDockerHost();
+
+// Returns InvalidArgument naming the host when it is not unix://PATH. Does
+// not connect: an unreachable daemon shows up as Unavailable on the calls.
+absl::StatusOr<std::unique_ptr<DockerApi>> NewDockerClient(DockerClientOptions options);
+
+namespace internal {
+
+// Splits a byte stream into lines at '\n' (a trailing '\r' is dropped). A line
+// may span several Append() calls and one call may hold several lines.
+class LineSplitter {
+ public:
+  void Append(absl::string_view data);
+  // The next complete line, or std::nullopt when none is complete yet.
+  std::optional<std::string> Pop();
+  // Bytes of an incomplete line held back.
+  size_t partial_size() const { return partial_.size(); }
+
+ private:
+  std::string partial_;
+  std::deque<std::string> lines_;
+};
+
+// Parses one JSON line of GET /events.
+absl::StatusOr<DockerEvent> ParseDockerEvent(absl::string_view line);
+
+// An event stream reading the HTTP response of GET /events from `fd`, a
+// connected stream socket whose request has already been sent. Takes
+// ownership of `fd`. Waits up to `timeout` for the response header. Lets
+// tests drive the chunked-body handling through a socketpair.
+absl::StatusOr<std::unique_ptr<DockerEventStream>> NewEventStreamFromFd(int fd,
+                                                                        absl::Duration timeout);
+
+}  // namespace internal
+}  // namespace agent
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_AGENT_DOCKER_CLIENT_H_
