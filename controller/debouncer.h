@@ -1,0 +1,116 @@
+// Debouncer: per-key debounce schedule (DESIGN.md §1 "Debounce"). A key is
+// the caller's (event id, container) pair; an Item is the caller's handle
+// for one event. The Debouncer only decides when; it delivers nothing.
+//
+// For a key with period D:
+// - its first event is delivered now;
+// - an event at least D after the last delivery is delivered now (the tie
+//   at exactly D included);
+// - otherwise the event becomes the key's pending item, replacing (i.e.
+//   coalescing) any earlier pending one, and is due at last_delivery + D.
+// So the delay is at most D, there is at most one delivery per D, and the
+// delivered item is always the latest. D <= 0 delivers every event now.
+// A pending item's delivery is recorded at its scheduled time, not when
+// TakeDue() happens to run, so a late caller does not shift the schedule.
+// If the clock steps backwards, a pending item is still due no later than
+// D after the event that made it pending.
+//
+// Memory: a key with nothing pending whose last delivery is at least its
+// period ago behaves exactly like an unknown key (its next event is
+// delivered now), so Offer() and TakeDue() drop such keys as time passes;
+// tracked_keys() stays bounded by the keys active within one period.
+// (Should a key's period grow between events, an event arriving after the
+// old period but within the new one is delivered now rather than held.)
+//
+// Not thread-safe: the caller serialises every call. Times come from the
+// caller (normally its injected Clock), so tests need no sleeps.
+#ifndef DISPATCHD_CONTROLLER_DEBOUNCER_H_
+#define DISPATCHD_CONTROLLER_DEBOUNCER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+
+namespace dispatchd {
+namespace controller {
+
+class Debouncer {
+ public:
+  // The caller's handle for an event.
+  using Item = uint64_t;
+
+  struct Decision {
+    enum class Action { kDeliverNow, kPending };
+    Action action;
+    // When to deliver: == now for kDeliverNow.
+    absl::Time deliver_at;
+    // An earlier pending item of the same key that this one replaced; the
+    // caller settles it as coalesced.
+    std::optional<Item> coalesced;
+  };
+
+  struct Due {
+    std::string key;
+    Item item;
+  };
+
+  Debouncer() = default;
+  Debouncer(const Debouncer&) = delete;
+  Debouncer& operator=(const Debouncer&) = delete;
+
+  // Decides what happens to `item`, an event for `key` observed at `now`,
+  // under debounce `period`. A kDeliverNow decision counts as delivered.
+  Decision Offer(const std::string& key, absl::Duration period, Item item, absl::Time now);
+
+  // Removes and returns the pending items due at `now` (deliver_at <= now),
+  // in deliver_at order (ties by key). Each counts as delivered at its
+  // deliver_at.
+  std::vector<Due> TakeDue(absl::Time now);
+
+  // The earliest pending deliver_at, if anything is pending: when the
+  // caller should next call TakeDue().
+  std::optional<absl::Time> NextDeadline() const;
+
+  // Number of pending items.
+  size_t pending() const { return deadlines_.size(); }
+
+  // Number of keys with state (pending, or delivered within their period).
+  size_t tracked_keys() const { return keys_.size(); }
+
+  // Drops all state of `key` (its subscription is gone); returns its
+  // pending item, if any, which the caller settles itself.
+  std::optional<Item> Forget(const std::string& key);
+
+ private:
+  struct KeyState {
+    absl::Time last_delivery;
+    absl::Duration period;
+    std::optional<Item> pending;
+    absl::Time deliver_at;  // meaningful while pending
+  };
+
+  using TimedKey = std::pair<absl::Time, std::string>;
+
+  // Records a delivery at `at`; the key then idles until at + period.
+  void MarkDelivered(const std::string& key, KeyState* state, absl::Time at);
+  // Drops idle keys whose last delivery is at least their period before `now`.
+  void ExpireIdle(absl::Time now);
+
+  absl::flat_hash_map<std::string, KeyState> keys_;
+  // Pending items by (deliver_at, key).
+  std::set<TimedKey> deadlines_;
+  // Idle keys by (last_delivery + period, key): when they may be dropped.
+  std::set<TimedKey> idle_until_;
+};
+
+}  // namespace controller
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_CONTROLLER_DEBOUNCER_H_
