@@ -1,0 +1,179 @@
+#include "controller/subscription_index.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace dispatchd {
+namespace controller {
+
+SubscriptionIndex::SubscriptionIndex(std::string label_namespace)
+    : label_namespace_(std::move(label_namespace)),
+      label_prefix_(absl::StrCat(label_namespace_, ".")) {}
+
+void SubscriptionIndex::ReplaceAgentInventory(
+    const std::string& agent_id, const std::vector<dispatch::v1::Container>& containers) {
+  absl::flat_hash_set<std::string> present;
+  present.reserve(containers.size());
+  for (const auto& c : containers) present.insert(c.id());
+
+  auto agent = agents_.find(agent_id);
+  if (agent != agents_.end()) {
+    std::vector<std::string> vanished;
+    for (const auto& [id, entry] : agent->second) {
+      if (!present.contains(id)) vanished.push_back(id);
+    }
+    for (const auto& id : vanished) EraseContainer(agent->second, agent_id, id);
+  }
+  for (const auto& c : containers) UpsertContainer(agent_id, c);
+  agent = agents_.find(agent_id);
+  if (agent != agents_.end() && agent->second.empty()) agents_.erase(agent);
+}
+
+void SubscriptionIndex::UpsertContainer(const std::string& agent_id,
+                                        const dispatch::v1::Container& container) {
+  std::map<std::string, std::string> labels;
+  for (const auto& [key, value] : container.labels()) {
+    if (absl::StartsWith(key, label_prefix_)) labels.emplace(key, value);
+  }
+
+  AgentContainers& containers = agents_[agent_id];
+  auto [it, inserted] = containers.try_emplace(container.id());
+  ContainerEntry& entry = it->second;
+  entry.state = container.state();
+  if (!inserted && entry.name == container.name() && entry.labels == labels) return;
+
+  std::vector<InvalidSubscription> previously_invalid;
+  if (inserted) {
+    ++container_count_;
+  } else {
+    Unindex(agent_id, container.id(), entry);
+    previously_invalid = std::move(entry.invalid);
+  }
+
+  ParsedLabels parsed = ParseSubscriptionLabels(labels, label_namespace_);
+  entry.name = container.name();
+  entry.labels = std::move(labels);
+  entry.subscriptions.clear();
+  for (Subscription& s : parsed.subscriptions) {
+    std::string event_id = s.event_id;
+    entry.subscriptions.emplace(std::move(event_id), std::move(s));
+  }
+  entry.invalid = std::move(parsed.invalid);
+  for (const InvalidSubscription& inv : entry.invalid) {
+    if (std::find(previously_invalid.begin(), previously_invalid.end(), inv) !=
+        previously_invalid.end()) {
+      continue;
+    }
+    LOG(INFO) << "invalid subscription skipped: container " << entry.name << " ("
+              << container.id() << ") on agent " << agent_id << ", label " << inv.label << ": "
+              << inv.reason;
+  }
+  Index(agent_id, container.id(), entry);
+}
+
+void SubscriptionIndex::RemoveContainer(const std::string& agent_id,
+                                        const std::string& container_id) {
+  auto agent = agents_.find(agent_id);
+  if (agent == agents_.end()) return;
+  EraseContainer(agent->second, agent_id, container_id);
+  if (agent->second.empty()) agents_.erase(agent);
+}
+
+void SubscriptionIndex::RemoveAgent(const std::string& agent_id) {
+  auto agent = agents_.find(agent_id);
+  if (agent == agents_.end()) return;
+  for (const auto& [id, entry] : agent->second) Unindex(agent_id, id, entry);
+  container_count_ -= agent->second.size();
+  agents_.erase(agent);
+}
+
+std::vector<Target> SubscriptionIndex::Lookup(absl::string_view event_id,
+                                              absl::string_view origin_agent_id) const {
+  std::vector<Target> targets;
+  auto refs = by_event_.find(event_id);
+  if (refs == by_event_.end()) return targets;
+  targets.reserve(refs->second.size());
+  for (const Ref& ref : refs->second) {
+    const ContainerEntry& entry = agents_.at(ref.agent_id).at(ref.container_id);
+    const Subscription& sub = entry.subscriptions.find(event_id)->second;
+    if (sub.scope == Scope::kHost && ref.agent_id != origin_agent_id) continue;
+    targets.push_back(MakeTarget(ref.agent_id, ref.container_id, entry, sub));
+  }
+  return targets;
+}
+
+std::optional<Target> SubscriptionIndex::Find(absl::string_view agent_id,
+                                              absl::string_view container_id,
+                                              absl::string_view event_id) const {
+  auto agent = agents_.find(agent_id);
+  if (agent == agents_.end()) return std::nullopt;
+  auto container = agent->second.find(container_id);
+  if (container == agent->second.end()) return std::nullopt;
+  auto sub = container->second.subscriptions.find(event_id);
+  if (sub == container->second.subscriptions.end()) return std::nullopt;
+  return MakeTarget(agent->first, container->first, container->second, sub->second);
+}
+
+std::vector<InvalidEntry> SubscriptionIndex::Invalid() const {
+  // (agent, name, id) -> entry, for a deterministic order.
+  std::map<std::tuple<std::string, std::string, std::string>, const ContainerEntry*> sorted;
+  for (const auto& [agent_id, containers] : agents_) {
+    for (const auto& [id, entry] : containers) {
+      if (!entry.invalid.empty()) sorted.emplace(std::make_tuple(agent_id, entry.name, id), &entry);
+    }
+  }
+  std::vector<InvalidEntry> out;
+  out.reserve(invalid_count_);
+  for (const auto& [key, entry] : sorted) {
+    for (const InvalidSubscription& inv : entry->invalid) {
+      out.push_back({std::get<0>(key), std::get<2>(key), entry->name, inv});
+    }
+  }
+  return out;
+}
+
+void SubscriptionIndex::Unindex(const std::string& agent_id, const std::string& container_id,
+                                const ContainerEntry& entry) {
+  const Ref ref{agent_id, entry.name, container_id};
+  for (const auto& [event_id, sub] : entry.subscriptions) {
+    auto refs = by_event_.find(event_id);
+    CHECK(refs != by_event_.end()) << "subscription to " << event_id << " not indexed";
+    refs->second.erase(ref);
+    if (refs->second.empty()) by_event_.erase(refs);
+  }
+  subscription_count_ -= entry.subscriptions.size();
+  invalid_count_ -= entry.invalid.size();
+}
+
+void SubscriptionIndex::Index(const std::string& agent_id, const std::string& container_id,
+                              const ContainerEntry& entry) {
+  for (const auto& [event_id, sub] : entry.subscriptions) {
+    by_event_[event_id].insert(Ref{agent_id, entry.name, container_id});
+  }
+  subscription_count_ += entry.subscriptions.size();
+  invalid_count_ += entry.invalid.size();
+}
+
+bool SubscriptionIndex::EraseContainer(AgentContainers& containers, const std::string& agent_id,
+                                       const std::string& container_id) {
+  auto it = containers.find(container_id);
+  if (it == containers.end()) return false;
+  Unindex(agent_id, container_id, it->second);
+  containers.erase(it);
+  --container_count_;
+  return true;
+}
+
+Target SubscriptionIndex::MakeTarget(const std::string& agent_id, const std::string& container_id,
+                                     const ContainerEntry& entry,
+                                     const Subscription& subscription) const {
+  return Target{agent_id, container_id, entry.name, entry.state, subscription};
+}
+
+}  // namespace controller
+}  // namespace dispatchd
