@@ -71,8 +71,8 @@ TEST(SplitCommandTest, EmptyQuotedWordIsKept) {
 }
 
 TEST(SplitCommandTest, ShellIsExplicit) {
-  EXPECT_THAT(Split("sh -c 'echo $HOME > /tmp/x; ls'"),
-              ElementsAre("sh", "-c", "echo $HOME > /tmp/x; ls"));
+  EXPECT_THAT(Split("sh -c 'echo $HOME > out.txt; ls'"),
+              ElementsAre("sh", "-c", "echo $HOME > out.txt; ls"));
 }
 
 TEST(SplitCommandTest, UnterminatedSingleQuote) {
