@@ -1,0 +1,344 @@
+#include "agent/watcher.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace dispatchd::agent {
+namespace {
+
+// Every watched directory gets the same mask. IN_CREATE is only acted on
+// for directories: a file is an event once it is closed or moved in.
+constexpr uint32_t kWatchMask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE |
+                                IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK;
+
+// Room for a couple of thousand events per read(2).
+constexpr size_t kReadBufferSize = 64 * 1024;
+
+bool IsHiddenName(absl::string_view name) { return !name.empty() && name.front() == '.'; }
+
+std::string JoinRelative(absl::string_view dir, absl::string_view name) {
+  if (dir.empty()) return std::string(name);
+  return absl::StrCat(dir, "/", name);
+}
+
+// `mkdir -p`: creates `path` and its missing parents.
+absl::Status MakeDirectories(const std::string& path) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string prefix = path.substr(0, pos);
+    if (mkdir(prefix.c_str(), 0777) != 0 && errno != EEXIST) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("cannot create directory ", prefix));
+    }
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot stat events directory ", path));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("events directory is not a directory: ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Watcher>> Watcher::Start(Options options, Callback callback) {
+  if (options.root.empty()) return absl::InvalidArgumentError("empty events directory");
+  if (callback == nullptr) return absl::InvalidArgumentError("no callback");
+  if (options.clock == nullptr) return absl::InvalidArgumentError("no clock");
+  while (options.root.size() > 1 && options.root.back() == '/') options.root.pop_back();
+  if (absl::Status status = MakeDirectories(options.root); !status.ok()) return status;
+
+  int inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd < 0) return absl::ErrnoToStatus(errno, "inotify_init1");
+  int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd < 0) {
+    absl::Status status = absl::ErrnoToStatus(errno, "eventfd");
+    close(inotify_fd);
+    return status;
+  }
+  // The root is watched before Start() returns, so its failure is the
+  // caller's error and nothing created after Start() can be missed.
+  int root_wd = inotify_add_watch(inotify_fd, options.root.c_str(), kWatchMask);
+  if (root_wd < 0) {
+    absl::Status status =
+        absl::ErrnoToStatus(errno, absl::StrCat("cannot watch events directory ", options.root));
+    close(wake_fd);
+    close(inotify_fd);
+    return status;
+  }
+  std::unique_ptr<Watcher> watcher(
+      new Watcher(std::move(options), std::move(callback), inotify_fd, wake_fd));
+  watcher->wd_to_dir_[root_wd] = "";
+  watcher->dir_to_wd_[""] = root_wd;
+  {
+    absl::MutexLock lock(&watcher->stop_mu_);
+    Watcher* self = watcher.get();
+    watcher->thread_ = std::thread([self] { self->Run(); });
+  }
+  return watcher;
+}
+
+Watcher::Watcher(Options options, Callback callback, int inotify_fd, int wake_fd)
+    : options_(std::move(options)),
+      callback_(std::move(callback)),
+      inotify_fd_(inotify_fd),
+      wake_fd_(wake_fd) {}
+
+Watcher::~Watcher() {
+  Stop();
+  close(wake_fd_);
+  close(inotify_fd_);
+}
+
+void Watcher::Stop() {
+  absl::MutexLock lock(&stop_mu_);
+  if (!thread_.joinable()) return;
+  CHECK(thread_.get_id() != std::this_thread::get_id())
+      << "Watcher::Stop() called from the watcher's callback";
+  stop_requested_.store(true);
+  uint64_t one = 1;
+  // EAGAIN only if the counter is saturated, which already wakes the thread.
+  (void)!write(wake_fd_, &one, sizeof(one));
+  thread_.join();
+}
+
+void Watcher::Rescan() {
+  rescan_requested_.store(true);
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+}
+
+std::string Watcher::FullPath(absl::string_view relative_path) const {
+  if (relative_path.empty()) return options_.root;
+  return absl::StrCat(options_.root, "/", relative_path);
+}
+
+void Watcher::Run() {
+  LOG(INFO) << "watching " << options_.root;
+  FullScan();
+  while (!stop_requested_.load()) {
+    pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    int ready = poll(fds, 2, -1);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      LOG(ERROR) << "poll on inotify failed, watcher stops: " << std::strerror(errno);
+      return;
+    }
+    if (fds[1].revents != 0) {
+      uint64_t count;
+      (void)!read(wake_fd_, &count, sizeof(count));
+      if (stop_requested_.load()) break;
+      if (rescan_requested_.exchange(false)) {
+        LOG(INFO) << "rescanning " << options_.root;
+        FullScan();
+      }
+    }
+    if (fds[0].revents != 0 && !ReadEvents()) return;
+  }
+  LOG(INFO) << "stopped watching " << options_.root;
+}
+
+bool Watcher::ReadEvents() {
+  alignas(inotify_event) char buffer[kReadBufferSize];
+  while (!stop_requested_.load()) {
+    ssize_t n = read(inotify_fd_, buffer, sizeof(buffer));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      LOG(ERROR) << "reading inotify events failed, watcher stops: " << std::strerror(errno);
+      return false;
+    }
+    absl::Time observed = options_.clock->Now();
+    for (ssize_t offset = 0; offset < n && !stop_requested_.load();) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
+      absl::string_view name =
+          event->len == 0 ? absl::string_view() : absl::string_view(event->name, strnlen(event->name, event->len));
+      HandleEvent(event->wd, event->mask, name, observed);
+      offset += sizeof(inotify_event) + event->len;
+    }
+  }
+  return true;
+}
+
+void Watcher::HandleEvent(int wd, uint32_t mask, absl::string_view name, absl::Time observed) {
+  if (mask & IN_Q_OVERFLOW) {
+    LOG(WARNING) << "inotify queue overflowed, rescanning " << options_.root;
+    FullScan();
+    return;
+  }
+  auto it = wd_to_dir_.find(wd);
+  if (it == wd_to_dir_.end()) return;  // a watch already forgotten
+  const std::string dir = it->second;
+  if (mask & (IN_IGNORED | IN_DELETE_SELF)) {
+    if (dir.empty()) LOG(WARNING) << "events directory was removed: " << options_.root;
+    ForgetWatch(wd);
+    return;
+  }
+  if (mask & IN_MOVE_SELF) {
+    // Subdirectories are handled by their parent's IN_MOVED_FROM.
+    if (dir.empty()) LOG(WARNING) << "events directory was moved away: " << options_.root;
+    return;
+  }
+  if (name.empty() || IsHiddenName(name)) return;
+  std::string relative_path = JoinRelative(dir, name);
+  if (mask & IN_ISDIR) {
+    if (mask & IN_MOVED_FROM) {
+      RemoveWatches(relative_path);
+    } else if (mask & (IN_CREATE | IN_MOVED_TO)) {
+      WatchTree(relative_path);
+    }
+    return;
+  }
+  if (mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) MaybeReport(relative_path, observed);
+}
+
+void Watcher::MaybeReport(const std::string& relative_path, absl::Time observed) {
+  struct stat st;
+  if (lstat(FullPath(relative_path).c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      LOG(DEBUG) << "gone before it was reported: " << relative_path;
+    } else {
+      LOG(WARNING) << "cannot lstat " << FullPath(relative_path) << ": " << std::strerror(errno);
+    }
+    return;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    LOG(DEBUG) << "not a regular file, ignored: " << relative_path;
+    return;
+  }
+  LOG(DEBUG) << "observed " << relative_path;
+  callback_(relative_path, observed);
+}
+
+bool Watcher::AddWatch(const std::string& relative_dir) {
+  // The root may be a symlink to the real directory; nothing below it is
+  // followed.
+  uint32_t mask = kWatchMask | (relative_dir.empty() ? 0 : IN_DONT_FOLLOW);
+  int wd = inotify_add_watch(inotify_fd_, FullPath(relative_dir).c_str(), mask);
+  if (wd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      LOG(DEBUG) << "directory gone before it was watched: " << relative_dir;
+    } else {
+      LOG(WARNING) << "cannot watch " << FullPath(relative_dir) << ": " << std::strerror(errno)
+                   << (errno == ENOSPC ? " (raise fs.inotify.max_user_watches)" : "");
+    }
+    return false;
+  }
+  // The same directory (inode) always gets the same wd; a wd under another
+  // name means the directory moved without us seeing it (queue overflow).
+  auto by_wd = wd_to_dir_.find(wd);
+  if (by_wd != wd_to_dir_.end() && by_wd->second != relative_dir) {
+    auto stale = dir_to_wd_.find(by_wd->second);
+    if (stale != dir_to_wd_.end() && stale->second == wd) dir_to_wd_.erase(stale);
+  }
+  // A different wd under this name is a directory that was replaced: its
+  // watch may now be somewhere else, possibly outside the tree.
+  auto by_dir = dir_to_wd_.find(relative_dir);
+  if (by_dir != dir_to_wd_.end() && by_dir->second != wd) {
+    inotify_rm_watch(inotify_fd_, by_dir->second);
+    wd_to_dir_.erase(by_dir->second);
+  }
+  wd_to_dir_[wd] = relative_dir;
+  dir_to_wd_[relative_dir] = wd;
+  return true;
+}
+
+void Watcher::RemoveWatches(const std::string& relative_dir) {
+  std::vector<int> removed;
+  auto exact = dir_to_wd_.find(relative_dir);
+  if (exact != dir_to_wd_.end()) removed.push_back(exact->second);
+  const std::string prefix = relative_dir + "/";
+  for (auto it = dir_to_wd_.lower_bound(prefix);
+       it != dir_to_wd_.end() && absl::StartsWith(it->first, prefix); ++it) {
+    removed.push_back(it->second);
+  }
+  for (int wd : removed) {
+    inotify_rm_watch(inotify_fd_, wd);
+    ForgetWatch(wd);
+  }
+}
+
+void Watcher::ForgetWatch(int wd) {
+  auto it = wd_to_dir_.find(wd);
+  if (it == wd_to_dir_.end()) return;
+  auto by_dir = dir_to_wd_.find(it->second);
+  if (by_dir != dir_to_wd_.end() && by_dir->second == wd) dir_to_wd_.erase(by_dir);
+  wd_to_dir_.erase(it);
+}
+
+void Watcher::FullScan() {
+  WatchTree("");
+  if (options_.on_scan_complete && !stop_requested_.load()) options_.on_scan_complete();
+}
+
+void Watcher::WatchTree(const std::string& relative_dir) {
+  std::vector<std::string> pending = {relative_dir};
+  while (!pending.empty() && !stop_requested_.load()) {
+    std::string dir = std::move(pending.back());
+    pending.pop_back();
+    // Watch first, then list: a file created in between is seen by both,
+    // never by neither.
+    if (!AddWatch(dir)) continue;
+    const std::string path = FullPath(dir);
+    int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (dir.empty() ? 0 : O_NOFOLLOW);
+    int fd = open(path.c_str(), flags);
+    if (fd < 0) {
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) {
+        LOG(DEBUG) << "directory gone before it was scanned: " << dir;
+      } else {
+        LOG(WARNING) << "cannot scan " << path << ": " << std::strerror(errno);
+      }
+      continue;
+    }
+    DIR* listing = fdopendir(fd);
+    if (listing == nullptr) {
+      LOG(WARNING) << "cannot scan " << path << ": " << std::strerror(errno);
+      close(fd);
+      continue;
+    }
+    while (!stop_requested_.load()) {
+      errno = 0;
+      const dirent* entry = readdir(listing);
+      if (entry == nullptr) {
+        if (errno != 0) LOG(WARNING) << "error scanning " << path << ": " << std::strerror(errno);
+        break;
+      }
+      absl::string_view name = entry->d_name;
+      if (IsHiddenName(name)) continue;  // also skips "." and ".."
+      unsigned char type = entry->d_type;
+      if (type == DT_UNKNOWN) {
+        struct stat st;
+        if (fstatat(dirfd(listing), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+      }
+      if (type == DT_DIR) {
+        pending.push_back(JoinRelative(dir, name));
+      } else if (type == DT_REG) {
+        std::string relative_path = JoinRelative(dir, name);
+        LOG(DEBUG) << "found " << relative_path;
+        callback_(relative_path, options_.clock->Now());
+      }
+    }
+    closedir(listing);
+  }
+}
+
+}  // namespace dispatchd::agent
