@@ -1,0 +1,575 @@
+#include "controller/dispatcher.h"
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+#include "nlohmann/json.hpp"
+
+namespace dispatchd {
+namespace controller {
+namespace {
+
+using dispatch::v1::AgentMessage;
+using dispatch::v1::CommandResult;
+using dispatch::v1::ControllerMessage;
+using dispatch::v1::Settled;
+
+// Lanes and debounce state are per (event id, agent, container).
+std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
+                    absl::string_view container_id) {
+  return absl::StrCat(event_id, "\x1f", agent_id, "\x1f", container_id);
+}
+
+std::string Rfc3339(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", t, absl::UTCTimeZone());
+}
+
+std::string ShortId(absl::string_view id) { return std::string(id.substr(0, 12)); }
+
+}  // namespace
+
+absl::string_view DeliveryOutcomeName(DeliveryOutcome outcome) {
+  switch (outcome) {
+    case DeliveryOutcome::kDelivered: return "delivered";
+    case DeliveryOutcome::kCoalesced: return "coalesced";
+    case DeliveryOutcome::kSkippedGone: return "skipped_container_gone";
+    case DeliveryOutcome::kSkippedNotRunning: return "skipped_not_running";
+    case DeliveryOutcome::kSkippedRejected: return "skipped_rejected";
+    case DeliveryOutcome::kSkippedUnsubscribed: return "skipped_unsubscribed";
+    case DeliveryOutcome::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
+Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
+    : options_(std::move(options)), clock_(clock), index_(options_.label_namespace) {}
+
+Dispatcher::~Dispatcher() { Stop(); }
+
+void Dispatcher::Start() {
+  absl::MutexLock lock(&mu_);
+  if (thread_ != nullptr) return;
+  stopping_ = false;
+  thread_ = std::make_unique<std::thread>([this] {
+    while (true) {
+      absl::Time next = Poll();
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      if (!wake_) {
+        clock_->AwaitWithDeadline(
+            &mu_,
+            absl::Condition(
+                +[](Dispatcher* d) ABSL_NO_THREAD_SAFETY_ANALYSIS { return d->wake_ || d->stopping_; },
+                this),
+            next);
+      }
+      wake_ = false;
+      if (stopping_) return;
+    }
+  });
+}
+
+void Dispatcher::Stop() {
+  std::unique_ptr<std::thread> thread;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    thread = std::move(thread_);
+  }
+  if (thread != nullptr) thread->join();
+}
+
+void Dispatcher::Wake() { wake_ = true; }
+
+void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& host,
+                                AgentLink* link) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  auto it = agents_.find(agent_id);
+  if (it != agents_.end() && it->second.link != nullptr && it->second.link != link) {
+    LOG(WARNING) << "agent " << agent_id << " opened a new session; closing the old one";
+    it->second.link->Close("replaced by a new session of the same agent");
+  }
+  AgentState& state = agents_[agent_id];
+  state = AgentState{};
+  state.link = link;
+  state.host = host;
+  state.last_heard = now;
+  state.last_heartbeat_sent = now;
+  ControllerMessage welcome;
+  welcome.mutable_welcome()->set_session_id(
+      absl::StrCat(agent_id, "-", absl::ToUnixNanos(now)));
+  welcome.mutable_welcome()->set_heartbeat_period_ms(
+      absl::ToInt64Milliseconds(options_.heartbeat_period));
+  welcome.mutable_welcome()->set_label_namespace(options_.label_namespace);
+  link->Send(std::move(welcome));
+  LOG(INFO) << "agent " << agent_id << " (host " << host << ") connected";
+}
+
+void Dispatcher::AgentDisconnected(const std::string& agent_id, AgentLink* link) {
+  absl::MutexLock lock(&mu_);
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end() || it->second.link != link) return;
+  agents_.erase(it);
+  index_.RemoveAgent(agent_id);
+  LOG(WARNING) << "agent " << agent_id << " disconnected; its containers leave the index";
+  // Commands in flight to that agent will never be answered: retry them.
+  std::vector<std::string> lanes;
+  std::vector<uint64_t> commands;
+  for (const auto& [command_id, f] : in_flight_) {
+    if (f.agent_id == agent_id) {
+      lanes.push_back(f.lane);
+      commands.push_back(command_id);
+    }
+  }
+  for (uint64_t command_id : commands) in_flight_.erase(command_id);
+  for (const std::string& lane : lanes) {
+    RetryFront(lane, absl::StrCat("agent ", agent_id, " disconnected before answering"));
+  }
+  // Only connected agents count for freshness: held events may route now.
+  RouteHeld();
+}
+
+void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage& message) {
+  absl::MutexLock lock(&mu_);
+  auto agent = agents_.find(agent_id);
+  if (agent == agents_.end()) return;  // session already replaced or ended
+  AgentState& state = agent->second;
+  state.last_heard = clock_->Now();
+  switch (message.msg_case()) {
+    case AgentMessage::kHeartbeat:
+    case AgentMessage::kHello:
+      break;
+    case AgentMessage::kInventorySnapshot: {
+      const auto& snapshot = message.inventory_snapshot();
+      std::vector<dispatch::v1::Container> containers(snapshot.containers().begin(),
+                                                      snapshot.containers().end());
+      index_.ReplaceAgentInventory(agent_id, containers);
+      state.seq = snapshot.seq();
+      const bool was_fresh = state.fresh;
+      state.fresh = true;
+      LOG(INFO) << "agent " << agent_id << " inventory: " << containers.size()
+                << " containers, " << index_.subscription_count() << " subscriptions, "
+                << index_.invalid_count() << " invalid";
+      if (!was_fresh) RouteHeld();
+      break;
+    }
+    case AgentMessage::kInventoryDelta: {
+      const auto& delta = message.inventory_delta();
+      if (delta.seq() <= state.seq) break;  // already covered by a snapshot
+      if (delta.seq() != state.seq + 1) {
+        LOG(WARNING) << "agent " << agent_id << " inventory delta " << delta.seq()
+                     << " after " << state.seq << ": holding events until its next snapshot";
+        state.fresh = false;
+        break;
+      }
+      state.seq = delta.seq();
+      for (const auto& c : delta.upserted()) index_.UpsertContainer(agent_id, c);
+      for (const auto& id : delta.removed_ids()) index_.RemoveContainer(agent_id, id);
+      break;
+    }
+    case AgentMessage::kInventoryStale:
+      if (state.fresh) {
+        LOG(WARNING) << "agent " << agent_id << " inventory is stale ("
+                     << message.inventory_stale().reason() << "): holding events";
+      }
+      state.fresh = false;
+      break;
+    case AgentMessage::kEvent:
+      HandleEvent(agent_id, message.event());
+      break;
+    case AgentMessage::kCommandResult:
+      HandleResult(agent_id, message.command_result());
+      break;
+    case AgentMessage::kExecExit:
+      HandleExecExit(agent_id, message.exec_exit());
+      break;
+    case AgentMessage::MSG_NOT_SET:
+      break;
+  }
+}
+
+bool Dispatcher::AllAgentsFresh() const {
+  if (agents_.empty()) return false;
+  for (const auto& [id, state] : agents_) {
+    if (!state.fresh) return false;
+  }
+  return true;
+}
+
+void Dispatcher::HandleEvent(const std::string& agent_id,
+                             const dispatch::v1::ObservedEvent& event) {
+  const auto key = std::make_pair(agent_id, event.key());
+  auto unacked = unacked_settled_.find(key);
+  if (unacked != unacked_settled_.end()) {
+    // Settled while the agent was away: tell it again rather than re-dispatch.
+    ControllerMessage message;
+    *message.mutable_settled() = unacked->second;
+    agents_[agent_id].link->Send(std::move(message));
+    unacked_settled_.erase(unacked);
+    return;
+  }
+  if (by_key_.count(key) != 0) {
+    ++stats_.events_duplicate;
+    return;
+  }
+  const uint64_t seq = next_event_seq_++;
+  EventRecord& record = events_[seq];
+  record.seq = seq;
+  record.origin_agent = agent_id;
+  record.origin_host = agents_[agent_id].host;
+  record.event = event;
+  by_key_[key] = seq;
+  ++stats_.events_observed;
+  LOG(DEBUG) << "event " << event.event_id() << " observed by " << agent_id << " ("
+             << event.key() << ", " << event.size() << " bytes)";
+  if (AllAgentsFresh()) {
+    Route(seq);
+  } else {
+    held_.push_back(seq);
+    LOG(INFO) << "holding event " << event.event_id()
+              << " until every agent's container inventory is fresh";
+  }
+}
+
+void Dispatcher::RouteHeld() {
+  if (held_.empty() || !AllAgentsFresh()) return;
+  std::deque<uint64_t> held;
+  held.swap(held_);
+  LOG(INFO) << "inventories fresh: routing " << held.size() << " held events";
+  for (uint64_t seq : held) Route(seq);
+}
+
+void Dispatcher::Route(uint64_t seq) {
+  auto it = events_.find(seq);
+  if (it == events_.end()) return;
+  EventRecord& record = it->second;
+  record.routed = true;
+  std::vector<Target> targets =
+      index_.Lookup(record.event.event_id(), record.origin_agent);
+  if (targets.empty()) {
+    record.no_subscribers = true;
+    Settle(record);
+    return;
+  }
+  record.outstanding = static_cast<int>(targets.size());
+  const absl::Time now = clock_->Now();
+  const std::string event_id = record.event.event_id();
+  // `record` may be settled (erased) by a synchronous resolution below.
+  for (Target& target : targets) {
+    const std::string key = LaneKey(event_id, target.agent_id, target.container_id);
+    Debouncer::Decision decision =
+        debouncer_.Offer(key, target.subscription.debounce, seq, now);
+    if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
+      Enqueue(Delivery{seq, std::move(target), 0, ""});
+    } else {
+      Target copy = target;
+      debounce_targets_[key] = std::move(target);
+      Wake();
+      if (decision.coalesced.has_value()) {
+        Resolve(*decision.coalesced, copy, DeliveryOutcome::kCoalesced,
+                absl::StrCat("coalesced into a later event (debounce ",
+                             absl::FormatDuration(copy.subscription.debounce), ")"));
+      }
+    }
+  }
+}
+
+void Dispatcher::Enqueue(Delivery delivery) {
+  const std::string key = LaneKey(delivery.target.subscription.event_id,
+                                  delivery.target.agent_id, delivery.target.container_id);
+  Lane& lane = lanes_[key];
+  lane.queue.push_back(std::move(delivery));
+  if (!lane.in_flight && !lane.retry_at.has_value()) PumpLane(key);
+}
+
+void Dispatcher::PumpLane(const std::string& lane_key) {
+  while (true) {
+    auto it = lanes_.find(lane_key);
+    if (it == lanes_.end()) return;
+    Lane& lane = it->second;
+    if (lane.in_flight) return;
+    if (lane.queue.empty()) {
+      lanes_.erase(it);
+      return;
+    }
+    if (lane.retry_at.has_value() && *lane.retry_at > clock_->Now()) return;
+    lane.retry_at.reset();
+    Delivery& front = lane.queue.front();
+    auto record = events_.find(front.event_seq);
+    if (record == events_.end()) {  // cannot happen: records outlive their deliveries
+      lane.queue.pop_front();
+      continue;
+    }
+    // Level-triggered: deliver what the container's labels say now.
+    std::optional<Target> current = index_.Find(
+        front.target.agent_id, front.target.container_id, front.target.subscription.event_id);
+    if (!current.has_value()) {
+      FinishFront(lane_key, DeliveryOutcome::kSkippedUnsubscribed,
+                  "the container or its subscription is gone");
+      return;
+    }
+    auto agent = agents_.find(front.target.agent_id);
+    if (agent == agents_.end()) {
+      RetryFront(lane_key, absl::StrCat("agent ", front.target.agent_id, " is not connected"));
+      return;
+    }
+    const EventRecord& event = record->second;
+    const Subscription& sub = current->subscription;
+    const uint64_t command_id = next_command_id_++;
+    ControllerMessage message;
+    dispatch::v1::Command* command = message.mutable_command();
+    command->set_command_id(command_id);
+    command->set_event_id(event.event.event_id());
+    command->set_container_id(front.target.container_id);
+    for (const std::string& arg : sub.argv) command->add_argv(arg);
+    command->set_start_container(sub.start == StartPolicy::kStartIfStopped);
+    command->add_env(absl::StrCat("DISPATCH_EVENT_ID=", event.event.event_id()));
+    command->add_env(absl::StrCat("DISPATCH_EVENT_HOST=", event.origin_host));
+    command->add_env(absl::StrCat("DISPATCH_EVENT_PATH=", event.event.key()));
+    const std::string& payload = event.event.payload();
+    if (payload.size() <= options_.max_env_payload_bytes &&
+        payload.find('\0') == std::string::npos) {
+      command->add_env(absl::StrCat("DISPATCH_EVENT_PAYLOAD=", payload));
+    }
+    lane.in_flight = true;
+    lane.command_id = command_id;
+    in_flight_[command_id] = InFlight{lane_key, front.target.agent_id};
+    ++stats_.commands_sent;
+    front.target = *std::move(current);
+    agent->second.link->Send(std::move(message));
+    return;
+  }
+}
+
+void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
+                             const std::string& detail) {
+  auto it = lanes_.find(lane_key);
+  if (it == lanes_.end() || it->second.queue.empty()) return;
+  Lane& lane = it->second;
+  Delivery delivery = std::move(lane.queue.front());
+  lane.queue.pop_front();
+  lane.in_flight = false;
+  lane.retry_at.reset();
+  Resolve(delivery.event_seq, delivery.target, outcome, detail);
+  PumpLane(lane_key);
+}
+
+void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error) {
+  auto it = lanes_.find(lane_key);
+  if (it == lanes_.end() || it->second.queue.empty()) return;
+  Lane& lane = it->second;
+  Delivery& front = lane.queue.front();
+  lane.in_flight = false;
+  ++front.attempts;
+  front.last_error = error;
+  if (front.attempts >= options_.max_attempts) {
+    FinishFront(lane_key,
+                DeliveryOutcome::kFailed,
+                absl::StrCat("gave up after ", front.attempts, " attempts: ", error));
+    return;
+  }
+  const absl::Time at = clock_->Now() + Backoff(front.attempts);
+  lane.retry_at = at;
+  retry_timers_.insert({at, lane_key});
+  ++stats_.retries;
+  LOG(WARNING) << "delivery of " << front.target.subscription.event_id << " to "
+               << front.target.container_name << " failed (attempt " << front.attempts << "/"
+               << options_.max_attempts << "): " << error << "; retrying at "
+               << Rfc3339(at);
+  Wake();
+}
+
+absl::Duration Dispatcher::Backoff(int attempts) {
+  // Full jitter over an exponential ceiling that saturates at the maximum.
+  absl::Duration ceiling = options_.retry_min_backoff;
+  for (int i = 1; i < attempts && ceiling < options_.retry_max_backoff; ++i) ceiling *= 2;
+  ceiling = std::min(ceiling, options_.retry_max_backoff);
+  const int64_t max_ns = std::max<int64_t>(1, absl::ToInt64Nanoseconds(ceiling));
+  const int64_t min_ns = absl::ToInt64Nanoseconds(options_.retry_min_backoff) / 2;
+  return absl::Nanoseconds(absl::Uniform<int64_t>(bitgen_, std::min(min_ns, max_ns), max_ns + 1));
+}
+
+void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& result) {
+  auto f = in_flight_.find(result.command_id());
+  if (f == in_flight_.end() || f->second.agent_id != agent_id) return;  // stale answer
+  const std::string lane_key = f->second.lane;
+  in_flight_.erase(f);
+  auto lane = lanes_.find(lane_key);
+  if (lane == lanes_.end() || !lane->second.in_flight ||
+      lane->second.command_id != result.command_id()) {
+    return;
+  }
+  switch (result.outcome()) {
+    case CommandResult::DELIVERED:
+      FinishFront(lane_key, DeliveryOutcome::kDelivered,
+                  result.exec_id().empty() ? "container started"
+                                           : absl::StrCat("exec ", ShortId(result.exec_id())));
+      break;
+    case CommandResult::CONTAINER_GONE:
+      FinishFront(lane_key, DeliveryOutcome::kSkippedGone, result.error());
+      break;
+    case CommandResult::NOT_RUNNING:
+      FinishFront(lane_key, DeliveryOutcome::kSkippedNotRunning, result.error());
+      break;
+    case CommandResult::REJECTED:
+      FinishFront(lane_key, DeliveryOutcome::kSkippedRejected, result.error());
+      break;
+    default:
+      RetryFront(lane_key, result.error().empty() ? "agent reported a failure" : result.error());
+      break;
+  }
+}
+
+void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit) {
+  if (!exit.error().empty()) {
+    LOG(WARNING) << "agent " << agent_id << ": exit of command " << exit.command_id()
+                 << " unknown: " << exit.error();
+    return;
+  }
+ if (exit.exit_code() == 0) {
+    LOG(DEBUG) << "agent " << agent_id << ": command " << exit.command_id() << " exited with 0 after "
+               << exit.duration_ms() << " ms";
+    return;
+  }
+  LOG(INFO) << "agent " << agent_id << ": command " << exit.command_id() << " exited with "
+      << exit.exit_code() << " after " << exit.duration_ms() << " ms";
+}
+
+void Dispatcher::Resolve(uint64_t event_seq, const Target& target, DeliveryOutcome outcome,
+                         const std::string& detail) {
+  ++stats_.deliveries[outcome];
+  auto it = events_.find(event_seq);
+  if (it == events_.end()) return;
+  EventRecord& record = it->second;
+  const std::string& event_id = record.event.event_id();
+  switch (outcome) {
+    case DeliveryOutcome::kDelivered:
+      LOG(INFO) << "delivered " << event_id << " to " << target.container_name << " ("
+                << detail << ")";
+      break;
+    case DeliveryOutcome::kCoalesced:
+      LOG(DEBUG) << "event " << event_id << " for " << target.container_name << ": " << detail;
+      break;
+    case DeliveryOutcome::kFailed:
+      LOG(ERROR) << "could not deliver " << event_id << " to " << target.container_name << ": "
+                 << detail;
+      record.failed = true;
+      record.errors.push_back(absl::StrCat(target.container_name, ": ", detail));
+      break;
+    default:
+      LOG(INFO) << "skipped " << event_id << " for " << target.container_name << " ("
+                << DeliveryOutcomeName(outcome) << "): " << detail;
+      break;
+  }
+  if (--record.outstanding <= 0) Settle(record);
+}
+
+void Dispatcher::Settle(EventRecord& record) {
+  Settled settled;
+  settled.set_key(record.event.key());
+  if (record.failed) {
+    settled.set_disposition(Settled::DEAD_LETTER);
+    nlohmann::json note = {
+        {"event_id", record.event.event_id()},
+        {"path", record.event.key()},
+        {"host", record.origin_host},
+        {"observed_at", Rfc3339(absl::FromUnixNanos(record.event.observed_unix_nanos()))},
+        {"settled_at", Rfc3339(clock_->Now())},
+        {"errors", record.errors},
+    };
+    settled.set_error_json(note.dump(2));
+    ++stats_.events_settled_dead_letter;
+    LOG(ERROR) << "event " << record.event.event_id() << " goes to the dead-letter directory";
+  } else {
+    settled.set_disposition(Settled::DELETE);
+    if (record.no_subscribers) {
+      ++stats_.events_settled_no_subscribers;
+      LOG(INFO) << "event " << record.event.event_id() << " (" << record.event.key()
+                << ") has no subscribers";
+    } else {
+      ++stats_.events_settled_delivered;
+    }
+  }
+  const auto key = std::make_pair(record.origin_agent, record.event.key());
+  auto agent = agents_.find(record.origin_agent);
+  if (agent != agents_.end()) {
+    ControllerMessage message;
+    *message.mutable_settled() = std::move(settled);
+    agent->second.link->Send(std::move(message));
+  } else {
+    unacked_settled_[key] = std::move(settled);
+  }
+  by_key_.erase(key);
+  events_.erase(record.seq);
+}
+
+absl::Time Dispatcher::Poll() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  for (Debouncer::Due& due : debouncer_.TakeDue(now)) {
+    auto target = debounce_targets_.find(due.key);
+    if (target == debounce_targets_.end()) continue;
+    Delivery delivery{due.item, std::move(target->second), 0, ""};
+    debounce_targets_.erase(target);
+    Enqueue(std::move(delivery));
+  }
+  while (!retry_timers_.empty() && retry_timers_.begin()->first <= now) {
+    const std::string lane_key = retry_timers_.begin()->second;
+    retry_timers_.erase(retry_timers_.begin());
+    auto lane = lanes_.find(lane_key);
+    if (lane == lanes_.end()) continue;
+    if (lane->second.retry_at.has_value() && *lane->second.retry_at > now) continue;
+    lane->second.retry_at.reset();
+    PumpLane(lane_key);
+  }
+  const absl::Duration silence_limit = options_.heartbeat_period * options_.missed_heartbeats;
+  for (auto& [agent_id, state] : agents_) {
+    if (now - state.last_heard > silence_limit) {
+      LOG(WARNING) << "agent " << agent_id << " missed " << options_.missed_heartbeats
+                   << " heartbeats: ending its session";
+      state.link->Close("missed heartbeats");
+      state.last_heard = now;  // Close once; the session reports its end.
+      continue;
+    }
+    if (now - state.last_heartbeat_sent >= options_.heartbeat_period) {
+      ControllerMessage heartbeat;
+      heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(now));
+      state.link->Send(std::move(heartbeat));
+      state.last_heartbeat_sent = now;
+    }
+  }
+  absl::Time next = now + options_.heartbeat_period;
+  if (auto d = debouncer_.NextDeadline(); d.has_value()) next = std::min(next, *d);
+  if (!retry_timers_.empty()) next = std::min(next, retry_timers_.begin()->first);
+  return next;
+}
+
+DispatcherStats Dispatcher::stats() const {
+  absl::MutexLock lock(&mu_);
+  DispatcherStats stats = stats_;
+  stats.events_in_flight = events_.size();
+  stats.events_held = held_.size();
+  stats.debounce_pending = debouncer_.pending();
+  stats.agents_connected = agents_.size();
+  stats.subscriptions_valid = index_.subscription_count();
+  stats.subscriptions_invalid = index_.invalid_count();
+  return stats;
+}
+
+std::vector<InvalidEntry> Dispatcher::InvalidSubscriptions() const {
+  absl::MutexLock lock(&mu_);
+  return index_.Invalid();
+}
+
+size_t Dispatcher::subscription_count() const {
+  absl::MutexLock lock(&mu_);
+  return index_.subscription_count();
+}
+
+}  // namespace controller
+}  // namespace dispatchd

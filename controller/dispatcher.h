@@ -1,0 +1,216 @@
+// Dispatcher: the controller's core. It keeps the subscription index built
+// from the agents' inventories, routes every observed event to its
+// subscribers through the debouncer and a per-(event id, container) work
+// queue with retries, sends Exec/Start commands to the agents that hold the
+// target containers, and sends Settled to the agent that observed the event
+// once every subscription has been delivered, coalesced or skipped.
+//
+// It knows nothing of gRPC: sessions reach it through AgentLink and the
+// On*() calls; time reaches it through Clock and Poll(). All state sits
+// behind one mutex; every public method is thread-safe. Link methods are
+// called with that mutex held, so AgentLink::Send must not block and must
+// not call back into the Dispatcher.
+#ifndef DISPATCHD_CONTROLLER_DISPATCHER_H_
+#define DISPATCHD_CONTROLLER_DISPATCHER_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "controller/debouncer.h"
+#include "controller/subscription_index.h"
+#include "proto/dispatch/v1/session.pb.h"
+
+namespace dispatchd {
+namespace controller {
+
+// One agent's session, as the Dispatcher sees it.
+class AgentLink {
+ public:
+  virtual ~AgentLink() = default;
+  // Queues a message for the agent. Never blocks; thread-safe.
+  virtual void Send(dispatch::v1::ControllerMessage message) = 0;
+  // Ends the session (e.g. missed heartbeats). The session later reports
+  // AgentDisconnected as usual. Never blocks.
+  virtual void Close(const std::string& reason) = 0;
+};
+
+struct DispatcherOptions {
+  std::string label_namespace = "subscription";
+  // Agents send a heartbeat at this period; ~3 missed periods end a session.
+  absl::Duration heartbeat_period = absl::Seconds(5);
+  int missed_heartbeats = 3;
+  // Retry policy for retryable delivery failures (Docker errors, agent gone):
+  // full-jitter exponential backoff between min and max, at most
+  // max_attempts attempts; then the event is dead-lettered.
+  absl::Duration retry_min_backoff = absl::Milliseconds(200);
+  absl::Duration retry_max_backoff = absl::Seconds(30);
+  int max_attempts = 8;
+  // Payloads up to this size (without NUL bytes) go to handlers as
+  // DISPATCH_EVENT_PAYLOAD.
+  size_t max_env_payload_bytes = 4096;
+};
+
+// How one subscription of one event ended.
+enum class DeliveryOutcome {
+  kDelivered,
+  kCoalesced,          // replaced by a later event (debounce)
+  kSkippedGone,        // container removed (404, or gone from the inventory)
+  kSkippedNotRunning,  // stopped and no container.start
+  kSkippedRejected,    // the agent's own label check refused it
+  kSkippedUnsubscribed,  // the subscription disappeared before delivery
+  kFailed,             // retry budget exhausted
+};
+absl::string_view DeliveryOutcomeName(DeliveryOutcome outcome);
+
+// Counters for tests, logs and the metrics layer. Monotonic unless noted.
+struct DispatcherStats {
+  uint64_t events_observed = 0;
+  uint64_t events_duplicate = 0;  // re-sent by a reconnecting agent
+  uint64_t events_settled_delivered = 0;
+  uint64_t events_settled_no_subscribers = 0;
+  uint64_t events_settled_dead_letter = 0;
+  std::map<DeliveryOutcome, uint64_t> deliveries;  // by outcome
+  uint64_t commands_sent = 0;
+  uint64_t retries = 0;
+  // Gauges.
+  uint64_t events_in_flight = 0;
+  uint64_t events_held = 0;
+  uint64_t debounce_pending = 0;
+  uint64_t agents_connected = 0;
+  uint64_t subscriptions_valid = 0;
+  uint64_t subscriptions_invalid = 0;
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(DispatcherOptions options, Clock* clock);
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+  ~Dispatcher();
+
+  // Session events. `link` must stay valid until AgentDisconnected(agent_id,
+  // link) returns. A second session for the same agent id replaces the first
+  // (whose link is closed).
+  void AgentConnected(const std::string& agent_id, const std::string& host, AgentLink* link);
+  void AgentDisconnected(const std::string& agent_id, AgentLink* link);
+  void OnAgentMessage(const std::string& agent_id, const dispatch::v1::AgentMessage& message);
+
+  // Runs what is due at Now(): debounced deliveries, retries, heartbeat
+  // checks. Returns when it should run next.
+  absl::Time Poll();
+
+  // Runs Poll() on a thread of its own until Stop(), waking early when new
+  // work has a nearer deadline.
+  void Start();
+  void Stop();
+
+  DispatcherStats stats() const;
+  std::vector<InvalidEntry> InvalidSubscriptions() const;
+  size_t subscription_count() const;
+
+ private:
+  struct EventRecord {
+    uint64_t seq = 0;
+    std::string origin_agent;
+    std::string origin_host;
+    dispatch::v1::ObservedEvent event;
+    bool routed = false;
+    int outstanding = 0;  // subscriptions not settled yet
+    bool failed = false;  // some subscription exhausted its retries
+    bool no_subscribers = false;
+    std::vector<std::string> errors;
+  };
+  struct Delivery {
+    uint64_t event_seq = 0;
+    Target target;
+    int attempts = 0;
+    std::string last_error;
+  };
+  // Per (event id, agent, container): FIFO of deliveries, one in flight.
+  struct Lane {
+    std::deque<Delivery> queue;
+    bool in_flight = false;
+    uint64_t command_id = 0;      // of the delivery in flight
+    std::optional<absl::Time> retry_at;  // front delivery waits until then
+  };
+  struct AgentState {
+    AgentLink* link = nullptr;
+    std::string host;
+    bool fresh = false;
+    uint64_t seq = 0;
+    absl::Time last_heard;
+    absl::Time last_heartbeat_sent;
+  };
+  struct InFlight {
+    std::string lane;
+    std::string agent_id;
+  };
+
+  void HandleEvent(const std::string& agent_id, const dispatch::v1::ObservedEvent& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleResult(const std::string& agent_id, const dispatch::v1::CommandResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AllAgentsFresh() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RouteHeld() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Route(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Enqueue(Delivery delivery) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PumpLane(const std::string& lane_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
+                   const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetryFront(const std::string& lane_key, const std::string& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Resolve(uint64_t event_seq, const Target& target, DeliveryOutcome outcome,
+               const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Settle(EventRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropAgentContainersFromQueues(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Duration Backoff(int attempts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const DispatcherOptions options_;
+  Clock* const clock_;
+
+  mutable absl::Mutex mu_;
+  SubscriptionIndex index_ ABSL_GUARDED_BY(mu_);
+  Debouncer debouncer_ ABSL_GUARDED_BY(mu_);
+  // Debounce key -> the target its pending item goes to.
+  absl::flat_hash_map<std::string, Target> debounce_targets_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, AgentState> agents_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, EventRecord> events_ ABSL_GUARDED_BY(mu_);
+  // (agent id, key) -> event seq, for de-duplicating re-sent events.
+  std::map<std::pair<std::string, std::string>, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
+  // Settled notices whose origin agent was away; re-sent when it re-sends the event.
+  std::map<std::pair<std::string, std::string>, dispatch::v1::Settled> unacked_settled_
+      ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> held_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Lane> lanes_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<absl::Time, std::string>> retry_timers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_event_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_command_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+  DispatcherStats stats_ ABSL_GUARDED_BY(mu_);
+
+  // Poll thread.
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<std::thread> thread_;
+};
+
+}  // namespace controller
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_CONTROLLER_DISPATCHER_H_

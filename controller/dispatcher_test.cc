@@ -1,0 +1,373 @@
+#include "controller/dispatcher.h"
+
+#include <vector>
+
+#include "common/testing/fake_clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dispatchd {
+namespace controller {
+namespace {
+
+using dispatch::v1::AgentMessage;
+using dispatch::v1::CommandResult;
+using dispatch::v1::ControllerMessage;
+using dispatch::v1::Settled;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class FakeLink : public AgentLink {
+ public:
+  void Send(ControllerMessage message) override { sent.push_back(std::move(message)); }
+  void Close(const std::string& reason) override { closed.push_back(reason); }
+
+  // Takes the commands sent since the last call.
+  std::vector<dispatch::v1::Command> TakeCommands() {
+    std::vector<dispatch::v1::Command> out;
+    std::vector<ControllerMessage> rest;
+    for (auto& m : sent) {
+      if (m.has_command()) {
+        out.push_back(m.command());
+      } else {
+        rest.push_back(std::move(m));
+      }
+    }
+    sent = std::move(rest);
+    return out;
+  }
+  std::vector<Settled> TakeSettled() {
+    std::vector<Settled> out;
+    std::vector<ControllerMessage> rest;
+    for (auto& m : sent) {
+      if (m.has_settled()) {
+        out.push_back(m.settled());
+      } else {
+        rest.push_back(std::move(m));
+      }
+    }
+    sent = std::move(rest);
+    return out;
+  }
+
+  std::vector<ControllerMessage> sent;
+  std::vector<std::string> closed;
+};
+
+dispatch::v1::Container MakeContainer(const std::string& id, const std::string& name,
+                                      std::map<std::string, std::string> labels,
+                                      dispatch::v1::Container::State state =
+                                          dispatch::v1::Container::RUNNING) {
+  dispatch::v1::Container c;
+  c.set_id(id);
+  c.set_name(name);
+  c.set_state(state);
+  for (auto& [k, v] : labels) (*c.mutable_labels())[k] = v;
+  return c;
+}
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  DispatcherTest() : dispatcher_(Options(), &clock_) {}
+
+  static DispatcherOptions Options() {
+    DispatcherOptions options;
+    options.heartbeat_period = absl::Seconds(5);
+    options.retry_min_backoff = absl::Milliseconds(100);
+    options.retry_max_backoff = absl::Seconds(1);
+    options.max_attempts = 3;
+    return options;
+  }
+
+  void Connect(const std::string& agent = "host-a") {
+    dispatcher_.AgentConnected(agent, agent, &link_);
+    ASSERT_FALSE(link_.sent.empty());
+    EXPECT_TRUE(link_.sent.front().has_welcome());
+    link_.sent.clear();
+  }
+
+  void Snapshot(std::vector<dispatch::v1::Container> containers, uint64_t seq = 1,
+                const std::string& agent = "host-a") {
+    AgentMessage m;
+    m.mutable_inventory_snapshot()->set_seq(seq);
+    for (auto& c : containers) *m.mutable_inventory_snapshot()->add_containers() = c;
+    dispatcher_.OnAgentMessage(agent, m);
+  }
+
+  void Event(const std::string& key, const std::string& event_id,
+             const std::string& payload = "", const std::string& agent = "host-a") {
+    AgentMessage m;
+    m.mutable_event()->set_key(key);
+    m.mutable_event()->set_event_id(event_id);
+    m.mutable_event()->set_payload(payload);
+    m.mutable_event()->set_observed_unix_nanos(absl::ToUnixNanos(clock_.Now()));
+    dispatcher_.OnAgentMessage(agent, m);
+  }
+
+  void Result(uint64_t command_id, CommandResult::Outcome outcome, const std::string& error = "",
+              const std::string& agent = "host-a") {
+    AgentMessage m;
+    m.mutable_command_result()->set_command_id(command_id);
+    m.mutable_command_result()->set_outcome(outcome);
+    m.mutable_command_result()->set_error(error);
+    if (outcome == CommandResult::DELIVERED) m.mutable_command_result()->set_exec_id("e1");
+    dispatcher_.OnAgentMessage(agent, m);
+  }
+
+  FakeClock clock_;
+  FakeLink link_;
+  Dispatcher dispatcher_;
+};
+
+const std::map<std::string, std::string> kTouch = {
+    {"subscription.demo.some-event.container.command", "touch handled"}};
+
+TEST_F(DispatcherTest, DeliversToSubscriberAndSettlesAfterTheExecStarted) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event", "hello");
+
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_EQ(commands[0].container_id(), "c1");
+  EXPECT_THAT(commands[0].argv(), ElementsAre("touch", "handled"));
+  EXPECT_FALSE(commands[0].start_container());
+  EXPECT_THAT(commands[0].env(), ::testing::Contains("DISPATCH_EVENT_ID=demo.some-event"));
+  EXPECT_THAT(commands[0].env(), ::testing::Contains("DISPATCH_EVENT_PAYLOAD=hello"));
+  EXPECT_THAT(commands[0].env(), ::testing::Contains("DISPATCH_EVENT_HOST=host-a"));
+  EXPECT_TRUE(link_.TakeSettled().empty()) << "settled before the agent answered";
+
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].key(), "demo/some-event");
+  EXPECT_EQ(settled[0].disposition(), Settled::DELETE);
+  DispatcherStats stats = dispatcher_.stats();
+  EXPECT_EQ(stats.events_settled_delivered, 1u);
+  EXPECT_EQ(stats.deliveries[DeliveryOutcome::kDelivered], 1u);
+  EXPECT_EQ(stats.events_in_flight, 0u);
+}
+
+TEST_F(DispatcherTest, HoldsEventsUntilTheInventoryIsFresh) {
+  Connect();
+  Event("demo/some-event", "demo.some-event");
+  EXPECT_TRUE(link_.TakeCommands().empty());
+  EXPECT_TRUE(link_.TakeSettled().empty()) << "routed on an inventory it does not have";
+  EXPECT_EQ(dispatcher_.stats().events_held, 1u);
+
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  EXPECT_EQ(link_.TakeCommands().size(), 1u);
+
+  // Stream lost: hold again; a new snapshot releases.
+  AgentMessage stale;
+  stale.mutable_inventory_stale()->set_reason("events stream closed");
+  dispatcher_.OnAgentMessage("host-a", stale);
+  Event("demo/other", "demo.other");
+  EXPECT_TRUE(link_.TakeSettled().empty());
+  Snapshot({MakeContainer("c1", "handler", kTouch)}, 7);
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].key(), "demo/other");  // no subscriber: deleted
+}
+
+TEST_F(DispatcherTest, EventWithoutSubscribersIsSettledAtOnce) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("nobody/listens", "nobody.listens");
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].disposition(), Settled::DELETE);
+  EXPECT_EQ(dispatcher_.stats().events_settled_no_subscribers, 1u);
+}
+
+TEST_F(DispatcherTest, TwoSubscribersBothServedBeforeSettling) {
+  Connect();
+  Snapshot({MakeContainer("c1", "one", kTouch), MakeContainer("c2", "two", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 2u);
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  EXPECT_TRUE(link_.TakeSettled().empty());
+  Result(commands[1].command_id(), CommandResult::DELIVERED);
+  EXPECT_EQ(link_.TakeSettled().size(), 1u);
+}
+
+TEST_F(DispatcherTest, InvalidLabelDoesNotStopAValidNeighbour) {
+  Connect();
+  Snapshot({MakeContainer("bad", "bad",
+                          {{"subscription.demo.some-event.container.command", "echo 'unterminated"}}),
+            MakeContainer("good", "good", kTouch)});
+  EXPECT_EQ(dispatcher_.stats().subscriptions_invalid, 1u);
+  ASSERT_EQ(dispatcher_.InvalidSubscriptions().size(), 1u);
+  EXPECT_THAT(dispatcher_.InvalidSubscriptions()[0].invalid.reason, HasSubstr("quote"));
+  Event("demo/some-event", "demo.some-event");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_EQ(commands[0].container_id(), "good");
+}
+
+TEST_F(DispatcherTest, SkippedSubscriptionsStillSettleTheFile) {
+  Connect();
+  Snapshot({MakeContainer("c1", "stopped", kTouch, dispatch::v1::Container::EXITED)});
+  Event("demo/some-event", "demo.some-event");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u) << "the agent inspects before a container is skipped";
+  Result(commands[0].command_id(), CommandResult::NOT_RUNNING, "not running");
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].disposition(), Settled::DELETE);
+  EXPECT_EQ(dispatcher_.stats().deliveries[DeliveryOutcome::kSkippedNotRunning], 1u);
+}
+
+TEST_F(DispatcherTest, RetriesWithBackoffThenDeadLetters) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+    ASSERT_EQ(commands.size(), 1u) << "attempt " << attempt;
+    Result(commands[0].command_id(), CommandResult::FAILED, "Docker: 500 boom");
+    if (attempt < 3) {
+      EXPECT_TRUE(link_.TakeCommands().empty()) << "retried without waiting";
+      clock_.Advance(absl::Seconds(1));  // the backoff ceiling
+      dispatcher_.Poll();
+    }
+  }
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].disposition(), Settled::DEAD_LETTER);
+  EXPECT_THAT(settled[0].error_json(), HasSubstr("500 boom"));
+  EXPECT_THAT(settled[0].error_json(), HasSubstr("\"event_id\": \"demo.some-event\""));
+  EXPECT_EQ(dispatcher_.stats().events_settled_dead_letter, 1u);
+  EXPECT_EQ(dispatcher_.stats().retries, 2u);
+}
+
+TEST_F(DispatcherTest, OneDeliveryInFlightPerContainerAndEvent) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event", "first");
+  Event("demo/some-event.2", "demo.some-event", "second");  // same event id, other file
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_THAT(commands[0].env(), ::testing::Contains("DISPATCH_EVENT_PAYLOAD=second"));
+}
+
+TEST_F(DispatcherTest, DebounceCoalescesAndDeliversTheLatestAtTheEndOfThePeriod) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler",
+                          {{"subscription.tick.container.command", "true"},
+                           {"subscription.tick.dispatching.debounce", "1000"}})});
+  const absl::Time t0 = clock_.Now();
+  Event("tick.0", "tick", "0");  // key differs from id only for the test's bookkeeping
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_THAT(commands[0].env(), ::testing::Contains("DISPATCH_EVENT_PAYLOAD=0"));
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  EXPECT_EQ(link_.TakeSettled().size(), 1u);
+
+  clock_.SetTime(t0 + absl::Milliseconds(800));
+  Event("tick.800", "tick", "800");
+  clock_.SetTime(t0 + absl::Milliseconds(900));
+  Event("tick.900", "tick", "900");
+  EXPECT_TRUE(link_.TakeCommands().empty());
+  // 800 was coalesced into 900: its file is settled without an exec.
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].key(), "tick.800");
+  EXPECT_EQ(dispatcher_.stats().debounce_pending, 1u);
+
+  clock_.SetTime(t0 + absl::Milliseconds(999));
+  EXPECT_EQ(dispatcher_.Poll(), t0 + absl::Seconds(1));
+  EXPECT_TRUE(link_.TakeCommands().empty());
+  clock_.SetTime(t0 + absl::Seconds(1));
+  dispatcher_.Poll();
+  commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_THAT(commands[0].env(), ::testing::Contains("DISPATCH_EVENT_PAYLOAD=900"));
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].key(), "tick.900");
+  EXPECT_EQ(dispatcher_.stats().deliveries[DeliveryOutcome::kCoalesced], 1u);
+}
+
+TEST_F(DispatcherTest, ReSentEventIsNotDispatchedTwice) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  Event("demo/some-event", "demo.some-event");
+  EXPECT_EQ(link_.TakeCommands().size(), 1u);
+  EXPECT_EQ(dispatcher_.stats().events_duplicate, 1u);
+}
+
+TEST_F(DispatcherTest, AgentThatReconnectsGetsItsSettledNoticeInsteadOfARedelivery) {
+  Connect();
+  FakeLink other;
+  dispatcher_.AgentConnected("host-b", "host-b", &other);
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  AgentMessage snapshot_b;
+  snapshot_b.mutable_inventory_snapshot()->set_seq(1);
+  dispatcher_.OnAgentMessage("host-b", snapshot_b);
+  // host-b observes an event that host-a's container handles.
+  Event("demo/some-event", "demo.some-event", "", "host-b");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  dispatcher_.AgentDisconnected("host-b", &other);
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  // host-b comes back and re-sends its unsettled event.
+  FakeLink again;
+  dispatcher_.AgentConnected("host-b", "host-b", &again);
+  dispatcher_.OnAgentMessage("host-b", snapshot_b);
+  Event("demo/some-event", "demo.some-event", "", "host-b");
+  EXPECT_TRUE(link_.TakeCommands().empty()) << "delivered twice";
+  std::vector<Settled> settled = again.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].key(), "demo/some-event");
+}
+
+TEST_F(DispatcherTest, CommandsInFlightToADisconnectedAgentAreRetried) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  ASSERT_EQ(link_.TakeCommands().size(), 1u);
+  dispatcher_.AgentDisconnected("host-a", &link_);
+  EXPECT_EQ(dispatcher_.stats().retries, 1u);
+  // It comes back with the same container; the retry goes out after the backoff.
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.Poll();
+  EXPECT_EQ(link_.TakeCommands().size(), 1u);
+}
+
+TEST_F(DispatcherTest, SilentAgentIsClosedAfterMissedHeartbeats) {
+  Connect();
+  clock_.Advance(absl::Seconds(14));
+  dispatcher_.Poll();
+  EXPECT_TRUE(link_.closed.empty());
+  clock_.Advance(absl::Seconds(2));
+  dispatcher_.Poll();
+  ASSERT_EQ(link_.closed.size(), 1u);
+  EXPECT_THAT(link_.closed[0], HasSubstr("heartbeat"));
+}
+
+TEST_F(DispatcherTest, LabelChangeIsFollowedWithoutRestart) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  AgentMessage delta;
+  delta.mutable_inventory_delta()->set_seq(2);
+  *delta.mutable_inventory_delta()->add_upserted() =
+      MakeContainer("c1", "handler", {{"subscription.demo.other.container.command", "true"}});
+  dispatcher_.OnAgentMessage("host-a", delta);
+  Event("demo/some-event", "demo.some-event");
+  EXPECT_TRUE(link_.TakeCommands().empty());
+  Event("demo/other", "demo.other");
+  EXPECT_EQ(link_.TakeCommands().size(), 1u);
+}
+
+}  // namespace
+}  // namespace controller
+}  // namespace dispatchd

@@ -1,0 +1,173 @@
+#include "controller/session_service.h"
+
+#include <deque>
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "common/logging.h"
+
+namespace dispatchd {
+namespace controller {
+namespace {
+
+using dispatch::v1::AgentMessage;
+using dispatch::v1::ControllerMessage;
+
+class SessionReactor final
+    : public grpc::ServerBidiReactor<AgentMessage, ControllerMessage>,
+      public AgentLink {
+ public:
+  SessionReactor(Dispatcher* dispatcher, const SessionServiceOptions* options, std::string peer)
+      : dispatcher_(dispatcher), options_(options), peer_(std::move(peer)) {
+    StartRead(&incoming_);
+  }
+
+  // AgentLink. gRPC may run a reaction inline from StartWrite/Finish, so no
+  // lock is held across them.
+  void Send(ControllerMessage message) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_) return;
+      outgoing_.push_back(std::move(message));
+      if (writing_) return;
+      writing_ = true;
+      current_ = std::move(outgoing_.front());
+      outgoing_.pop_front();
+    }
+    StartWrite(&current_);
+  }
+
+  void Close(const std::string& reason) override {
+    RequestFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, reason));
+  }
+
+  // Reactor.
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The agent half-closed or the stream broke.
+      EndSession();
+      RequestFinish(grpc::Status::OK);
+      return;
+    }
+    if (agent_id_.empty()) {
+      if (!incoming_.has_hello() || incoming_.hello().agent_id().empty()) {
+        LOG(WARNING) << "session from " << peer_ << " did not start with a Hello naming its agent";
+        RequestFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "the first message must be a Hello with an agent id"));
+        StartRead(&incoming_);
+        return;
+      }
+      if (!options_->token.empty() && incoming_.hello().token() != options_->token) {
+        LOG(WARNING) << "session from " << peer_ << " (agent " << incoming_.hello().agent_id()
+                     << ") presented a wrong token";
+        RequestFinish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong token"));
+        StartRead(&incoming_);
+        return;
+      }
+      agent_id_ = incoming_.hello().agent_id();
+      const std::string host =
+          incoming_.hello().host().empty() ? agent_id_ : incoming_.hello().host();
+      {
+        absl::MutexLock lock(&mu_);
+        connected_ = true;
+      }
+      dispatcher_->AgentConnected(agent_id_, host, this);
+    } else if (IsConnected()) {
+      dispatcher_->OnAgentMessage(agent_id_, incoming_);
+    }
+    StartRead(&incoming_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool write_next = false;
+    bool finish = false;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The stream is gone; the pending read fails too and ends the session.
+        finishing_ = true;
+        outgoing_.clear();
+      }
+      if (!finishing_ && !outgoing_.empty()) {
+        writing_ = true;
+        current_ = std::move(outgoing_.front());
+        outgoing_.pop_front();
+        write_next = true;
+      } else if (finishing_ && !finished_) {
+        finished_ = true;
+        finish = true;
+        status = finish_status_;
+      }
+    }
+    if (write_next) StartWrite(&current_);
+    if (finish) Finish(status);
+  }
+
+  void OnCancel() override { EndSession(); }
+
+  void OnDone() override {
+    EndSession();
+    delete this;
+  }
+
+ private:
+  bool IsConnected() {
+    absl::MutexLock lock(&mu_);
+    return connected_;
+  }
+
+  void EndSession() {
+    bool was_connected = false;
+    {
+      absl::MutexLock lock(&mu_);
+      was_connected = connected_;
+      connected_ = false;
+    }
+    if (was_connected) dispatcher_->AgentDisconnected(agent_id_, this);
+  }
+
+  // Finishes the call once the write in flight (if any) is done. Idempotent:
+  // the first status wins.
+  void RequestFinish(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finishing_) finish_status_ = std::move(status);
+      finishing_ = true;
+      outgoing_.clear();
+      if (writing_ || finished_) return;
+      finished_ = true;
+      status = finish_status_;
+    }
+    Finish(status);
+  }
+
+  Dispatcher* const dispatcher_;
+  const SessionServiceOptions* const options_;
+  const std::string peer_;
+  AgentMessage incoming_;  // only touched by the read path
+  std::string agent_id_;   // set by the first read, then constant
+
+  absl::Mutex mu_;
+  std::deque<ControllerMessage> outgoing_ ABSL_GUARDED_BY(mu_);
+  ControllerMessage current_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+SessionService::SessionService(Dispatcher* dispatcher, SessionServiceOptions options)
+    : dispatcher_(dispatcher), options_(std::move(options)) {}
+
+grpc::ServerBidiReactor<AgentMessage, ControllerMessage>* SessionService::Session(
+    grpc::CallbackServerContext* context) {
+  return new SessionReactor(dispatcher_, &options_, context->peer());
+}
+
+}  // namespace controller
+}  // namespace dispatchd

@@ -1,0 +1,39 @@
+// SessionService: the gRPC face of the Dispatcher. One bidirectional stream
+// per agent (dispatch.v1.AgentSession/Session); each stream is a reactor that
+// forwards what the agent says to the Dispatcher and writes what the
+// Dispatcher sends, in order, one write at a time.
+//
+// Thin by design: all decisions are the Dispatcher's. Thread-safe.
+// The Dispatcher must outlive the grpc::Server this service is registered on.
+#ifndef DISPATCHD_CONTROLLER_SESSION_SERVICE_H_
+#define DISPATCHD_CONTROLLER_SESSION_SERVICE_H_
+
+#include <string>
+
+#include "controller/dispatcher.h"
+#include "proto/dispatch/v1/session.grpc.pb.h"
+
+namespace dispatchd {
+namespace controller {
+
+struct SessionServiceOptions {
+  // When non-empty, agents must present this bearer token in Hello.
+  std::string token;
+};
+
+class SessionService final : public dispatch::v1::AgentSession::CallbackService {
+ public:
+  SessionService(Dispatcher* dispatcher, SessionServiceOptions options);
+
+  grpc::ServerBidiReactor<dispatch::v1::AgentMessage, dispatch::v1::ControllerMessage>* Session(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  Dispatcher* const dispatcher_;
+  const SessionServiceOptions options_;
+};
+
+}  // namespace controller
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_CONTROLLER_SESSION_SERVICE_H_
