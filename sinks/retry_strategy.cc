@@ -1,0 +1,78 @@
+#include "sinks/retry_strategy.h"
+
+#include <algorithm>
+#include <memory>
+#include <random>
+#include <utility>
+
+namespace dispatchd {
+namespace events {
+
+Breaker::Breaker(int threshold, absl::Duration backoff, const Clock* clock)
+    : threshold_(threshold),
+      backoff_(backoff),
+      clock_(clock != nullptr ? clock : Clock::Real()) {}
+
+absl::Duration Breaker::Proceed(const Event&) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (recent_ < threshold_) return absl::ZeroDuration();
+  return std::max(absl::ZeroDuration(), last_ + backoff_ - clock_->Now());
+}
+
+RetryDecision Breaker::Failure(const Event&, const absl::Status&) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (recent_ < threshold_) ++recent_;  // saturates: only ">= threshold" matters
+  last_ = clock_->Now();
+  return RetryDecision::kRetry;
+}
+
+void Breaker::Success(const Event&) {
+  std::lock_guard<std::mutex> lock(mu_);
+  recent_ = 0;
+  last_ = absl::InfinitePast();
+}
+
+RandomSource DefaultRandomSource() {
+  struct State {
+    std::mutex mu;
+    std::mt19937_64 engine{std::random_device{}()};
+  };
+  auto state = std::make_shared<State>();
+  return [state](int64_t bound) {
+    std::uniform_int_distribution<int64_t> dist(0, bound - 1);
+    std::lock_guard<std::mutex> lock(state->mu);
+    return dist(state->engine);
+  };
+}
+
+ExponentialBackoff::ExponentialBackoff(Options options)
+    : base_(std::max(options.base, absl::ZeroDuration())),
+      factor_(options.factor > absl::ZeroDuration() ? options.factor : absl::Seconds(1)),
+      max_(options.max > absl::ZeroDuration() ? options.max : absl::Seconds(20)),
+      random_(options.random ? std::move(options.random) : DefaultRandomSource()) {}
+
+absl::Duration ExponentialBackoff::Bound(uint64_t failures) const {
+  if (failures == 0) return absl::ZeroDuration();
+  // factor * 2^(failures-1), saturating: absl::Duration arithmetic saturates
+  // to infinity instead of wrapping, and the shift stays below 63 bits.
+  const uint64_t exponent = std::min<uint64_t>(failures - 1, 62);
+  const absl::Duration growth = factor_ * (int64_t{1} << exponent);
+  return std::min(max_, base_ + growth);
+}
+
+absl::Duration ExponentialBackoff::Proceed(const Event&) {
+  const absl::Duration bound = Bound(failures_.load(std::memory_order_relaxed));
+  const int64_t bound_ns = absl::ToInt64Nanoseconds(bound);
+  if (bound_ns <= 0) return absl::ZeroDuration();
+  return absl::Nanoseconds(std::clamp<int64_t>(random_(bound_ns), 0, bound_ns - 1));
+}
+
+RetryDecision ExponentialBackoff::Failure(const Event&, const absl::Status&) {
+  failures_.fetch_add(1, std::memory_order_relaxed);
+  return RetryDecision::kRetry;
+}
+
+void ExponentialBackoff::Success(const Event&) { failures_.store(0, std::memory_order_relaxed); }
+
+}  // namespace events
+}  // namespace dispatchd

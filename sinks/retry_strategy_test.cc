@@ -1,0 +1,103 @@
+#include "sinks/retry_strategy.h"
+
+#include <atomic>
+#include <limits>
+
+#include "common/testing/fake_clock.h"
+#include "gtest/gtest.h"
+
+namespace dispatchd {
+namespace events {
+namespace {
+
+const Event kEvent{};
+const absl::Status kDown = absl::UnavailableError("down");
+
+TEST(BreakerTest, OpensAfterThresholdAndWaitsBackoffSinceLastFailure) {
+  FakeClock clock;
+  Breaker breaker(2, absl::Seconds(5), &clock);
+  EXPECT_EQ(breaker.Proceed(kEvent), absl::ZeroDuration());
+  EXPECT_EQ(breaker.Failure(kEvent, kDown), RetryDecision::kRetry);
+  EXPECT_EQ(breaker.Proceed(kEvent), absl::ZeroDuration());  // below threshold
+  breaker.Failure(kEvent, kDown);
+  EXPECT_EQ(breaker.Proceed(kEvent), absl::Seconds(5));
+  clock.Advance(absl::Seconds(3));
+  EXPECT_EQ(breaker.Proceed(kEvent), absl::Seconds(2));
+  clock.Advance(absl::Seconds(2));
+  EXPECT_EQ(breaker.Proceed(kEvent), absl::ZeroDuration());
+  breaker.Failure(kEvent, kDown);  // a failed probe re-opens for a full backoff
+  EXPECT_EQ(breaker.Proceed(kEvent), absl::Seconds(5));
+  breaker.Success(kEvent);
+  EXPECT_EQ(breaker.Proceed(kEvent), absl::ZeroDuration());
+}
+
+TEST(ExponentialBackoffTest, DefaultsMatchGoEvents) {
+  ExponentialBackoff backoff;
+  EXPECT_EQ(backoff.Bound(0), absl::ZeroDuration());
+  EXPECT_EQ(backoff.Bound(1), absl::Seconds(2));   // base 1 s + factor 1 s * 2^0
+  EXPECT_EQ(backoff.Bound(2), absl::Seconds(3));
+  EXPECT_EQ(backoff.Bound(3), absl::Seconds(5));
+  EXPECT_EQ(backoff.Bound(4), absl::Seconds(9));
+  EXPECT_EQ(backoff.Bound(5), absl::Seconds(17));
+  EXPECT_EQ(backoff.Bound(6), absl::Seconds(20));  // max
+}
+
+// Regression: go-events' bound overflowed after 56 failures.
+TEST(ExponentialBackoffTest, BoundSaturatesAtMaxForAnyFailureCount) {
+  ExponentialBackoff backoff;
+  for (uint64_t n = 6; n < 200; ++n) EXPECT_EQ(backoff.Bound(n), absl::Seconds(20)) << n;
+  EXPECT_EQ(backoff.Bound(std::numeric_limits<uint64_t>::max()), absl::Seconds(20));
+  ExponentialBackoff huge({.base = absl::Hours(1), .factor = absl::Hours(1000),
+                           .max = absl::Hours(100000)});
+  for (uint64_t n = 1; n < 200; ++n) {
+    EXPECT_GT(huge.Bound(n), absl::ZeroDuration()) << n;
+    EXPECT_LE(huge.Bound(n), absl::Hours(100000)) << n;
+  }
+}
+
+TEST(ExponentialBackoffTest, FullJitterDrawsBelowTheBound) {
+  std::atomic<int64_t> last_bound{0};
+  ExponentialBackoff backoff({.random = [&](int64_t bound) {
+    last_bound = bound;
+    return bound - 1;
+  }});
+  EXPECT_EQ(backoff.Proceed(kEvent), absl::ZeroDuration());  // no failure: no wait
+  EXPECT_EQ(last_bound.load(), 0);  // and the random source was not asked
+  for (int i = 0; i < 100; ++i) backoff.Failure(kEvent, kDown);
+  EXPECT_EQ(backoff.Proceed(kEvent), absl::Seconds(20) - absl::Nanoseconds(1));
+  EXPECT_EQ(last_bound.load(), absl::ToInt64Nanoseconds(absl::Seconds(20)));
+  backoff.Success(kEvent);
+  EXPECT_EQ(backoff.Proceed(kEvent), absl::ZeroDuration());
+}
+
+TEST(ExponentialBackoffTest, DefaultRandomStaysInRange) {
+  ExponentialBackoff backoff;
+  backoff.Failure(kEvent, kDown);
+  for (int i = 0; i < 1000; ++i) {
+    const absl::Duration d = backoff.Proceed(kEvent);
+    EXPECT_GE(d, absl::ZeroDuration());
+    EXPECT_LT(d, absl::Seconds(2));
+  }
+}
+
+// Regression: with a zero base go-events could call rand.Int63n(0) and panic.
+TEST(ExponentialBackoffTest, ZeroBaseDoesNotCrash) {
+  ExponentialBackoff backoff({.base = absl::ZeroDuration(),
+                              .factor = absl::ZeroDuration(),
+                              .max = absl::ZeroDuration(),
+                              .random = [](int64_t bound) {
+                                EXPECT_GT(bound, 0);
+                                return int64_t{0};
+                              }});
+  for (int i = 0; i < 300; ++i) {
+    backoff.Failure(kEvent, kDown);
+    EXPECT_GE(backoff.Proceed(kEvent), absl::ZeroDuration());
+  }
+  // Zero factor and max fall back to the defaults, a zero base stays zero.
+  EXPECT_EQ(backoff.Bound(1), absl::Seconds(1));
+  EXPECT_EQ(backoff.Bound(300), absl::Seconds(20));
+}
+
+}  // namespace
+}  // namespace events
+}  // namespace dispatchd
