@@ -1,8 +1,12 @@
 #include "common/process_metrics.h"
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -109,6 +113,30 @@ TEST(ProcessMetricsTest, CpuCounterNeverGoesBack) {
     last = now;
   }
   EXPECT_GT(last, 0);
+}
+
+TEST(ProcessMetricsTest, PassesPromtoolLint) {
+  ASSERT_EQ(access("/usr/bin/promtool", X_OK), 0)
+      << "promtool is required (Debian package `prometheus`)";
+  Registry registry;
+  RegisterProcessMetrics(registry);
+  RegisterBuildInfo(registry, "1.2.3");
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = absl::StrCat(tmp != nullptr ? tmp : ".", "/process.prom");
+  const std::string text = SerializeText(registry);
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+  }
+  FILE* pipe = popen(absl::StrCat("/usr/bin/promtool check metrics < '", path, "' 2>&1").c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
+  const int status = pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output << "\n" << text;
+  EXPECT_EQ(output, "") << text;
 }
 
 }  // namespace
