@@ -87,6 +87,15 @@ std::string Escape(absl::string_view s) {
   return out;
 }
 
+// Container and exec ids and names never hold '/'; one that does would walk
+// the daemon's URL space.
+absl::Status CheckId(absl::string_view op, absl::string_view id) {
+  if (id.empty() || id.find('/') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": \"", id, "\" is not an id or name"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Json> ParseJson(absl::string_view op, absl::string_view body) {
   Json j = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
@@ -335,6 +344,7 @@ class DockerClient final : public DockerApi {
 
   absl::StatusOr<ContainerInfo> InspectContainer(absl::string_view id) override {
     const std::string op = absl::StrCat("inspect container ", id);
+    RETURN_IF_ERROR(CheckId(op, id));
     ASSIGN_OR_RETURN(Response response,
                      Call(op, http::verb::get, absl::StrCat("/containers/", Escape(id), "/json")));
     RETURN_IF_ERROR(Expect(op, response, {200}));
@@ -352,6 +362,7 @@ class DockerClient final : public DockerApi {
                                          const std::vector<std::string>& argv,
                                          const std::vector<std::string>& env) override {
     const std::string op = absl::StrCat("create exec in ", container_id);
+    RETURN_IF_ERROR(CheckId(op, container_id));
     Json body = {{"AttachStdin", false}, {"AttachStdout", false}, {"AttachStderr", false},
                  {"Tty", false},         {"Cmd", argv},           {"Env", env}};
     ASSIGN_OR_RETURN(Response response,
@@ -366,6 +377,7 @@ class DockerClient final : public DockerApi {
 
   absl::Status StartExec(absl::string_view exec_id) override {
     const std::string op = absl::StrCat("start exec ", exec_id);
+    RETURN_IF_ERROR(CheckId(op, exec_id));
     Json body = {{"Detach", true}, {"Tty", false}};
     ASSIGN_OR_RETURN(Response response,
                      Call(op, http::verb::post, absl::StrCat("/exec/", Escape(exec_id), "/start"),
@@ -375,6 +387,7 @@ class DockerClient final : public DockerApi {
 
   absl::StatusOr<ExecInfo> InspectExec(absl::string_view exec_id) override {
     const std::string op = absl::StrCat("inspect exec ", exec_id);
+    RETURN_IF_ERROR(CheckId(op, exec_id));
     ASSIGN_OR_RETURN(Response response,
                      Call(op, http::verb::get, absl::StrCat("/exec/", Escape(exec_id), "/json")));
     RETURN_IF_ERROR(Expect(op, response, {200}));
@@ -389,6 +402,7 @@ class DockerClient final : public DockerApi {
 
   absl::Status StartContainer(absl::string_view id) override {
     const std::string op = absl::StrCat("start container ", id);
+    RETURN_IF_ERROR(CheckId(op, id));
     ASSIGN_OR_RETURN(Response response,
                      Call(op, http::verb::post, absl::StrCat("/containers/", Escape(id), "/start")));
     return Expect(op, response, {204, 304, 200});

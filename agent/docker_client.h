@@ -4,6 +4,9 @@
 // negotiated once (GET /version, lazily on the first call): the client speaks
 // min(server ApiVersion, 1.41).
 //
+// Ids and names must be non-empty and free of '/' (InvalidArgument otherwise);
+// other characters are percent-encoded.
+//
 // Thread-safety: the returned DockerApi is safe for concurrent use. Every
 // socket operation is bounded by DockerClientOptions::timeout.
 #ifndef DISPATCHD_AGENT_DOCKER_CLIENT_H_
