@@ -3,7 +3,7 @@ BAZEL ?= bazel
 EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
 
-.PHONY: deps build run test tsan bench clean
+.PHONY: deps build run test tsan bench clean demo-image
 
 deps:
 	@scripts/install-deps.sh
@@ -16,6 +16,11 @@ run: build
 	@scripts/ensure-docker.sh
 	@mkdir -p $(EVENTS_DIR)
 	exec bazel-bin/cmd/dispatchd/dispatchd all-in-one --events-dir $(EVENTS_DIR) $(DISPATCHD_FLAGS)
+
+# A tiny local image (dispatchd/busybox) for the README's quick start, no registry needed.
+demo-image: deps
+	@scripts/ensure-docker.sh
+	@scripts/busybox-image.sh
 
 # Every test: unit tests and the end-to-end tests against private dockerds.
 test: deps

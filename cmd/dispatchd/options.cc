@@ -1,0 +1,194 @@
+#include "cmd/dispatchd/options.h"
+
+#include <map>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "agent/docker_client.h"
+
+namespace dispatchd {
+namespace {
+
+absl::Status BadValue(absl::string_view flag, absl::string_view value, absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid value '", value, "' for --", flag, ": ", why));
+}
+
+absl::StatusOr<absl::Duration> ParseDurationFlag(absl::string_view flag, absl::string_view v) {
+  absl::Duration d;
+  if (absl::ParseDuration(v, &d) && d > absl::ZeroDuration()) return d;
+  return BadValue(flag, v, "expected a positive duration such as 500ms, 5s or 1m");
+}
+
+absl::StatusOr<int64_t> ParsePositive(absl::string_view flag, absl::string_view v) {
+  int64_t n = 0;
+  if (absl::SimpleAtoi(v, &n) && n > 0) return n;
+  return BadValue(flag, v, "expected a positive integer");
+}
+
+std::vector<std::string> SplitDestinations(absl::string_view value, absl::string_view delimiter) {
+  std::vector<std::string> out;
+  if (delimiter.empty()) delimiter = ",";
+  for (absl::string_view part : absl::StrSplit(value, delimiter)) {
+    part = absl::StripAsciiWhitespace(part);
+    if (!part.empty()) out.emplace_back(part);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string DispatchdUsage() {
+  return R"(dispatchd: containers trigger actions in other containers by creating files.
+
+Usage:
+  dispatchd [MODE] [FLAGS]
+
+Modes:
+  all-in-one   agent and controller in one process (default; one Docker host)
+  controller   the controller alone: agents connect to --listen
+  agent        the agent alone: connects to --controller
+
+Agent flags:
+  --events-dir DIR          directory watched for event files (default ./events)
+  --docker-host URL         Docker engine (default $DOCKER_HOST, else
+                            unix:///var/run/docker.sock)
+  --agent-id ID             name of this agent (default: host name)
+  --controller ADDR         controller to connect to (agent mode; default 127.0.0.1:7700)
+  --max-payload-bytes N     bytes of an event file sent as its payload (default 1048576);
+                            larger files are dispatched with a truncated payload
+  --exec-workers N          concurrent Docker execs (default 8)
+
+Controller flags:
+  --listen ADDR             gRPC address for agents (controller default 127.0.0.1:7700;
+                            all-in-one listens only when set)
+  --insecure                allow --listen on a non-loopback address without --token
+  --heartbeat DURATION      agent heartbeat period (default 5s; 3 missed end a session)
+  --max-attempts N          delivery attempts before an event is dead-lettered (default 8)
+  --retry-min-backoff D     first retry delay ceiling (default 200ms)
+  --retry-max-backoff D     largest retry delay (default 30s)
+
+Common flags:
+  --label-namespace NS      label prefix (default subscription; $DISPATCHER_LABEL_NAMESPACE)
+  --event-namespace NS      prefix added to every event id ($DISPATCHER_EVENT_NAMESPACE)
+  --token TOKEN             bearer token agents present to the controller ($DISPATCHD_TOKEN)
+  --forward-destination D   forwarding destinations ($DISPATCHER_FORWARD_DESTINATION)
+  --forward-delimiter C     separator of destinations (default ,; $DISPATCHER_FORWARD_DELIMITER)
+  --log-level LEVEL         debug, info, warning or error (default info; $DISPATCHD_LOG_LEVEL)
+  --help                    this text
+  --version                 the version
+
+Labels on handler containers (NS = label namespace, ID = event id):
+  NS.ID.container.command=CMD       run CMD in the container (exec, no shell)
+  NS.ID.container.start=true        start the container first if it is stopped
+  NS.ID.dispatching.debounce=MS     at most one delivery per MS milliseconds
+  NS.ID.dispatching.scope=host      only events seen on this container's host
+
+A file events/a/b/c is event a.b.c; it is deleted once every subscriber has
+been served. Stop with SIGTERM or Ctrl-C: unsettled files stay and are
+dispatched on the next start.
+)";
+}
+
+absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::string>& args,
+                                                       const EnvLookup& env) {
+  DispatchdOptions o;
+  auto getenv = [&env](const char* name) -> std::string {
+    const char* v = env(name);
+    return v == nullptr ? std::string() : std::string(v);
+  };
+  if (std::string v = getenv("DISPATCHER_LABEL_NAMESPACE"); !v.empty()) o.label_namespace = v;
+  o.event_namespace = getenv("DISPATCHER_EVENT_NAMESPACE");
+  o.token = getenv("DISPATCHD_TOKEN");
+  std::string forward = getenv("DISPATCHER_FORWARD_DESTINATION");
+  std::string delimiter = getenv("DISPATCHER_FORWARD_DELIMITER");
+  if (delimiter.empty()) delimiter = ",";
+  std::string docker_host = getenv("DOCKER_HOST");
+  std::string log_level = getenv("DISPATCHD_LOG_LEVEL");
+  bool listen_set = false;
+
+  size_t i = 0;
+  if (i < args.size() && !absl::StartsWith(args[i], "-")) {
+    const std::string& mode = args[i++];
+    if (mode == "all-in-one") o.mode = Mode::kAllInOne;
+    else if (mode == "controller") o.mode = Mode::kController;
+    else if (mode == "agent") o.mode = Mode::kAgent;
+    else if (mode == "help") o.help = true;
+    else return absl::InvalidArgumentError(absl::StrCat(
+        "unknown mode '", mode, "' (expected all-in-one, controller or agent; see --help)"));
+  }
+  for (; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (arg == "-h") {
+      o.help = true;
+      continue;
+    }
+    if (!absl::ConsumePrefix(&arg, "--")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", args[i], "' (see --help)"));
+    }
+    std::string name, value;
+    bool has_value = false;
+    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
+      name = std::string(arg.substr(0, eq));
+      value = std::string(arg.substr(eq + 1));
+      has_value = true;
+    } else {
+      name = std::string(arg);
+    }
+    if (name == "help" || name == "h") { o.help = true; continue; }
+    if (name == "version") { o.version = true; continue; }
+    if (name == "insecure") {
+      if (has_value && value != "true" && value != "false") {
+        return BadValue(name, value, "expected true or false");
+      }
+      o.insecure = !has_value || value == "true";
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = args[++i];
+    }
+    if (name == "events-dir") o.events_dir = value;
+    else if (name == "docker-host") docker_host = value;
+    else if (name == "agent-id") o.agent_id = value;
+    else if (name == "controller") o.controller = value;
+    else if (name == "max-payload-bytes") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.max_payload_bytes = *n; }
+    else if (name == "exec-workers") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.exec_workers = static_cast<int>(*n); }
+    else if (name == "listen") { o.listen = value; listen_set = true; }
+    else if (name == "heartbeat") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.heartbeat = *d; }
+    else if (name == "max-attempts") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.max_attempts = static_cast<int>(*n); }
+    else if (name == "retry-min-backoff") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.retry_min_backoff = *d; }
+    else if (name == "retry-max-backoff") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.retry_max_backoff = *d; }
+    else if (name == "label-namespace") o.label_namespace = value;
+    else if (name == "event-namespace") o.event_namespace = value;
+    else if (name == "token") o.token = value;
+    else if (name == "forward-destination") forward = value;
+    else if (name == "forward-delimiter") delimiter = value;
+    else if (name == "log-level") log_level = value;
+    else return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
+  }
+
+  if (o.label_namespace.empty()) {
+    return absl::InvalidArgumentError("the label namespace must not be empty");
+  }
+  if (!log_level.empty() && !ParseLogLevel(log_level, &o.log_level)) {
+    return BadValue("log-level", log_level, "expected debug, info, warning or error");
+  }
+  if (o.retry_max_backoff < o.retry_min_backoff) {
+    return absl::InvalidArgumentError("--retry-max-backoff is smaller than --retry-min-backoff");
+  }
+  o.docker_host = docker_host.empty() ? agent::DefaultDockerHost() : docker_host;
+  if (!docker_host.empty() && !absl::StartsWith(docker_host, "unix://")) {
+    return BadValue("docker-host", docker_host, "only unix:// sockets are supported");
+  }
+  if (o.mode == Mode::kController && !listen_set) o.listen = "127.0.0.1:7700";
+  o.forward_destinations = SplitDestinations(forward, delimiter);
+  return o;
+}
+
+}  // namespace dispatchd

@@ -1,0 +1,64 @@
+// Command line and environment of `dispatchd`.
+//
+//   dispatchd [all-in-one|controller|agent] [--flag=value | --flag value]...
+//
+// Flags win over environment variables, which win over defaults. The
+// DISPATCHER_* variables are the old dispatcher's and keep their meaning.
+#ifndef DISPATCHD_CMD_DISPATCHD_OPTIONS_H_
+#define DISPATCHD_CMD_DISPATCHD_OPTIONS_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/logging.h"
+
+namespace dispatchd {
+
+enum class Mode { kAllInOne, kController, kAgent };
+
+struct DispatchdOptions {
+  Mode mode = Mode::kAllInOne;
+  bool help = false;
+  bool version = false;
+
+  // Agent.
+  std::string events_dir = "./events";
+  std::string docker_host;  // resolved: flag, DOCKER_HOST, local socket
+  std::string agent_id;     // default: host name
+  std::string controller = "127.0.0.1:7700";
+  int64_t max_payload_bytes = 1 << 20;
+  int exec_workers = 8;
+
+  // Controller.
+  std::string listen;  // controller default 127.0.0.1:7700; all-in-one: off unless set
+  bool insecure = false;
+  absl::Duration heartbeat = absl::Seconds(5);
+  int max_attempts = 8;
+  absl::Duration retry_min_backoff = absl::Milliseconds(200);
+  absl::Duration retry_max_backoff = absl::Seconds(30);
+
+  // Both.
+  std::string label_namespace = "subscription";
+  std::string event_namespace;
+  std::string token;
+  std::vector<std::string> forward_destinations;
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Parses argv[1..] and the environment. InvalidArgument names the bad flag
+// or value.
+absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::string>& args,
+                                                       const EnvLookup& env);
+
+// The text of --help.
+std::string DispatchdUsage();
+
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_CMD_DISPATCHD_OPTIONS_H_

@@ -1,0 +1,88 @@
+#include "cmd/dispatchd/options.h"
+
+#include <map>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dispatchd {
+namespace {
+
+using ::testing::HasSubstr;
+
+class OptionsTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<DispatchdOptions> Parse(std::vector<std::string> args) {
+    return ParseDispatchdOptions(args, [this](const char* name) -> const char* {
+      auto it = env_.find(name);
+      return it == env_.end() ? nullptr : it->second.c_str();
+    });
+  }
+  std::map<std::string, std::string> env_;
+};
+
+TEST_F(OptionsTest, DefaultsAreAllInOneOnEventsWithTheLocalSocket) {
+  auto o = Parse({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->mode, Mode::kAllInOne);
+  EXPECT_EQ(o->events_dir, "./events");
+  EXPECT_EQ(o->label_namespace, "subscription");
+  EXPECT_EQ(o->event_namespace, "");
+  EXPECT_EQ(o->listen, "");
+  EXPECT_TRUE(o->forward_destinations.empty());
+}
+
+TEST_F(OptionsTest, OldDispatcherVariablesAreHonoured) {
+  env_["DISPATCHER_LABEL_NAMESPACE"] = "sub";
+  env_["DISPATCHER_EVENT_NAMESPACE"] = "ns";
+  env_["DISPATCHER_FORWARD_DESTINATION"] = "log:x; file:/tmp/y";
+  env_["DISPATCHER_FORWARD_DELIMITER"] = ";";
+  env_["DOCKER_HOST"] = "unix:///run/other.sock";
+  auto o = Parse({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->label_namespace, "sub");
+  EXPECT_EQ(o->event_namespace, "ns");
+  EXPECT_EQ(o->docker_host, "unix:///run/other.sock");
+  EXPECT_EQ(o->forward_destinations, (std::vector<std::string>{"log:x", "file:/tmp/y"}));
+}
+
+TEST_F(OptionsTest, FlagsWinOverEnvironmentInBothSpellings) {
+  env_["DISPATCHER_LABEL_NAMESPACE"] = "sub";
+  auto o = Parse({"agent", "--label-namespace=flag", "--events-dir", "/data/events",
+                  "--docker-host=unix:///x.sock", "--log-level", "debug", "--heartbeat=2s"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->mode, Mode::kAgent);
+  EXPECT_EQ(o->label_namespace, "flag");
+  EXPECT_EQ(o->events_dir, "/data/events");
+  EXPECT_EQ(o->docker_host, "unix:///x.sock");
+  EXPECT_EQ(o->log_level, LogLevel::kDebug);
+  EXPECT_EQ(o->heartbeat, absl::Seconds(2));
+}
+
+TEST_F(OptionsTest, ControllerListensOnLoopbackByDefault) {
+  auto o = Parse({"controller"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->listen, "127.0.0.1:7700");
+}
+
+TEST_F(OptionsTest, HelpAndVersion) {
+  EXPECT_TRUE(Parse({"--help"})->help);
+  EXPECT_TRUE(Parse({"-h"})->help);
+  EXPECT_TRUE(Parse({"--version"})->version);
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("--events-dir"));
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("container.command"));
+}
+
+TEST_F(OptionsTest, BadInputNamesTheProblem) {
+  EXPECT_THAT(Parse({"--nope"}).status().message(), HasSubstr("unknown flag --nope"));
+  EXPECT_THAT(Parse({"sideways"}).status().message(), HasSubstr("unknown mode 'sideways'"));
+  EXPECT_THAT(Parse({"--events-dir"}).status().message(), HasSubstr("needs a value"));
+  EXPECT_THAT(Parse({"--log-level=loud"}).status().message(), HasSubstr("log-level"));
+  EXPECT_THAT(Parse({"--heartbeat=soon"}).status().message(), HasSubstr("heartbeat"));
+  EXPECT_THAT(Parse({"--max-attempts=0"}).status().message(), HasSubstr("positive"));
+  EXPECT_THAT(Parse({"--docker-host=tcp://1.2.3.4:2375"}).status().message(),
+              HasSubstr("unix://"));
+}
+
+}  // namespace
+}  // namespace dispatchd

@@ -1,0 +1,155 @@
+#include "tests/testing/dispatchd_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+extern char** environ;
+
+namespace dispatchd {
+namespace testing {
+
+std::string DispatchdBinary() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  if (srcdir != nullptr) {
+    std::string path = absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "dispatchd",
+                                     "/cmd/dispatchd/dispatchd");
+    if (access(path.c_str(), X_OK) == 0) return path;
+  }
+  return "bazel-bin/cmd/dispatchd/dispatchd";
+}
+
+absl::StatusOr<std::unique_ptr<DispatchdProcess>> DispatchdProcess::Start(
+    const std::vector<std::string>& args, const std::string& log_path,
+    const std::vector<std::string>& extra_env) {
+  const std::string binary = DispatchdBinary();
+  std::vector<std::string> argv = {binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> c_argv;
+  for (std::string& a : argv) c_argv.push_back(a.data());
+  c_argv.push_back(nullptr);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
+  std::vector<char*> c_env;
+  for (std::string& e : env) c_env.push_back(e.data());
+  c_env.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, binary.c_str(), &actions, nullptr, c_argv.data(), c_env.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("cannot start ", binary, ": ", std::strerror(rc)));
+  }
+  return std::unique_ptr<DispatchdProcess>(new DispatchdProcess(pid, log_path));
+}
+
+DispatchdProcess::~DispatchdProcess() {
+  if (!reaped_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+bool DispatchdProcess::Running() {
+  if (reaped_) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    reaped_ = true;
+    return false;
+  }
+  return true;
+}
+
+absl::StatusOr<int> DispatchdProcess::Terminate(absl::Duration timeout) {
+  if (reaped_) return absl::FailedPreconditionError("already exited");
+  kill(pid_, SIGTERM);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      reaped_ = true;
+      return status;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  reaped_ = true;
+  return absl::DeadlineExceededError("dispatchd did not exit after SIGTERM");
+}
+
+std::string DispatchdProcess::Log() const { return ReadFile(log_path_); }
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+}
+
+void WriteFileAtomically(const std::string& path, const std::string& content,
+                         const std::string& scratch_dir) {
+  static int counter = 0;
+  const std::string tmp = absl::StrCat(scratch_dir, "/write.", getpid(), ".", ++counter, ".tmp");
+  WriteFile(tmp, content);
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::filesystem::rename(tmp, path);
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string MakeTempDir(const std::string& prefix) {
+  std::string templ = absl::StrCat("/tmp/", prefix, "-XXXXXX");
+  if (mkdtemp(templ.data()) == nullptr) return "";
+  return templ;
+}
+
+void RemoveTree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+}  // namespace testing
+}  // namespace dispatchd
