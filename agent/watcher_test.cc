@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -16,7 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
@@ -33,72 +36,77 @@ using ::testing::UnorderedElementsAre;
 // microseconds.
 constexpr absl::Duration kReportTimeout = absl::Seconds(10);
 
-// Collects reports from the watcher thread.
+// Collects reports from the watcher thread. Uses std::mutex rather than
+// absl::Mutex so that --config=tsan sees the synchronization (Debian's
+// abseil is not built with ThreadSanitizer annotations).
 class Recorder {
  public:
   Watcher::Callback callback() {
     return [this](const std::string& path, absl::Time observed) {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       counts_[path]++;
       last_observed_ = observed;
+      changed_.notify_all();
+    };
+  }
+
+  std::function<void()> on_scan_complete() {
+    return [this] {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++scans_;
+      changed_.notify_all();
     };
   }
 
   // Waits (bounded) until `path` has been reported at least `n` times.
   bool WaitFor(const std::string& path, int n = 1) {
-    absl::MutexLock lock(&mu_);
-    auto reached = [this, &path, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return WaitUntil([&] {
       auto it = counts_.find(path);
       return it != counts_.end() && it->second >= n;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&reached), kReportTimeout);
-  }
-
-  std::function<void()> on_scan_complete() {
-    return [this] {
-      absl::MutexLock lock(&mu_);
-      ++scans_;
-    };
-  }
-
-  int scans() {
-    absl::MutexLock lock(&mu_);
-    return scans_;
+    });
   }
 
   // Waits (bounded) until at least `n` full scans have completed.
   bool WaitForScans(int n) {
-    absl::MutexLock lock(&mu_);
-    auto reached = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return scans_ >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&reached), kReportTimeout);
+    return WaitUntil([&] { return scans_ >= n; });
   }
 
   bool WaitForTotalDistinct(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto reached = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return counts_.size() >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&reached), kReportTimeout);
+    return WaitUntil([&] { return counts_.size() >= n; });
   }
 
   int Count(const std::string& path) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = counts_.find(path);
     return it == counts_.end() ? 0 : it->second;
   }
 
+  int scans() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return scans_;
+  }
+
   std::vector<std::string> Paths() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::string> paths;
     for (const auto& [path, count] : counts_) paths.push_back(path);
     return paths;
   }
 
   absl::Time last_observed() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return last_observed_;
   }
 
  private:
-  absl::Mutex mu_;
+  // `done` runs with mu_ held.
+  bool WaitUntil(const std::function<bool()>& done) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, absl::ToChronoSeconds(kReportTimeout), done);
+  }
+
+  std::mutex mu_;
+  std::condition_variable changed_;
   std::map<std::string, int> counts_ ABSL_GUARDED_BY(mu_);
   absl::Time last_observed_ ABSL_GUARDED_BY(mu_);
   int scans_ ABSL_GUARDED_BY(mu_) = 0;
@@ -434,14 +442,15 @@ TEST_F(WatcherTest, QueueOverflowTriggersAFullRescan) {
   std::ifstream("/proc/sys/fs/inotify/max_queued_events") >> max_queued;
   if (max_queued <= 0 || max_queued > 100000) GTEST_SKIP() << "queue size " << max_queued;
 
-  absl::Mutex mu;
+  std::mutex mu;
+  std::condition_variable release;
   bool released = false;
   Recorder inner;
   Watcher::Callback record = inner.callback();
   auto watcher = Watcher::Start({.root = root_}, [&](const std::string& path, absl::Time t) {
     {
-      absl::MutexLock lock(&mu);
-      mu.Await(absl::Condition(&released));
+      std::unique_lock<std::mutex> lock(mu);
+      release.wait(lock, [&] { return released; });
     }
     record(path, t);
   });
@@ -451,9 +460,10 @@ TEST_F(WatcherTest, QueueOverflowTriggersAFullRescan) {
   const int files = max_queued;
   for (int i = 0; i < files; ++i) WriteFile(InRoot(absl::StrCat("f", i)));
   {
-    absl::MutexLock lock(&mu);
+    std::lock_guard<std::mutex> lock(mu);
     released = true;
   }
+  release.notify_all();
   EXPECT_TRUE(inner.WaitForTotalDistinct(files + 1));
   EXPECT_EQ(inner.Paths().size(), static_cast<size_t>(files + 1));
   (*watcher)->Stop();

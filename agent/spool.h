@@ -1,0 +1,66 @@
+// Spool: the event files under the events directory, seen as the agent's
+// spool: read an event's payload, delete it once settled, or move it to
+// `.dead-letter/` when it cannot be delivered (DESIGN.md §1, "Event files").
+//
+// Every `rel` is a path relative to the root. It must pass
+// ValidateRelativePath and must not be hidden (IsIgnoredRelativePath):
+// hidden files are never events, so the spool never opens or deletes them;
+// both are InvalidArgument. Paths are resolved one component at a time
+// without following symlinks (only the root itself may be a symlink), so a
+// `rel` can never reach outside the root, and only regular files are read,
+// deleted or moved: anything else is FailedPrecondition and is left alone.
+// A FIFO or device is never opened.
+//
+// Thread-safe: a Spool holds no mutable state beyond the filesystem.
+#ifndef DISPATCHD_AGENT_SPOOL_H_
+#define DISPATCHD_AGENT_SPOOL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dispatchd::agent {
+
+// An event file's content, bounded.
+struct Payload {
+  std::string data;        // at most the requested max_bytes
+  bool truncated = false;  // the file holds more than `data`
+  int64_t size = 0;        // the file's size (st_size) when it was opened
+};
+
+class Spool {
+ public:
+  // `root` is the events directory; it is not created here.
+  explicit Spool(std::string root);
+
+  // Reads at most `max_bytes` of root/rel. The file is opened with
+  // O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC and fstat()ed: anything but a
+  // regular file is FailedPrecondition; NotFound if it is gone;
+  // InvalidArgument if max_bytes < 0.
+  absl::StatusOr<Payload> Read(absl::string_view rel, int64_t max_bytes) const;
+
+  // Deletes the regular file root/rel. NotFound if it is already gone.
+  // Directories are left in place, even when they become empty.
+  absl::Status Delete(absl::string_view rel) const;
+
+  // Writes `error_json` to root/.dead-letter/<rel>.error.json, then moves
+  // root/rel to root/.dead-letter/<rel>, creating directories as needed.
+  // An earlier dead letter is never overwritten: if .dead-letter/<rel>
+  // exists, the file becomes .dead-letter/<rel>.1 (then .2, ...) with
+  // <rel>.1.error.json beside it. NotFound if root/rel is gone. If the move
+  // fails, root/rel stays in place (a stale .error.json may remain and is
+  // overwritten by the next attempt).
+  absl::Status DeadLetter(absl::string_view rel, absl::string_view error_json) const;
+
+  const std::string& root() const { return root_; }
+
+ private:
+  const std::string root_;
+};
+
+}  // namespace dispatchd::agent
+
+#endif  // DISPATCHD_AGENT_SPOOL_H_

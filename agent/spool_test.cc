@@ -1,0 +1,272 @@
+#include "agent/spool.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dispatchd::agent {
+namespace {
+
+using ::testing::HasSubstr;
+
+void WriteFile(const std::string& path, absl::string_view content) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << path << ": " << std::strerror(errno);
+  while (!content.empty()) {
+    ssize_t n = write(fd, content.data(), content.size());
+    ASSERT_GT(n, 0) << std::strerror(errno);
+    content.remove_prefix(n);
+  }
+  ASSERT_EQ(close(fd), 0);
+}
+
+std::string ReadFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "<missing: " + path + ">";
+  std::string content;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) content.append(buffer, n);
+  close(fd);
+  return content;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+void MakeDir(const std::string& path) {
+  ASSERT_EQ(mkdir(path.c_str(), 0755), 0) << path << ": " << std::strerror(errno);
+}
+
+class SpoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string base_template = absl::StrCat(tmp != nullptr ? tmp : ".", "/spool_XXXXXX");
+    ASSERT_NE(mkdtemp(base_template.data()), nullptr);
+    base_ = base_template;
+    root_ = base_ + "/events";
+    MakeDir(root_);
+  }
+
+  std::string InRoot(absl::string_view rel) const { return absl::StrCat(root_, "/", rel); }
+
+  std::string base_;
+  std::string root_;
+};
+
+TEST_F(SpoolTest, ReadsASmallFileWhole) {
+  WriteFile(InRoot("rebuild"), "hello world");
+  Spool spool(root_);
+  auto payload = spool.Read("rebuild", 1024);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(payload->data, "hello world");
+  EXPECT_FALSE(payload->truncated);
+  EXPECT_EQ(payload->size, 11);
+  EXPECT_EQ(spool.root(), root_);
+}
+
+TEST_F(SpoolTest, ReadsAnEmptyFile) {
+  WriteFile(InRoot("empty"), "");
+  auto payload = Spool(root_).Read("empty", 1024);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(payload->data, "");
+  EXPECT_FALSE(payload->truncated);
+  EXPECT_EQ(payload->size, 0);
+}
+
+TEST_F(SpoolTest, ReadOfAFileOfExactlyTheLimitIsNotTruncated) {
+  WriteFile(InRoot("exact"), "12345");
+  auto payload = Spool(root_).Read("exact", 5);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(payload->data, "12345");
+  EXPECT_FALSE(payload->truncated);
+}
+
+TEST_F(SpoolTest, ReadOfAHugeFileIsBoundedAndMarkedTruncated) {
+  const std::string big(3 * 1024 * 1024 + 7, 'x');
+  WriteFile(InRoot("big"), big);
+  auto payload = Spool(root_).Read("big", 100 * 1024);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(payload->data.size(), 100u * 1024);
+  EXPECT_EQ(payload->data, big.substr(0, 100 * 1024));
+  EXPECT_TRUE(payload->truncated);
+  EXPECT_EQ(payload->size, static_cast<int64_t>(big.size()));
+
+  auto nothing = Spool(root_).Read("big", 0);
+  ASSERT_TRUE(nothing.ok()) << nothing.status();
+  EXPECT_EQ(nothing->data, "");
+  EXPECT_TRUE(nothing->truncated);
+}
+
+TEST_F(SpoolTest, ReadsNestedFilesWithOddNames) {
+  MakeDir(InRoot("dir with space"));
+  MakeDir(InRoot("dir with space/ünï"));
+  const std::string rel = "dir with space/ünï/new\nline ✓";
+  WriteFile(InRoot(rel), "odd");
+  auto payload = Spool(root_).Read(rel, 10);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(payload->data, "odd");
+}
+
+TEST_F(SpoolTest, ReadOfAFifoIsRefusedWithoutBlocking) {
+  ASSERT_EQ(mkfifo(InRoot("fifo").c_str(), 0644), 0) << std::strerror(errno);
+  // No writer exists: a blocking open would hang this test until its timeout.
+  auto payload = Spool(root_).Read("fifo", 1024);
+  EXPECT_EQ(payload.status().code(), absl::StatusCode::kFailedPrecondition) << payload.status();
+}
+
+TEST_F(SpoolTest, ReadOfASocketIsRefused) {
+  int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(chdir(root_.c_str()), 0);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, "socket", sizeof(addr.sun_path) - 1);
+  int bound = bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  close(fd);
+  ASSERT_EQ(fchdir(cwd), 0);
+  close(cwd);
+  ASSERT_EQ(bound, 0);
+  auto payload = Spool(root_).Read("socket", 1024);
+  EXPECT_EQ(payload.status().code(), absl::StatusCode::kFailedPrecondition) << payload.status();
+}
+
+TEST_F(SpoolTest, SymlinksAreRefused) {
+  WriteFile(base_ + "/secret", "outside the spool");
+  ASSERT_EQ(symlink((base_ + "/secret").c_str(), InRoot("link").c_str()), 0);
+  Spool spool(root_);
+  auto payload = spool.Read("link", 1024);
+  EXPECT_EQ(payload.status().code(), absl::StatusCode::kFailedPrecondition) << payload.status();
+  EXPECT_EQ(spool.Delete("link").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(spool.DeadLetter("link", "{}").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Exists(InRoot("link")));
+  EXPECT_EQ(ReadFile(base_ + "/secret"), "outside the spool");
+}
+
+TEST_F(SpoolTest, SymlinkedDirectoriesAreNotFollowed) {
+  MakeDir(base_ + "/elsewhere");
+  WriteFile(base_ + "/elsewhere/victim", "keep me");
+  ASSERT_EQ(symlink((base_ + "/elsewhere").c_str(), InRoot("linkdir").c_str()), 0);
+  Spool spool(root_);
+  EXPECT_EQ(spool.Read("linkdir/victim", 1024).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(spool.Delete("linkdir/victim").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(spool.DeadLetter("linkdir/victim", "{}").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReadFile(base_ + "/elsewhere/victim"), "keep me");
+}
+
+TEST_F(SpoolTest, RootMayBeASymlink) {
+  WriteFile(InRoot("via-link"), "ok");
+  ASSERT_EQ(symlink(root_.c_str(), (base_ + "/root-link").c_str()), 0);
+  Spool spool(base_ + "/root-link");
+  auto payload = spool.Read("via-link", 10);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(payload->data, "ok");
+  EXPECT_TRUE(spool.Delete("via-link").ok());
+  EXPECT_FALSE(Exists(InRoot("via-link")));
+}
+
+TEST_F(SpoolTest, DirectoriesAreRefused) {
+  MakeDir(InRoot("a-dir"));
+  Spool spool(root_);
+  EXPECT_EQ(spool.Read("a-dir", 10).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(spool.Delete("a-dir").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Exists(InRoot("a-dir")));
+}
+
+TEST_F(SpoolTest, GoneFilesAreNotFound) {
+  Spool spool(root_);
+  EXPECT_EQ(spool.Read("gone", 10).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(spool.Read("no-dir/gone", 10).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(spool.Delete("gone").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(spool.DeadLetter("gone", "{}").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SpoolTest, DeleteRemovesTheFileAndKeepsItsDirectory) {
+  MakeDir(InRoot("d"));
+  WriteFile(InRoot("d/event"), "x");
+  Spool spool(root_);
+  ASSERT_TRUE(spool.Delete("d/event").ok());
+  EXPECT_FALSE(Exists(InRoot("d/event")));
+  EXPECT_TRUE(Exists(InRoot("d")));
+  EXPECT_EQ(spool.Delete("d/event").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SpoolTest, DeadLetterMovesTheFileAndWritesTheErrorBesideIt) {
+  MakeDir(InRoot("some-dir"));
+  MakeDir(InRoot("some-dir/sub"));
+  WriteFile(InRoot("some-dir/sub/the-event"), "payload");
+  const std::string error = R"({"error":"retry budget exhausted","attempts":5})";
+  Spool spool(root_);
+  ASSERT_TRUE(spool.DeadLetter("some-dir/sub/the-event", error).ok());
+  EXPECT_FALSE(Exists(InRoot("some-dir/sub/the-event")));
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/some-dir/sub/the-event")), "payload");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/some-dir/sub/the-event.error.json")), error);
+  EXPECT_TRUE(Exists(InRoot("some-dir/sub")));
+}
+
+TEST_F(SpoolTest, DeadLetterNeverOverwritesAnEarlierOne) {
+  Spool spool(root_);
+  WriteFile(InRoot("rebuild"), "first");
+  ASSERT_TRUE(spool.DeadLetter("rebuild", "{\"n\":1}").ok());
+  WriteFile(InRoot("rebuild"), "second");
+  ASSERT_TRUE(spool.DeadLetter("rebuild", "{\"n\":2}").ok());
+  WriteFile(InRoot("rebuild"), "third");
+  ASSERT_TRUE(spool.DeadLetter("rebuild", "{\"n\":3}").ok());
+
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/rebuild")), "first");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/rebuild.error.json")), "{\"n\":1}");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/rebuild.1")), "second");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/rebuild.1.error.json")), "{\"n\":2}");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/rebuild.2")), "third");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/rebuild.2.error.json")), "{\"n\":3}");
+}
+
+TEST_F(SpoolTest, DeadLetterWorksWithOddNames) {
+  MakeDir(InRoot("dir with space"));
+  const std::string rel = "dir with space/new\nline ünï";
+  WriteFile(InRoot(rel), "odd");
+  ASSERT_TRUE(Spool(root_).DeadLetter(rel, "{}").ok());
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/" + rel)), "odd");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/" + rel + ".error.json")), "{}");
+}
+
+TEST_F(SpoolTest, InvalidOrHiddenPathsAreRejected) {
+  WriteFile(base_ + "/outside", "not an event");
+  MakeDir(InRoot(".dead-letter"));
+  WriteFile(InRoot(".dead-letter/kept"), "dead");
+  Spool spool(root_);
+  for (absl::string_view bad : {"", "/etc/passwd", "../outside", "a/../../outside", "a//b", "./x",
+                                ".dead-letter/kept", ".hidden"}) {
+    EXPECT_EQ(spool.Read(bad, 10).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(spool.Delete(bad).code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(spool.DeadLetter(bad, "{}").code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(ReadFile(base_ + "/outside"), "not an event");
+  EXPECT_EQ(ReadFile(InRoot(".dead-letter/kept")), "dead");
+}
+
+TEST_F(SpoolTest, NegativeLimitIsRejected) {
+  WriteFile(InRoot("x"), "x");
+  auto payload = Spool(root_).Read("x", -1);
+  EXPECT_EQ(payload.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(payload.status().message()), HasSubstr("max_bytes"));
+}
+
+}  // namespace
+}  // namespace dispatchd::agent
