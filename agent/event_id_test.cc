@@ -31,8 +31,7 @@ TEST(EventIdTest, NamespaceItselfIsNotRewritten) {
 }
 
 TEST(EventIdTest, OddCharactersPassThrough) {
-  EXPECT_EQ(EventIdFromRelativePath("dir with space/ünï\ncode", ""),
-            "dir with space.ünï\ncode");
+  EXPECT_EQ(EventIdFromRelativePath("dir with space/ünï\ncode", ""), "dir with space.ünï\ncode");
 }
 
 TEST(IsIgnoredRelativePathTest, HiddenComponentsAreIgnored) {
@@ -58,8 +57,7 @@ TEST(ValidateRelativePathTest, AcceptsNormalPaths) {
 
 TEST(ValidateRelativePathTest, RejectsEscapesAndMalformedPaths) {
   for (absl::string_view bad :
-       {"", "/", "/etc/passwd", "..", ".", "../x", "a/../b", "a/./b", "a/..", "a//b",
-        "a/", "/a"}) {
+       {"", "/", "/etc/passwd", "..", ".", "../x", "a/../b", "a/./b", "a/..", "a//b", "a/", "/a"}) {
     absl::Status status = ValidateRelativePath(bad);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << "path: " << bad;
   }

@@ -138,8 +138,8 @@ bool Exists(int parent, const std::string& name) {
 
 absl::Status WriteWholeFile(int parent, const std::string& name, absl::string_view content,
                             absl::string_view what) {
-  ScopedFd fd(openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                     0644));
+  ScopedFd fd(
+      openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (fd.get() < 0) return ErrnoStatus(errno, what);
   while (!content.empty()) {
     ssize_t n = write(fd.get(), content.data(), content.size());
@@ -179,7 +179,8 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
   // lstat first so that a FIFO or device is never even opened; the fstat
   // below closes the race with a file swapped in between.
   RETURN_IF_ERROR(CheckRegularFile(parent.get(), split.base, what));
-  ScopedFd fd(openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  ScopedFd fd(
+      openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoStatus(errno, what);
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
@@ -237,8 +238,7 @@ absl::Status Spool::DeadLetter(absl::string_view rel, absl::string_view error_js
   std::vector<std::string> target_dirs = {std::string(kDeadLetterDir)};
   target_dirs.insert(target_dirs.end(), split.dirs.begin(), split.dirs.end());
   ASSIGN_OR_RETURN(ScopedFd root_fd, OpenDir(AT_FDCWD, root_, Follow::kYes, what));
-  ASSIGN_OR_RETURN(ScopedFd target,
-                   WalkDirs(std::move(root_fd), target_dirs, Create::kYes, what));
+  ASSIGN_OR_RETURN(ScopedFd target, WalkDirs(std::move(root_fd), target_dirs, Create::kYes, what));
 
   for (int suffix = 0; suffix <= kMaxDeadLetterSuffix; ++suffix) {
     std::string name = suffix == 0 ? split.base : absl::StrCat(split.base, ".", suffix);

@@ -165,8 +165,7 @@ TEST_F(SpoolTest, SymlinkedDirectoriesAreNotFollowed) {
   EXPECT_EQ(spool.Read("linkdir/victim", 1024).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(spool.Delete("linkdir/victim").code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(spool.DeadLetter("linkdir/victim", "{}").code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(spool.DeadLetter("linkdir/victim", "{}").code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ReadFile(base_ + "/elsewhere/victim"), "keep me");
 }
 

@@ -170,7 +170,8 @@ bool Watcher::ReadEvents() {
     for (ssize_t offset = 0; offset < n && !stop_requested_.load();) {
       const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
       absl::string_view name =
-          event->len == 0 ? absl::string_view() : absl::string_view(event->name, strnlen(event->name, event->len));
+          event->len == 0 ? absl::string_view()
+                          : absl::string_view(event->name, strnlen(event->name, event->len));
       HandleEvent(event->wd, event->mask, name, observed);
       offset += sizeof(inotify_event) + event->len;
     }

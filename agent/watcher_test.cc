@@ -7,19 +7,19 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <functional>
-#include <mutex>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
@@ -124,8 +124,8 @@ void MakeDir(const std::string& path) {
 }
 
 void Rename(const std::string& from, const std::string& to) {
-  ASSERT_EQ(rename(from.c_str(), to.c_str()), 0) << from << " -> " << to << ": "
-                                                 << std::strerror(errno);
+  ASSERT_EQ(rename(from.c_str(), to.c_str()), 0)
+      << from << " -> " << to << ": " << std::strerror(errno);
 }
 
 // Binds a unix socket at dir/name (relative bind: test paths can be longer
@@ -164,8 +164,8 @@ class WatcherTest : public ::testing::Test {
   // later reports come from events only (a scan racing an event may report a
   // file twice, which the contract allows but exact counts cannot).
   void StartWatcher() {
-    auto watcher = Watcher::Start(
-        {.root = root_, .on_scan_complete = recorder_.on_scan_complete()}, recorder_.callback());
+    auto watcher = Watcher::Start({.root = root_, .on_scan_complete = recorder_.on_scan_complete()},
+                                  recorder_.callback());
     ASSERT_TRUE(watcher.ok()) << watcher.status();
     watcher_ = std::move(watcher).value();
     ASSERT_TRUE(recorder_.WaitForScans(1));
@@ -392,9 +392,9 @@ TEST_F(WatcherTest, OddNamesArePassedThroughExactly) {
   for (const std::string& name : names) WriteFile(InRoot(name));
   for (const std::string& name : names) EXPECT_TRUE(recorder_.WaitFor(name)) << name;
   ASSERT_TRUE(Sentinel());
-  EXPECT_THAT(NonSentinelPaths(), UnorderedElementsAre("with space", "new\nline", "ünïcødé ✓",
-                                                       "dir with space/tab\there",
-                                                       "semi;colon$(x)"));
+  EXPECT_THAT(NonSentinelPaths(),
+              UnorderedElementsAre("with space", "new\nline", "ünïcødé ✓",
+                                   "dir with space/tab\there", "semi;colon$(x)"));
 }
 
 TEST_F(WatcherTest, StopIsPromptIdempotentAndFinal) {
@@ -426,8 +426,7 @@ TEST_F(WatcherTest, StartFailsWhenTheRootIsAFile) {
 
 TEST_F(WatcherTest, ObservedTimeComesFromTheInjectedClock) {
   FakeClock clock(absl::FromUnixSeconds(1'000'000));
-  auto watcher =
-      Watcher::Start({.root = root_, .clock = &clock}, recorder_.callback());
+  auto watcher = Watcher::Start({.root = root_, .clock = &clock}, recorder_.callback());
   ASSERT_TRUE(watcher.ok()) << watcher.status();
   clock.Advance(absl::Seconds(5));
   WriteFile(InRoot("timed"));

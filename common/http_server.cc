@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -17,7 +18,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/mutex.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/ip/v6_only.hpp"
@@ -252,7 +252,7 @@ class HttpServer::Impl {
   std::vector<std::weak_ptr<Session>> sessions_;
   std::thread thread_;
 
-  absl::Mutex stop_mu_;
+  std::mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
 };
 
@@ -386,7 +386,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
 };
 
 void HttpServer::Impl::Stop() {
-  absl::MutexLock lock(&stop_mu_);
+  std::lock_guard<std::mutex> lock(stop_mu_);
   if (stopped_) return;
   stopped_ = true;
   stopping_.store(true);

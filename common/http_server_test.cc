@@ -5,10 +5,11 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
 #include "boost/asio/connect.hpp"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/write.hpp"
@@ -73,7 +74,7 @@ class HttpServerTest : public ::testing::Test {
   void StartServer(HttpServer::Options options = {}) {
     std::map<std::string, HttpHandler> routes;
     routes["/metrics"] = [this](const HttpRequest& req) {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       ++metrics_calls_;
       last_request_ = req;
       return HttpResponse{200, "text/plain; version=0.0.4", "up 1\n"};
@@ -92,7 +93,7 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_GT(server_->port(), 0);
   }
 
-  absl::Mutex mu_;
+  std::mutex mu_;
   int metrics_calls_ ABSL_GUARDED_BY(mu_) = 0;
   HttpRequest last_request_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<HttpServer> server_;
@@ -106,7 +107,7 @@ TEST_F(HttpServerTest, GetReturnsHandlerResponse) {
   EXPECT_EQ(res.body(), "up 1\n");
   EXPECT_EQ(res[http::field::content_type], "text/plain; version=0.0.4");
   EXPECT_EQ(res[http::field::content_length], "5");
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   EXPECT_EQ(last_request_.method, "GET");
   EXPECT_EQ(last_request_.target, "/metrics?debug=1&x=2");
   EXPECT_EQ(last_request_.path, "/metrics");
@@ -140,7 +141,7 @@ TEST_F(HttpServerTest, OtherMethodOnGetRouteIs405WithAllow) {
   res = client.Read();
   EXPECT_EQ(res.result_int(), 405);
   EXPECT_EQ(res[http::field::allow], "POST");
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   EXPECT_EQ(metrics_calls_, 0);
 }
 
@@ -176,7 +177,7 @@ TEST_F(HttpServerTest, HeadSendsHeadersWithoutBody) {
   auto next = client.Get("/metrics");
   EXPECT_EQ(next.result_int(), 200);
   EXPECT_EQ(next.body(), "up 1\n");
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   EXPECT_EQ(last_request_.method, "GET");
   EXPECT_EQ(metrics_calls_, 2);
 }
@@ -190,7 +191,7 @@ TEST_F(HttpServerTest, KeepAliveServesTwoRequestsOnOneConnection) {
   auto second = client.Get("/metrics");
   EXPECT_EQ(second.result_int(), 200);
   EXPECT_EQ(second.body(), "up 1\n");
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   EXPECT_EQ(metrics_calls_, 2);
 }
 

@@ -216,7 +216,7 @@ FamilyBase& Registry::AddFamily(absl::string_view name, absl::string_view help,
     CHECK(!(type == MetricType::kHistogram && label == "le"))
         << "label \"le\" is reserved on histogram " << name;
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = families_.find(std::string(name));
   if (it != families_.end()) {
     FamilyBase& existing = *it->second;
@@ -241,15 +241,15 @@ FamilyBase& Registry::AddFamily(absl::string_view name, absl::string_view help,
 }
 
 void Registry::AddCollectHook(std::function<void()> hook) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   hooks_.push_back(std::move(hook));
 }
 
 std::vector<FamilySnapshot> Registry::Collect() const {
-  absl::MutexLock collect_lock(&collect_mu_);
+  std::lock_guard<std::mutex> collect_lock(collect_mu_);
   std::vector<std::function<void()>> hooks;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     hooks = hooks_;
   }
   // Outside mu_: hooks may add families or children.
@@ -257,7 +257,7 @@ std::vector<FamilySnapshot> Registry::Collect() const {
 
   std::vector<const FamilyBase*> families;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     families.reserve(families_.size());
     for (const auto& [name, family] : families_) families.push_back(family.get());
   }

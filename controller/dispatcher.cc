@@ -168,8 +168,16 @@ void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage&
         break;
       }
       state.seq = delta.seq();
-      for (const auto& c : delta.upserted()) index_.UpsertContainer(agent_id, c);
-      for (const auto& id : delta.removed_ids()) index_.RemoveContainer(agent_id, id);
+      for (const auto& c : delta.upserted()) {
+        index_.UpsertContainer(agent_id, c);
+        LOG(DEBUG) << "agent " << agent_id << " inventory " << delta.seq() << ": upserted "
+                   << c.name() << " (" << dispatch::v1::Container::State_Name(c.state()) << ")";
+      }
+      for (const auto& id : delta.removed_ids()) {
+        index_.RemoveContainer(agent_id, id);
+        LOG(DEBUG) << "agent " << agent_id << " inventory " << delta.seq() << ": removed "
+                   << ShortId(id);
+      }
       break;
     }
     case AgentMessage::kInventoryStale:
@@ -203,7 +211,7 @@ bool Dispatcher::AllAgentsFresh() const {
 
 void Dispatcher::HandleEvent(const std::string& agent_id,
                              const dispatch::v1::ObservedEvent& event) {
-  const auto key = std::make_pair(agent_id, event.key());
+  const EventKey key{agent_id, event.key(), event.generation()};
   auto unacked = unacked_settled_.find(key);
   if (unacked != unacked_settled_.end()) {
     // Settled while the agent was away: tell it again rather than re-dispatch.
@@ -472,6 +480,7 @@ void Dispatcher::Resolve(uint64_t event_seq, const Target& target, DeliveryOutco
 void Dispatcher::Settle(EventRecord& record) {
   Settled settled;
   settled.set_key(record.event.key());
+  settled.set_generation(record.event.generation());
   if (record.failed) {
     settled.set_disposition(Settled::DEAD_LETTER);
     nlohmann::json note = {
@@ -495,7 +504,7 @@ void Dispatcher::Settle(EventRecord& record) {
       ++stats_.events_settled_delivered;
     }
   }
-  const auto key = std::make_pair(record.origin_agent, record.event.key());
+  const EventKey key{record.origin_agent, record.event.key(), record.event.generation()};
   auto agent = agents_.find(record.origin_agent);
   if (agent != agents_.end()) {
     ControllerMessage message;

@@ -21,6 +21,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -190,11 +191,11 @@ class Dispatcher {
   absl::flat_hash_map<std::string, Target> debounce_targets_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, AgentState> agents_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, EventRecord> events_ ABSL_GUARDED_BY(mu_);
-  // (agent id, key) -> event seq, for de-duplicating re-sent events.
-  std::map<std::pair<std::string, std::string>, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
+  // (agent id, key, generation) -> event seq, for de-duplicating re-sent events.
+  using EventKey = std::tuple<std::string, std::string, uint64_t>;
+  std::map<EventKey, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
   // Settled notices whose origin agent was away; re-sent when it re-sends the event.
-  std::map<std::pair<std::string, std::string>, dispatch::v1::Settled> unacked_settled_
-      ABSL_GUARDED_BY(mu_);
+  std::map<EventKey, dispatch::v1::Settled> unacked_settled_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> held_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Lane> lanes_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, std::string>> retry_timers_ ABSL_GUARDED_BY(mu_);

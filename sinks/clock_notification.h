@@ -13,6 +13,7 @@
 #define DISPATCHD_SINKS_CLOCK_NOTIFICATION_H_
 
 #include <atomic>
+#include <cstdint>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -40,6 +41,11 @@ class ClockNotification {
  private:
   absl::Mutex wait_mu_;  // carries waits only; guards nothing
   std::atomic<bool> notified_{false};
+  // Bumped by each waiter after building its absl::Condition and read by
+  // every thread that may evaluate it: absl evaluates a waiter's condition
+  // in the unlocking thread, a hand-off TSAN cannot see inside Debian's
+  // abseil. This makes it visible; it changes nothing at run time.
+  std::atomic<uint64_t> waits_{0};
 };
 
 }  // namespace events

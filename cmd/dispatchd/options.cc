@@ -1,5 +1,7 @@
 #include "cmd/dispatchd/options.h"
 
+#include <algorithm>
+#include <iterator>
 #include <map>
 
 #include "absl/strings/numbers.h"
@@ -146,6 +148,15 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
       }
       o.insecure = !has_value || value == "true";
       continue;
+    }
+    static const char* const kValueFlags[] = {
+        "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
+        "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
+        "retry-max-backoff", "label-namespace", "event-namespace", "token",
+        "forward-destination", "forward-delimiter", "log-level"};
+    if (std::find(std::begin(kValueFlags), std::end(kValueFlags), name) ==
+        std::end(kValueFlags)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
     }
     if (!has_value) {
       if (i + 1 >= args.size()) {
