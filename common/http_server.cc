@@ -22,6 +22,7 @@
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/ip/v6_only.hpp"
 #include "boost/asio/post.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "boost/asio/strand.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
@@ -247,6 +248,7 @@ class HttpServer::Impl {
   const Options options_;
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
+  asio::steady_timer accept_retry_{acceptor_.get_executor()};
   std::atomic<bool> stopping_{false};
   // Live connections, touched only on the acceptor's strand.
   std::vector<std::weak_ptr<Session>> sessions_;
@@ -393,6 +395,7 @@ void HttpServer::Impl::Stop() {
   asio::post(acceptor_.get_executor(), [this] {
     boost::system::error_code ec;
     acceptor_.close(ec);
+    accept_retry_.cancel();
     for (const std::weak_ptr<Session>& weak : sessions_) {
       if (std::shared_ptr<Session> session = weak.lock()) session->Close();
     }
@@ -404,16 +407,21 @@ void HttpServer::Impl::Stop() {
 void HttpServer::Impl::OnAccept(boost::system::error_code ec, tcp::socket socket) {
   if (ec == asio::error::operation_aborted || stopping_.load()) return;  // acceptor closed
   if (ec) {
-    // Out of descriptors and the like: keep serving the others.
+    // Out of descriptors and the like: keep serving the open connections and
+    // try again shortly, rather than spinning on the error.
     LOG(WARNING) << "HTTP accept failed: " << ec.message();
-  } else {
-    auto session = std::make_shared<Session>(this, std::move(socket));
-    sessions_.erase(std::remove_if(sessions_.begin(), sessions_.end(),
-                                   [](const std::weak_ptr<Session>& s) { return s.expired(); }),
-                    sessions_.end());
-    sessions_.push_back(session);
-    session->Start();
+    accept_retry_.expires_after(std::chrono::milliseconds(100));
+    accept_retry_.async_wait([this](boost::system::error_code wait_ec) {
+      if (!wait_ec && !stopping_.load()) DoAccept();
+    });
+    return;
   }
+  auto session = std::make_shared<Session>(this, std::move(socket));
+  sessions_.erase(std::remove_if(sessions_.begin(), sessions_.end(),
+                                 [](const std::weak_ptr<Session>& s) { return s.expired(); }),
+                  sessions_.end());
+  sessions_.push_back(session);
+  session->Start();
   DoAccept();
 }
 
