@@ -41,6 +41,8 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr char kUnixScheme[] = "unix://";
 constexpr int kMaxApiMinor = 41;  // the client speaks at most API 1.41
 constexpr std::uint64_t kMaxResponseBody = 64 << 20;
+// Longest single wait honoured (keeps steady_clock arithmetic finite).
+constexpr absl::Duration kMaxWait = absl::Hours(24);
 constexpr char kContainerEventsFilter[] = "%7B%22type%22%3A%5B%22container%22%5D%7D";
 
 // Socket and protocol failures: a timeout is DeadlineExceeded, anything else
@@ -213,7 +215,8 @@ class EventStream final : public DockerEventStream {
 
   absl::StatusOr<std::optional<DockerEvent>> Next(absl::Duration timeout) override {
     const SteadyClock::time_point deadline =
-        SteadyClock::now() + absl::ToChronoNanoseconds(std::max(timeout, absl::ZeroDuration()));
+        SteadyClock::now() + absl::ToChronoNanoseconds(
+                                 std::clamp(timeout, absl::ZeroDuration(), kMaxWait));
     while (true) {
       while (std::optional<std::string> line = splitter_.Pop()) {
         if (absl::StripAsciiWhitespace(*line).empty()) continue;
@@ -525,6 +528,7 @@ absl::StatusOr<std::unique_ptr<DockerApi>> NewDockerClient(DockerClientOptions o
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("docker client timeout must be positive");
   }
+  options.timeout = std::min(options.timeout, kMaxWait);
   return std::unique_ptr<DockerApi>(new DockerClient(std::move(options), std::move(path)));
 }
 

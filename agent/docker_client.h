@@ -29,6 +29,7 @@ struct DockerClientOptions {
   // Only unix:// hosts are supported.
   std::string host = "unix:///var/run/docker.sock";
   // Bound on each connect, write and read (not on waiting for events).
+  // Must be positive; at most 24 h is honoured.
   absl::Duration timeout = absl::Seconds(10);
 };
 
