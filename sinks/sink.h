@@ -46,7 +46,8 @@ bool IsClosed(const absl::Status& status);
 // Called with every event a sink gives up on where no caller is left to get
 // the error (a Queue's worker, a Broadcaster's member sinks), with the
 // reason. Replaces go-events' log-and-drop. May be called from any thread,
-// also concurrently; it must be quick and must not block.
+// also concurrently; it must be quick, must not block and must not Close
+// the sink that calls it.
 using DeadLetterFn = std::function<void(const EventPtr& event, const absl::Status& reason)>;
 
 // A plain snapshot of a sink's counters, for a metrics layer.
