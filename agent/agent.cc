@@ -1,0 +1,554 @@
+#include "agent/agent.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/event_id.h"
+#include "common/logging.h"
+#include "controller/labels.h"
+
+namespace dispatchd {
+namespace agent {
+namespace {
+
+using dispatch::v1::AgentMessage;
+using dispatch::v1::CommandResult;
+using dispatch::v1::ControllerMessage;
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+dispatch::v1::Container::State ToProtoState(ContainerState state) {
+  switch (state) {
+    case ContainerState::kCreated: return dispatch::v1::Container::CREATED;
+    case ContainerState::kRunning: return dispatch::v1::Container::RUNNING;
+    case ContainerState::kPaused: return dispatch::v1::Container::PAUSED;
+    case ContainerState::kRestarting: return dispatch::v1::Container::RESTARTING;
+    case ContainerState::kRemoving: return dispatch::v1::Container::REMOVING;
+    case ContainerState::kExited: return dispatch::v1::Container::EXITED;
+    case ContainerState::kDead: return dispatch::v1::Container::DEAD;
+    default: return dispatch::v1::Container::STATE_UNSPECIFIED;
+  }
+}
+
+void ToProto(const ContainerInfo& info, dispatch::v1::Container* out) {
+  out->set_id(info.id);
+  out->set_name(info.name);
+  out->set_state(ToProtoState(info.state));
+  for (const auto& [k, v] : info.labels) (*out->mutable_labels())[k] = v;
+}
+
+AgentMessage SnapshotMessage(uint64_t seq, const std::vector<ContainerInfo>& all) {
+  AgentMessage message;
+  auto* snapshot = message.mutable_inventory_snapshot();
+  snapshot->set_seq(seq);
+  for (const ContainerInfo& info : all) ToProto(info, snapshot->add_containers());
+  return message;
+}
+
+// The agent's own check: a container may only be asked to run what its own
+// labels declare for this event id.
+absl::Status CheckAgainstLabels(const ContainerInfo& info, const dispatch::v1::Command& command,
+                                absl::string_view label_namespace) {
+  controller::ParsedLabels parsed =
+      controller::ParseSubscriptionLabels(info.labels, label_namespace);
+  for (const controller::Subscription& sub : parsed.subscriptions) {
+    if (sub.event_id != command.event_id()) continue;
+    const bool start = sub.start == controller::StartPolicy::kStartIfStopped;
+    if (start != command.start_container()) {
+      return absl::PermissionDeniedError("container.start differs from the container's label");
+    }
+    if (!std::equal(sub.argv.begin(), sub.argv.end(), command.argv().begin(),
+                    command.argv().end())) {
+      return absl::PermissionDeniedError(
+          "the command differs from the container's container.command label");
+    }
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat("container ", info.name,
+                                                  " has no valid subscription to ",
+                                                  command.event_id()));
+}
+
+int64_t Nanos(const struct timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace
+
+std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_path) const {
+  struct stat st;
+  const std::string path = absl::StrCat(options_.events_dir, "/", relative_path);
+  if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  FileIdentity id;
+  id.device = st.st_dev;
+  id.inode = st.st_ino;
+  id.size = st.st_size;
+  id.mtime_ns = Nanos(st.st_mtim);
+  id.ctime_ns = Nanos(st.st_ctim);
+  return id;
+}
+
+namespace {
+
+}  // namespace
+
+Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
+             std::shared_ptr<grpc::ChannelInterface> channel)
+    : options_([&options] {
+        if (options.host.empty()) options.host = HostName();
+        if (options.agent_id.empty()) options.agent_id = options.host;
+        return std::move(options);
+      }()),
+      docker_(docker),
+      clock_(clock),
+      stub_(dispatch::v1::AgentSession::NewStub(std::move(channel))),
+      spool_(options_.events_dir) {}
+
+Agent::~Agent() { Stop(); }
+
+absl::Status Agent::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_) return absl::FailedPreconditionError("agent already started");
+    started_ = true;
+  }
+  Inventory::Callbacks callbacks;
+  callbacks.on_snapshot = [this](uint64_t seq, std::vector<ContainerInfo> all) {
+    Write(SnapshotMessage(seq, all));
+  };
+  callbacks.on_delta = [this](uint64_t seq, std::vector<ContainerInfo> upserted,
+                              std::vector<std::string> removed) {
+    AgentMessage message;
+    auto* delta = message.mutable_inventory_delta();
+    delta->set_seq(seq);
+    for (const ContainerInfo& info : upserted) ToProto(info, delta->add_upserted());
+    for (std::string& id : removed) delta->add_removed_ids(std::move(id));
+    Write(message);
+  };
+  callbacks.on_stale = [this](std::string reason) {
+    AgentMessage message;
+    message.mutable_inventory_stale()->set_reason(reason);
+    Write(message);
+    LOG(WARNING) << "Docker events stream lost (" << reason
+                 << "): events are held until the inventory is fresh again";
+  };
+  callbacks.on_exec_die = [this](std::string exec_id, int exit_code, absl::Time time) {
+    OnExecDie(exec_id, exit_code, time);
+  };
+  inventory_ = std::make_unique<Inventory>(docker_, clock_, options_.inventory, callbacks);
+  inventory_->Start();
+
+  for (int i = 0; i < std::max(1, options_.exec_workers); ++i) {
+    threads_.emplace_back([this] { ExecWorker(); });
+  }
+  threads_.emplace_back([this] { SessionLoop(); });
+  threads_.emplace_back([this] {
+    // Heartbeats, and the watchdog for a controller that went silent.
+    absl::MutexLock lock(&mu_);
+    while (!stopping_) {
+      const int64_t period_ns = heartbeat_period_ns_.load();
+      absl::Duration period =
+          period_ns > 0 ? absl::Nanoseconds(period_ns) : absl::Seconds(1);
+      clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + period);
+      if (stopping_ || period_ns == 0) continue;
+      mu_.Unlock();
+      AgentMessage heartbeat;
+      heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(clock_->Now()));
+      Write(heartbeat);
+      const absl::Time last_heard = absl::FromUnixNanos(last_heard_ns_.load());
+      if (clock_->Now() - last_heard > 3 * period) {
+        absl::MutexLock write_lock(&write_mu_);
+        if (context_ != nullptr && stream_ != nullptr) {
+          LOG(WARNING) << "controller silent for 3 heartbeat periods: reconnecting";
+          context_->TryCancel();
+        }
+      }
+      mu_.Lock();
+    }
+  });
+
+  absl::StatusOr<std::unique_ptr<Watcher>> watcher = Watcher::Start(
+      Watcher::Options{options_.events_dir},
+      [this](const std::string& relative_path, absl::Time observed) {
+        OnFile(relative_path, observed);
+      });
+  if (!watcher.ok()) {
+    Stop();
+    return watcher.status();
+  }
+  watcher_ = *std::move(watcher);
+  LOG(INFO) << "agent " << options_.agent_id << " watching " << options_.events_dir;
+  return absl::OkStatus();
+}
+
+void Agent::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (watcher_ != nullptr) watcher_->Stop();
+  if (inventory_ != nullptr) inventory_->Stop();
+  {
+    absl::MutexLock lock(&write_mu_);
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+  absl::MutexLock lock(&mu_);
+  if (!pending_.empty()) {
+    LOG(INFO) << pending_.size() << " unsettled event files stay in " << options_.events_dir
+              << " for the next start";
+  }
+}
+
+size_t Agent::unsettled() const {
+  absl::MutexLock lock(&mu_);
+  return pending_.size();
+}
+
+bool Agent::session_up() const {
+  absl::MutexLock lock(&write_mu_);
+  return stream_ != nullptr;
+}
+
+bool Agent::Write(const AgentMessage& message) {
+  absl::MutexLock lock(&write_mu_);
+  if (stream_ == nullptr) return false;
+  return stream_->Write(message);
+}
+
+void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
+  std::optional<FileIdentity> identity = Identify(relative_path);
+  if (!identity.has_value()) return;  // gone, or not a regular file
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    auto it = pending_.find(relative_path);
+    if (it != pending_.end() && it->second.identity == *identity) return;  // seen already
+  }
+  absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
+  if (!payload.ok()) {
+    if (!absl::IsNotFound(payload.status())) {
+      LOG(WARNING) << "cannot read event file " << relative_path << ": " << payload.status()
+                   << " (left in place)";
+    }
+    return;
+  }
+  Pending pending;
+  pending.identity = *identity;
+  dispatch::v1::ObservedEvent& event = pending.event;
+  event.set_key(relative_path);
+  event.set_event_id(EventIdFromRelativePath(relative_path, options_.event_namespace));
+  event.set_payload(std::move(payload->data));
+  event.set_payload_truncated(payload->truncated);
+  event.set_observed_unix_nanos(absl::ToUnixNanos(observed));
+  event.set_size(payload->size);
+  if (payload->truncated) {
+    LOG(WARNING) << "event file " << relative_path << " is " << payload->size
+                 << " bytes; payload truncated to " << options_.max_payload_bytes;
+  }
+  AgentMessage message;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    auto it = pending_.find(relative_path);
+    if (it != pending_.end() && it->second.identity == *identity) return;
+    // A first sight, or the file was written again while its event is in
+    // flight: either way a new event (generation).
+    event.set_generation(next_generation_++);
+    *message.mutable_event() = event;
+    pending_[relative_path] = std::move(pending);
+  }
+  LOG(DEBUG) << "observed " << relative_path << " as event " << message.event().event_id()
+             << " (generation " << message.event().generation() << ")";
+  Write(message);
+}
+
+void Agent::SessionLoop() {
+  absl::Duration backoff = options_.reconnect_min_backoff;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+    const bool had_session = RunSession();
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    if (had_session) backoff = options_.reconnect_min_backoff;
+    const absl::Duration wait =
+        absl::Nanoseconds(absl::Uniform<int64_t>(bitgen_, absl::ToInt64Nanoseconds(backoff) / 2,
+                                                 absl::ToInt64Nanoseconds(backoff) + 1));
+    backoff = std::min(backoff * 2, options_.reconnect_max_backoff);
+    clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + wait);
+  }
+}
+
+bool Agent::RunSession() {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<AgentMessage, ControllerMessage>> stream;
+  {
+    absl::MutexLock lock(&write_mu_);
+    {
+      absl::MutexLock stop_lock(&mu_);
+      if (stopping_) return false;
+    }
+    stream = stub_->Session(&context);
+    context_ = &context;
+  }
+  auto clear_context = [&] {
+    absl::MutexLock lock(&write_mu_);
+    stream_ = nullptr;
+    context_ = nullptr;
+  };
+  AgentMessage hello;
+  hello.mutable_hello()->set_agent_id(options_.agent_id);
+  hello.mutable_hello()->set_host(options_.host);
+  hello.mutable_hello()->set_version("dispatchd");
+  hello.mutable_hello()->set_token(options_.token);
+  ControllerMessage welcome;
+  if (!stream->Write(hello) || !stream->Read(&welcome) || !welcome.has_welcome()) {
+    clear_context();
+    grpc::Status status = stream->Finish();
+    LOG(WARNING) << "controller session failed to open: " << status.error_message() << " ("
+                 << status.error_code() << ")";
+    return false;
+  }
+  heartbeat_period_ns_.store(
+      absl::ToInt64Nanoseconds(absl::Milliseconds(welcome.welcome().heartbeat_period_ms())));
+  last_heard_ns_.store(absl::ToUnixNanos(clock_->Now()));
+  LOG(INFO) << "session " << welcome.welcome().session_id() << " with the controller is up";
+  {
+    absl::MutexLock lock(&write_mu_);
+    stream_ = stream.get();
+    // The inventory first, under write_mu_ so that no delta overtakes it.
+    if (inventory_->fresh()) {
+      auto [seq, all] = inventory_->Snapshot();
+      stream_->Write(SnapshotMessage(seq, all));
+    } else {
+      AgentMessage stale;
+      stale.mutable_inventory_stale()->set_reason("Docker inventory not listed yet");
+      stream_->Write(stale);
+    }
+  }
+  // Then every unsettled event (the controller de-duplicates).
+  std::vector<AgentMessage> resend;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, pending] : pending_) {
+      AgentMessage message;
+      *message.mutable_event() = pending.event;
+      resend.push_back(std::move(message));
+    }
+  }
+  for (const AgentMessage& message : resend) Write(message);
+
+  ControllerMessage message;
+  while (stream->Read(&message)) {
+    last_heard_ns_.store(absl::ToUnixNanos(clock_->Now()));
+    HandleControllerMessage(message);
+  }
+  clear_context();
+  grpc::Status status = stream->Finish();
+  absl::MutexLock lock(&mu_);
+  if (!stopping_) {
+    LOG(WARNING) << "controller session ended: " << status.error_message() << " ("
+                 << status.error_code() << "); reconnecting";
+  }
+  return true;
+}
+
+void Agent::HandleControllerMessage(const ControllerMessage& message) {
+  switch (message.msg_case()) {
+    case ControllerMessage::kCommand: {
+      absl::MutexLock lock(&mu_);
+      commands_.push_back(message.command());
+      break;
+    }
+    case ControllerMessage::kSettled:
+      HandleSettled(message.settled());
+      break;
+    default:
+      break;
+  }
+}
+
+void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
+  FileIdentity identity;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(settled.key());
+    // Unknown: settled twice (re-sent after a reconnect). Older generation:
+    // the file was written again and its newer event is still in flight.
+    if (it == pending_.end() || it->second.event.generation() != settled.generation()) return;
+    identity = it->second.identity;
+  }
+  std::optional<FileIdentity> now = Identify(settled.key());
+  const bool same_file = now.has_value() && *now == identity;
+  if (same_file) {
+    absl::Status status;
+    if (settled.disposition() == dispatch::v1::Settled::DEAD_LETTER) {
+      status = spool_.DeadLetter(settled.key(), settled.error_json());
+      LOG(WARNING) << "moved " << settled.key() << " to .dead-letter/";
+    } else {
+      status = spool_.Delete(settled.key());
+    }
+    if (!status.ok() && !absl::IsNotFound(status)) {
+      LOG(ERROR) << "cannot remove settled event file " << settled.key() << ": " << status;
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(settled.key());
+    if (it != pending_.end() && it->second.event.generation() == settled.generation()) {
+      pending_.erase(it);
+    }
+  }
+  // Written again since it was read: that is a new event, left in place.
+  if (!same_file && now.has_value()) OnFile(settled.key(), clock_->Now());
+}
+
+void Agent::ExecWorker() {
+  while (true) {
+    dispatch::v1::Command command;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Agent* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return a->stopping_ || !a->commands_.empty();
+          },
+          this));
+      if (stopping_) return;
+      command = std::move(commands_.front());
+      commands_.pop_front();
+    }
+    AgentMessage message;
+    *message.mutable_command_result() = RunCommand(command);
+    Write(message);
+  }
+}
+
+CommandResult Agent::RunCommand(const dispatch::v1::Command& command) {
+  CommandResult result;
+  result.set_command_id(command.command_id());
+  auto fail = [&result](CommandResult::Outcome outcome, std::string error) {
+    result.set_outcome(outcome);
+    result.set_error(std::move(error));
+    return result;
+  };
+  const std::string& id = command.container_id();
+
+  // The inventory is usually current; when it disagrees, ask Docker.
+  std::optional<ContainerInfo> info = inventory_->Get(id);
+  bool inspected = false;
+  auto inspect = [&]() -> absl::Status {
+    absl::StatusOr<ContainerInfo> fresh = docker_->InspectContainer(id);
+    if (!fresh.ok()) return fresh.status();
+    info = *std::move(fresh);
+    inspected = true;
+    return absl::OkStatus();
+  };
+  if (!info.has_value() ||
+      !CheckAgainstLabels(*info, command, options_.label_namespace).ok() ||
+      info->state != ContainerState::kRunning) {
+    absl::Status status = inspect();
+    if (absl::IsNotFound(status)) return fail(CommandResult::CONTAINER_GONE, status.ToString());
+    if (!status.ok()) return fail(CommandResult::FAILED, status.ToString());
+  }
+  if (absl::Status allowed = CheckAgainstLabels(*info, command, options_.label_namespace);
+      !allowed.ok()) {
+    LOG(WARNING) << "refused command for " << info->name << ": " << allowed.message();
+    return fail(CommandResult::REJECTED, std::string(allowed.message()));
+  }
+  if (info->state == ContainerState::kPaused) {
+    return fail(CommandResult::FAILED, absl::StrCat("container ", info->name, " is paused"));
+  }
+  if (info->state != ContainerState::kRunning) {
+    if (!command.start_container()) {
+      return fail(CommandResult::NOT_RUNNING,
+                  absl::StrCat("container ", info->name,
+                               " is not running and has no container.start label"));
+    }
+    LOG(INFO) << "starting container " << info->name << " for " << command.event_id();
+    absl::Status started = docker_->StartContainer(id);
+    if (absl::IsNotFound(started)) return fail(CommandResult::CONTAINER_GONE, started.ToString());
+    if (!started.ok()) return fail(CommandResult::FAILED, started.ToString());
+    const absl::Time deadline = clock_->Now() + options_.start_timeout;
+    while (true) {
+      absl::Status status = inspect();
+      if (absl::IsNotFound(status)) return fail(CommandResult::CONTAINER_GONE, status.ToString());
+      if (status.ok() && info->state == ContainerState::kRunning) break;
+      if (clock_->Now() >= deadline) {
+        return fail(CommandResult::FAILED,
+                    absl::StrCat("container ", info->name, " did not reach running within ",
+                                 absl::FormatDuration(options_.start_timeout)));
+      }
+      clock_->SleepFor(absl::Milliseconds(20));
+    }
+  }
+  if (command.argv().empty()) {  // start-only subscription
+    result.set_outcome(CommandResult::DELIVERED);
+    return result;
+  }
+  std::vector<std::string> argv(command.argv().begin(), command.argv().end());
+  std::vector<std::string> env(command.env().begin(), command.env().end());
+  absl::StatusOr<std::string> exec_id = docker_->CreateExec(id, argv, env);
+  if (!exec_id.ok()) {
+    if (absl::IsNotFound(exec_id.status())) {
+      return fail(CommandResult::CONTAINER_GONE, exec_id.status().ToString());
+    }
+    if (absl::IsFailedPrecondition(exec_id.status()) && !inspected) {
+      // Stopped between the inventory and the exec? Look before deciding.
+      if (inspect().ok() && info->state != ContainerState::kRunning &&
+          info->state != ContainerState::kPaused && !command.start_container()) {
+        return fail(CommandResult::NOT_RUNNING,
+                    absl::StrCat("container ", info->name, " is not running"));
+      }
+    }
+    return fail(CommandResult::FAILED, exec_id.status().ToString());
+  }
+  const absl::Time start_sent = clock_->Now();
+  {
+    absl::MutexLock lock(&mu_);
+    execs_[*exec_id] = ExecWatch{command.command_id(), start_sent};
+  }
+  result.set_exec_start_sent_unix_nanos(absl::ToUnixNanos(start_sent));
+  absl::Status started = docker_->StartExec(*exec_id);
+  if (!started.ok()) {
+    absl::MutexLock lock(&mu_);
+    execs_.erase(*exec_id);
+    if (absl::IsNotFound(started)) return fail(CommandResult::CONTAINER_GONE, started.ToString());
+    return fail(CommandResult::FAILED, started.ToString());
+  }
+  result.set_outcome(CommandResult::DELIVERED);
+  result.set_exec_id(*exec_id);
+  return result;
+}
+
+void Agent::OnExecDie(const std::string& exec_id, int exit_code, absl::Time time) {
+  ExecWatch watch;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = execs_.find(exec_id);
+    if (it == execs_.end()) return;  // not ours
+    watch = it->second;
+    execs_.erase(it);
+  }
+  AgentMessage message;
+  auto* exit = message.mutable_exec_exit();
+  exit->set_command_id(watch.command_id);
+  exit->set_exit_code(exit_code);
+  exit->set_duration_ms(absl::ToInt64Milliseconds(time - watch.started));
+  Write(message);
+}
+
+}  // namespace agent
+}  // namespace dispatchd
