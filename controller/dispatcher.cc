@@ -233,6 +233,20 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   record.event = event;
   by_key_[key] = seq;
   ++stats_.events_observed;
+  if (options_.forward != nullptr) {
+    // Forwarding is done once the destinations' queues took the event; the
+    // file is not settled before that.
+    auto forwarded = std::make_shared<events::Event>();
+    forwarded->id = event.event_id();
+    forwarded->payload = event.payload();
+    forwarded->payload_truncated = event.payload_truncated();
+    forwarded->source_host = record.origin_host;
+    forwarded->path = event.key();
+    forwarded->time = absl::FromUnixNanos(event.observed_unix_nanos());
+    if (absl::Status status = options_.forward->Write(std::move(forwarded)); !status.ok()) {
+      LOG(WARNING) << "forwarding " << event.event_id() << " failed: " << status;
+    }
+  }
   LOG(DEBUG) << "event " << event.event_id() << " observed by " << agent_id << " ("
              << event.key() << ", " << event.size() << " bytes)";
   if (AllAgentsFresh()) {
@@ -573,6 +587,20 @@ DispatcherStats Dispatcher::stats() const {
 std::vector<InvalidEntry> Dispatcher::InvalidSubscriptions() const {
   absl::MutexLock lock(&mu_);
   return index_.Invalid();
+}
+
+std::vector<Target> Dispatcher::Subscriptions() const {
+  absl::MutexLock lock(&mu_);
+  return index_.All();
+}
+
+std::vector<AgentInfo> Dispatcher::Agents() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<AgentInfo> out;
+  for (const auto& [id, state] : agents_) {
+    out.push_back(AgentInfo{id, state.host, state.fresh, state.seq, state.last_heard});
+  }
+  return out;
 }
 
 size_t Dispatcher::subscription_count() const {

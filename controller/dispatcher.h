@@ -32,6 +32,7 @@
 #include "controller/debouncer.h"
 #include "controller/subscription_index.h"
 #include "proto/dispatch/v1/session.pb.h"
+#include "sinks/sink.h"
 
 namespace dispatchd {
 namespace controller {
@@ -61,6 +62,18 @@ struct DispatcherOptions {
   // Payloads up to this size (without NUL bytes) go to handlers as
   // DISPATCH_EVENT_PAYLOAD.
   size_t max_env_payload_bytes = 4096;
+  // Every observed event is written here once, when first seen (forwarding
+  // destinations). Must not block: a Queue per destination. May be null.
+  std::shared_ptr<events::Sink> forward;
+};
+
+// An agent as the public API shows it.
+struct AgentInfo {
+  std::string agent_id;
+  std::string host;
+  bool inventory_fresh = false;
+  uint64_t inventory_seq = 0;
+  absl::Time last_heard;
 };
 
 // How one subscription of one event ended.
@@ -119,6 +132,8 @@ class Dispatcher {
 
   DispatcherStats stats() const;
   std::vector<InvalidEntry> InvalidSubscriptions() const;
+  std::vector<Target> Subscriptions() const;
+  std::vector<AgentInfo> Agents() const;
   size_t subscription_count() const;
 
  private:

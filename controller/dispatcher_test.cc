@@ -368,6 +368,62 @@ TEST_F(DispatcherTest, LabelChangeIsFollowedWithoutRestart) {
   EXPECT_EQ(link_.TakeCommands().size(), 1u);
 }
 
+class RecordingSink : public events::Sink {
+ public:
+  absl::Status Write(events::EventPtr event) override {
+    events.push_back(std::move(event));
+    return absl::OkStatus();
+  }
+  absl::Status Close() override { return absl::OkStatus(); }
+  std::vector<events::EventPtr> events;
+};
+
+TEST(DispatcherForwardTest, EveryEventIsForwardedOnce) {
+  FakeClock clock;
+  auto sink = std::make_shared<RecordingSink>();
+  DispatcherOptions options;
+  options.forward = sink;
+  Dispatcher dispatcher(options, &clock);
+  FakeLink link;
+  dispatcher.AgentConnected("host-a", "host-a", &link);
+  AgentMessage snapshot;
+  snapshot.mutable_inventory_snapshot()->set_seq(1);
+  *snapshot.mutable_inventory_snapshot()->add_containers() =
+      MakeContainer("c1", "handler", {{"subscription.a.b.txt.container.command", "true"}});
+  dispatcher.OnAgentMessage("host-a", snapshot);
+  AgentMessage event;
+  event.mutable_event()->set_key("a/b.txt");
+  event.mutable_event()->set_event_id("a.b.txt");
+  event.mutable_event()->set_payload("content");
+  dispatcher.OnAgentMessage("host-a", event);
+  dispatcher.OnAgentMessage("host-a", event);  // re-sent while in flight: not forwarded twice
+  ASSERT_EQ(sink->events.size(), 1u);
+  EXPECT_EQ(sink->events[0]->id, "a.b.txt");
+  EXPECT_EQ(sink->events[0]->payload, "content");
+  EXPECT_EQ(sink->events[0]->source_host, "host-a");
+  EXPECT_EQ(sink->events[0]->path, "a/b.txt");
+  // An event nobody subscribes to is forwarded too, then settled.
+  AgentMessage lonely;
+  lonely.mutable_event()->set_key("lonely");
+  lonely.mutable_event()->set_event_id("lonely");
+  dispatcher.OnAgentMessage("host-a", lonely);
+  ASSERT_EQ(sink->events.size(), 2u);
+  EXPECT_EQ(sink->events[1]->id, "lonely");
+  EXPECT_EQ(link.TakeSettled().size(), 1u);
+}
+
+TEST_F(DispatcherTest, ListsSubscriptionsAndAgents) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  std::vector<Target> subs = dispatcher_.Subscriptions();
+  ASSERT_EQ(subs.size(), 1u);
+  EXPECT_EQ(subs[0].subscription.event_id, "demo.some-event");
+  std::vector<AgentInfo> agents = dispatcher_.Agents();
+  ASSERT_EQ(agents.size(), 1u);
+  EXPECT_EQ(agents[0].agent_id, "host-a");
+  EXPECT_TRUE(agents[0].inventory_fresh);
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd

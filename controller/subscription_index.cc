@@ -119,6 +119,23 @@ std::optional<Target> SubscriptionIndex::Find(absl::string_view agent_id,
   return MakeTarget(agent->first, container->first, container->second, sub->second);
 }
 
+std::vector<Target> SubscriptionIndex::All() const {
+  std::vector<Target> out;
+  out.reserve(subscription_count_);
+  for (const auto& [event_id, refs] : by_event_) {
+    for (const Ref& ref : refs) {
+      const ContainerEntry& entry = agents_.at(ref.agent_id).at(ref.container_id);
+      out.push_back(MakeTarget(ref.agent_id, ref.container_id, entry,
+                               entry.subscriptions.at(event_id)));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Target& a, const Target& b) {
+    return std::tie(a.subscription.event_id, a.agent_id, a.container_name, a.container_id) <
+           std::tie(b.subscription.event_id, b.agent_id, b.container_name, b.container_id);
+  });
+  return out;
+}
+
 std::vector<InvalidEntry> SubscriptionIndex::Invalid() const {
   // (agent, name, id) -> entry, for a deterministic order.
   std::map<std::tuple<std::string, std::string, std::string>, const ContainerEntry*> sorted;

@@ -78,6 +78,10 @@ class SubscriptionIndex {
   std::optional<Target> Find(absl::string_view agent_id, absl::string_view container_id,
                              absl::string_view event_id) const;
 
+  // Every valid subscription, sorted by event id, agent id, container name,
+  // container id. For the public API; O(subscriptions).
+  std::vector<Target> All() const;
+
   // Every invalid subscription, sorted by agent id, container name,
   // container id, then as ParseSubscriptionLabels orders them.
   std::vector<InvalidEntry> Invalid() const;

@@ -303,6 +303,27 @@ TEST(SubscriptionIndexTest, TenThousandSubscriptionsOneContainerChanges) {
   EXPECT_EQ(index.container_count(), 100u);
 }
 
+TEST(SubscriptionIndexAllTest, ListsEveryValidSubscriptionInOrder) {
+  SubscriptionIndex index("subscription");
+  dispatch::v1::Container a;
+  a.set_id("id-a");
+  a.set_name("zeta");
+  (*a.mutable_labels())["subscription.x.container.command"] = "true";
+  (*a.mutable_labels())["subscription.b.container.command"] = "true";
+  dispatch::v1::Container b;
+  b.set_id("id-b");
+  b.set_name("alpha");
+  (*b.mutable_labels())["subscription.x.container.command"] = "true";
+  (*b.mutable_labels())["subscription.bad.container.command"] = "'";
+  index.ReplaceAgentInventory("host", {a, b});
+  std::vector<Target> all = index.All();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].subscription.event_id, "b");
+  EXPECT_EQ(all[1].subscription.event_id, "x");
+  EXPECT_EQ(all[1].container_name, "alpha");
+  EXPECT_EQ(all[2].container_name, "zeta");
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd
