@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "nlohmann/json.hpp"
+#include "sinks/retry_strategy.h"
 
 namespace dispatchd {
 namespace controller {
@@ -223,6 +224,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   }
   if (by_key_.count(key) != 0) {
     ++stats_.events_duplicate;
+    if (options_.metrics != nullptr) options_.metrics->RecordEventDuplicate();
     return;
   }
   const uint64_t seq = next_event_seq_++;
@@ -233,6 +235,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   record.event = event;
   by_key_[key] = seq;
   ++stats_.events_observed;
+  if (options_.metrics != nullptr) options_.metrics->RecordEventObserved();
   if (options_.forward != nullptr) {
     // Forwarding is done once the destinations' queues took the event; the
     // file is not settled before that.
@@ -305,6 +308,8 @@ void Dispatcher::Enqueue(Delivery delivery) {
   const std::string key = LaneKey(delivery.target.subscription.event_id,
                                   delivery.target.agent_id, delivery.target.container_id);
   Lane& lane = lanes_[key];
+  delivery.ready_at = clock_->Now();
+  if (options_.metrics != nullptr) options_.metrics->RecordWorkQueueAdd();
   lane.queue.push_back(std::move(delivery));
   if (!lane.in_flight && !lane.retry_at.has_value()) PumpLane(key);
 }
@@ -360,8 +365,13 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     }
     lane.in_flight = true;
     lane.command_id = command_id;
+    lane.sent_at = clock_->Now();
     in_flight_[command_id] = InFlight{lane_key, front.target.agent_id};
     ++stats_.commands_sent;
+    if (options_.metrics != nullptr) {
+      options_.metrics->RecordCommandSent();
+      options_.metrics->ObserveQueueDuration(lane.sent_at - front.ready_at);
+    }
     front.target = *std::move(current);
     agent->second.link->Send(std::move(message));
     return;
@@ -397,8 +407,13 @@ void Dispatcher::RetryFront(const std::string& lane_key, const std::string& erro
   }
   const absl::Time at = clock_->Now() + Backoff(front.attempts);
   lane.retry_at = at;
+  front.ready_at = at;
   retry_timers_.insert({at, lane_key});
   ++stats_.retries;
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordRetry();
+    options_.metrics->RecordWorkQueueAdd();
+  }
   LOG(WARNING) << "delivery of " << front.target.subscription.event_id << " to "
                << front.target.container_name << " failed (attempt " << front.attempts << "/"
                << options_.max_attempts << "): " << error << "; retrying at "
@@ -407,13 +422,14 @@ void Dispatcher::RetryFront(const std::string& lane_key, const std::string& erro
 }
 
 absl::Duration Dispatcher::Backoff(int attempts) {
-  // Full jitter over an exponential ceiling that saturates at the maximum.
-  absl::Duration ceiling = options_.retry_min_backoff;
-  for (int i = 1; i < attempts && ceiling < options_.retry_max_backoff; ++i) ceiling *= 2;
-  ceiling = std::min(ceiling, options_.retry_max_backoff);
-  const int64_t max_ns = std::max<int64_t>(1, absl::ToInt64Nanoseconds(ceiling));
-  const int64_t min_ns = absl::ToInt64Nanoseconds(options_.retry_min_backoff) / 2;
-  return absl::Nanoseconds(absl::Uniform<int64_t>(bitgen_, std::min(min_ns, max_ns), max_ns + 1));
+  // Full jitter below a ceiling that doubles from the minimum and saturates
+  // at the maximum: the same computation as the sinks' ExponentialBackoff.
+  const absl::Duration bound =
+      events::FullJitterBound(absl::ZeroDuration(), options_.retry_min_backoff,
+                              options_.retry_max_backoff, static_cast<uint64_t>(attempts));
+  return events::FullJitter(bound, [this](int64_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return absl::Uniform<int64_t>(bitgen_, 0, n);  // called below, with mu_ held
+  });
 }
 
 void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& result) {
@@ -425,6 +441,18 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
   if (lane == lanes_.end() || !lane->second.in_flight ||
       lane->second.command_id != result.command_id()) {
     return;
+  }
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveWorkDuration(clock_->Now() - lane->second.sent_at);
+    if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
+        !lane->second.queue.empty()) {
+      auto record = events_.find(lane->second.queue.front().event_seq);
+      if (record != events_.end()) {
+        options_.metrics->ObserveDeliveryLatency(
+            absl::Nanoseconds(result.exec_start_sent_unix_nanos() -
+                              record->second.event.observed_unix_nanos()));
+      }
+    }
   }
   switch (result.outcome()) {
     case CommandResult::DELIVERED:
@@ -448,6 +476,10 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
 }
 
 void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit) {
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordExecExit(exit.error().empty(), exit.exit_code(),
+                                     absl::Milliseconds(exit.duration_ms()));
+  }
   if (!exit.error().empty()) {
     LOG(WARNING) << "agent " << agent_id << ": exit of command " << exit.command_id()
                  << " unknown: " << exit.error();
@@ -465,6 +497,7 @@ void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1:
 void Dispatcher::Resolve(uint64_t event_seq, const Target& target, DeliveryOutcome outcome,
                          const std::string& detail) {
   ++stats_.deliveries[outcome];
+  if (options_.metrics != nullptr) options_.metrics->RecordDelivery(outcome);
   auto it = events_.find(event_seq);
   if (it == events_.end()) return;
   EventRecord& record = it->second;
@@ -507,15 +540,24 @@ void Dispatcher::Settle(EventRecord& record) {
     };
     settled.set_error_json(note.dump(2));
     ++stats_.events_settled_dead_letter;
+    if (options_.metrics != nullptr) {
+      options_.metrics->RecordEventSettled(SettleOutcome::kDeadLettered);
+    }
     LOG(ERROR) << "event " << record.event.event_id() << " goes to the dead-letter directory";
   } else {
     settled.set_disposition(Settled::DELETE);
     if (record.no_subscribers) {
       ++stats_.events_settled_no_subscribers;
+      if (options_.metrics != nullptr) {
+        options_.metrics->RecordEventSettled(SettleOutcome::kNoSubscribers);
+      }
       LOG(INFO) << "event " << record.event.event_id() << " (" << record.event.key()
                 << ") has no subscribers";
     } else {
       ++stats_.events_settled_delivered;
+      if (options_.metrics != nullptr) {
+        options_.metrics->RecordEventSettled(SettleOutcome::kDelivered);
+      }
     }
   }
   const EventKey key{record.origin_agent, record.event.key(), record.event.generation()};
@@ -579,6 +621,10 @@ DispatcherStats Dispatcher::stats() const {
   stats.events_held = held_.size();
   stats.debounce_pending = debouncer_.pending();
   stats.agents_connected = agents_.size();
+  for (const auto& [id, state] : agents_) stats.agents_fresh += state.fresh ? 1 : 0;
+  for (const auto& [key, lane] : lanes_) {
+    stats.deliveries_queued += lane.queue.size() - (lane.in_flight && !lane.queue.empty() ? 1 : 0);
+  }
   stats.subscriptions_valid = index_.subscription_count();
   stats.subscriptions_invalid = index_.invalid_count();
   return stats;

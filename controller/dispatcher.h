@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "controller/debouncer.h"
+#include "controller/dispatcher_metrics.h"
 #include "controller/subscription_index.h"
 #include "proto/dispatch/v1/session.pb.h"
 #include "sinks/sink.h"
@@ -65,6 +66,9 @@ struct DispatcherOptions {
   // Every observed event is written here once, when first seen (forwarding
   // destinations). Must not block: a Queue per destination. May be null.
   std::shared_ptr<events::Sink> forward;
+  // Prometheus metrics, updated as things happen. May be null; must outlive
+  // the Dispatcher. (Gauges: ExportDispatcherGauges.)
+  DispatcherMetrics* metrics = nullptr;
 };
 
 // An agent as the public API shows it.
@@ -103,6 +107,8 @@ struct DispatcherStats {
   uint64_t events_held = 0;
   uint64_t debounce_pending = 0;
   uint64_t agents_connected = 0;
+  uint64_t agents_fresh = 0;       // connected, with a fresh inventory
+  uint64_t deliveries_queued = 0;  // in the work queue, not yet sent
   uint64_t subscriptions_valid = 0;
   uint64_t subscriptions_invalid = 0;
 };
@@ -153,12 +159,14 @@ class Dispatcher {
     Target target;
     int attempts = 0;
     std::string last_error;
+    absl::Time ready_at = absl::InfinitePast();  // last (re)entry into the work queue
   };
   // Per (event id, agent, container): FIFO of deliveries, one in flight.
   struct Lane {
     std::deque<Delivery> queue;
     bool in_flight = false;
     uint64_t command_id = 0;      // of the delivery in flight
+    absl::Time sent_at;           // when that command was sent
     std::optional<absl::Time> retry_at;  // front delivery waits until then
   };
   struct AgentState {
