@@ -1,0 +1,57 @@
+// ApiService: the controller's public gRPC API (dispatch.v1.Dispatch in
+// proto/dispatch/v1/api.proto) on gRPC's callback API. Each handler copies
+// the Dispatcher's current view (subscriptions, invalid subscriptions,
+// agents, counters) into the response; it decides nothing itself.
+//
+// With a token configured, every call must carry the metadata
+// `authorization: Bearer <token>`; any other call fails UNAUTHENTICATED.
+//
+// Thread-safe. Does not own the Dispatcher, which must outlive the
+// grpc::Server this service is registered on.
+#ifndef DISPATCHD_CONTROLLER_API_SERVICE_H_
+#define DISPATCHD_CONTROLLER_API_SERVICE_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "controller/dispatcher.h"
+#include "proto/dispatch/v1/api.grpc.pb.h"
+
+namespace dispatchd {
+namespace controller {
+
+struct ApiServiceOptions {
+  // When non-empty, callers must send `authorization: Bearer <token>`.
+  std::string token;
+};
+
+class ApiService final : public dispatch::v1::Dispatch::CallbackService {
+ public:
+  ApiService(const Dispatcher* dispatcher, ApiServiceOptions options);
+
+  grpc::ServerUnaryReactor* ListSubscriptions(
+      grpc::CallbackServerContext* context, const dispatch::v1::ListSubscriptionsRequest* request,
+      dispatch::v1::ListSubscriptionsResponse* response) override;
+  grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
+                                       const dispatch::v1::ListAgentsRequest* request,
+                                       dispatch::v1::ListAgentsResponse* response) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
+                                      const dispatch::v1::GetStatusRequest* request,
+                                      dispatch::v1::GetStatusResponse* response) override;
+
+ private:
+  // OK, or Unauthenticated when a token is configured and the call does not
+  // carry it.
+  absl::Status Authorize(const grpc::CallbackServerContext& context) const;
+
+  const Dispatcher* const dispatcher_;
+  const ApiServiceOptions options_;
+};
+
+// The gRPC status for an absl::Status (the codes map one to one).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+}  // namespace controller
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_CONTROLLER_API_SERVICE_H_
