@@ -65,6 +65,17 @@ using RandomSource = std::function<int64_t(int64_t bound)>;
 // A thread-safe RandomSource seeded from std::random_device.
 RandomSource DefaultRandomSource();
 
+// The ceiling of a full-jitter wait after `failures` consecutive failures:
+// min(max, base + factor * 2^(failures-1)), zero for no failure. Saturates at
+// `max` for any count (no overflow, no loop). Shared by ExponentialBackoff
+// and the controller's delivery retries.
+absl::Duration FullJitterBound(absl::Duration base, absl::Duration factor, absl::Duration max,
+                               uint64_t failures);
+
+// A wait drawn uniformly from [0, bound) with `random`; zero, without asking
+// `random`, when `bound` is under a nanosecond.
+absl::Duration FullJitter(absl::Duration bound, const RandomSource& random);
+
 // Exponential backoff with full jitter: after n consecutive failures the
 // wait is uniform in [0, min(max, base + factor * 2^(n-1))). The bound
 // saturates at `max` for any n (go-events overflowed after 56 failures) and

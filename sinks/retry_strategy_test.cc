@@ -31,6 +31,41 @@ TEST(BreakerTest, OpensAfterThresholdAndWaitsBackoffSinceLastFailure) {
   EXPECT_EQ(breaker.Proceed(kEvent), absl::ZeroDuration());
 }
 
+TEST(FullJitterBoundTest, DoublesFromFactorAndSaturatesAtMax) {
+  const absl::Duration min = absl::Milliseconds(200);
+  const absl::Duration max = absl::Seconds(30);
+  EXPECT_EQ(FullJitterBound(absl::ZeroDuration(), min, max, 0), absl::ZeroDuration());
+  EXPECT_EQ(FullJitterBound(absl::ZeroDuration(), min, max, 1), absl::Milliseconds(200));
+  EXPECT_EQ(FullJitterBound(absl::ZeroDuration(), min, max, 2), absl::Milliseconds(400));
+  EXPECT_EQ(FullJitterBound(absl::ZeroDuration(), min, max, 8), absl::Milliseconds(25600));
+  EXPECT_EQ(FullJitterBound(absl::ZeroDuration(), min, max, 9), max);
+  EXPECT_EQ(FullJitterBound(absl::ZeroDuration(), min, max, std::numeric_limits<uint64_t>::max()),
+            max);
+  EXPECT_EQ(FullJitterBound(absl::Seconds(1), absl::Seconds(1), absl::Seconds(20), 3),
+            absl::Seconds(5));
+}
+
+TEST(FullJitterTest, DrawsFromZeroUpToBelowTheBound) {
+  int64_t asked = 0;
+  auto lowest = [&](int64_t bound) {
+    asked = bound;
+    return int64_t{0};
+  };
+  auto highest = [&](int64_t bound) {
+    asked = bound;
+    return bound - 1;
+  };
+  EXPECT_EQ(FullJitter(absl::Seconds(1), lowest), absl::ZeroDuration());
+  EXPECT_EQ(asked, 1000000000);
+  EXPECT_EQ(FullJitter(absl::Seconds(1), highest), absl::Seconds(1) - absl::Nanoseconds(1));
+  // A source out of range is clamped rather than trusted.
+  EXPECT_EQ(FullJitter(absl::Seconds(1), [](int64_t) { return int64_t{-5}; }),
+            absl::ZeroDuration());
+  asked = 0;
+  EXPECT_EQ(FullJitter(absl::ZeroDuration(), highest), absl::ZeroDuration());
+  EXPECT_EQ(asked, 0) << "the source must not be asked for an empty range";
+}
+
 TEST(ExponentialBackoffTest, DefaultsMatchGoEvents) {
   ExponentialBackoff backoff;
   EXPECT_EQ(backoff.Bound(0), absl::ZeroDuration());
