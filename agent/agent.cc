@@ -122,6 +122,7 @@ absl::Status Agent::Start() {
   }
   Inventory::Callbacks callbacks;
   callbacks.on_snapshot = [this](uint64_t seq, std::vector<ContainerInfo> all) {
+    if (options_.metrics != nullptr) options_.metrics->SetInventoryFresh(true);
     Write(SnapshotMessage(seq, all));
   };
   callbacks.on_delta = [this](uint64_t seq, std::vector<ContainerInfo> upserted,
@@ -134,6 +135,10 @@ absl::Status Agent::Start() {
     Write(message);
   };
   callbacks.on_stale = [this](std::string reason) {
+    if (options_.metrics != nullptr) {
+      options_.metrics->SetInventoryFresh(false);
+      options_.metrics->RecordInventoryStale();
+    }
     AgentMessage message;
     message.mutable_inventory_stale()->set_reason(reason);
     Write(message);
@@ -220,6 +225,10 @@ bool Agent::session_up() const {
   return stream_ != nullptr;
 }
 
+bool Agent::ready() const {
+  return session_ready_.load() && inventory_ != nullptr && inventory_->fresh();
+}
+
 bool Agent::Write(const AgentMessage& message) {
   absl::MutexLock lock(&write_mu_);
   if (stream_ == nullptr) return false;
@@ -238,6 +247,9 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
   if (!payload.ok()) {
     if (!absl::IsNotFound(payload.status())) {
+      if (options_.metrics != nullptr) {
+        options_.metrics->RecordFileError(AgentMetrics::FileOperation::kRead);
+      }
       LOG(WARNING) << "cannot read event file " << relative_path << ": " << payload.status()
                    << " (left in place)";
     }
@@ -267,6 +279,10 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
     event.set_generation(next_generation_++);
     *message.mutable_event() = event;
     pending_[relative_path] = std::move(pending);
+    if (options_.metrics != nullptr) {
+      options_.metrics->RecordFileObserved();
+      options_.metrics->SetUnsettled(pending_.size());
+    }
   }
   LOG(DEBUG) << "observed " << relative_path << " as event " << message.event().event_id()
              << " (generation " << message.event().generation() << ")";
@@ -305,6 +321,8 @@ bool Agent::RunSession() {
     context_ = &context;
   }
   auto clear_context = [&] {
+    session_ready_.store(false);
+    if (options_.metrics != nullptr) options_.metrics->SetSessionUp(false);
     absl::MutexLock lock(&write_mu_);
     stream_ = nullptr;
     context_ = nullptr;
@@ -317,6 +335,9 @@ bool Agent::RunSession() {
   ControllerMessage welcome;
   if (!stream->Write(hello) || !stream->Read(&welcome) || !welcome.has_welcome()) {
     clear_context();
+    if (options_.metrics != nullptr) {
+      options_.metrics->RecordSessionAttempt(AgentMetrics::SessionResult::kFailed);
+    }
     grpc::Status status = stream->Finish();
     LOG(WARNING) << "controller session failed to open: " << status.error_message() << " ("
                  << status.error_code() << ")";
@@ -338,6 +359,11 @@ bool Agent::RunSession() {
       stale.mutable_inventory_stale()->set_reason("Docker inventory not listed yet");
       stream_->Write(stale);
     }
+  }
+  session_ready_.store(true);
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordSessionAttempt(AgentMetrics::SessionResult::kOpened);
+    options_.metrics->SetSessionUp(true);
   }
   // Then every unsettled event (the controller de-duplicates).
   std::vector<AgentMessage> resend;
@@ -395,11 +421,21 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
   const bool same_file = now.has_value() && *now == identity;
   if (same_file) {
     absl::Status status;
-    if (settled.disposition() == dispatch::v1::Settled::DEAD_LETTER) {
+    const bool dead_letter = settled.disposition() == dispatch::v1::Settled::DEAD_LETTER;
+    if (dead_letter) {
       status = spool_.DeadLetter(settled.key(), settled.error_json());
       LOG(WARNING) << "moved " << settled.key() << " to .dead-letter/";
     } else {
       status = spool_.Delete(settled.key());
+    }
+    if (options_.metrics != nullptr) {
+      if (status.ok() || absl::IsNotFound(status)) {
+        options_.metrics->RecordSettled(dead_letter ? AgentMetrics::Disposition::kDeadLettered
+                                                    : AgentMetrics::Disposition::kDeleted);
+      } else {
+        options_.metrics->RecordFileError(dead_letter ? AgentMetrics::FileOperation::kDeadLetter
+                                                      : AgentMetrics::FileOperation::kDelete);
+      }
     }
     if (!status.ok() && !absl::IsNotFound(status)) {
       LOG(ERROR) << "cannot remove settled event file " << settled.key() << ": " << status;
@@ -411,6 +447,7 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
     if (it != pending_.end() && it->second.event.generation() == settled.generation()) {
       pending_.erase(it);
     }
+    if (options_.metrics != nullptr) options_.metrics->SetUnsettled(pending_.size());
   }
   // Written again since it was read: that is a new event, left in place.
   if (!same_file && now.has_value()) OnFile(settled.key(), clock_->Now());
@@ -432,6 +469,25 @@ void Agent::ExecWorker() {
     }
     AgentMessage message;
     *message.mutable_command_result() = RunCommand(command);
+    if (options_.metrics != nullptr) {
+      switch (message.command_result().outcome()) {
+        case CommandResult::DELIVERED:
+          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kDelivered);
+          break;
+        case CommandResult::CONTAINER_GONE:
+          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kContainerGone);
+          break;
+        case CommandResult::NOT_RUNNING:
+          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kNotRunning);
+          break;
+        case CommandResult::REJECTED:
+          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kRejected);
+          break;
+        default:
+          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kFailed);
+          break;
+      }
+    }
     Write(message);
   }
 }

@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/agent_metrics.h"
 #include "agent/docker_api.h"
 #include "agent/inventory.h"
 #include "agent/spool.h"
@@ -54,6 +55,8 @@ struct AgentOptions {
   absl::Duration reconnect_min_backoff = absl::Milliseconds(100);
   absl::Duration reconnect_max_backoff = absl::Seconds(10);
   InventoryOptions inventory;
+  // Prometheus metrics. May be null; must outlive the Agent.
+  AgentMetrics* metrics = nullptr;
 };
 
 class Agent {
@@ -74,6 +77,10 @@ class Agent {
   // Events observed and not yet settled.
   size_t unsettled() const;
   bool session_up() const;
+  // Ready to serve: the session is up (Welcome received, inventory sent) and
+  // the Docker inventory is fresh (Docker answers). Never blocks on I/O.
+  // REQUIRES: Start() has returned.
+  bool ready() const;
 
  private:
   // What a file was when it was read: a report of the same path with the
@@ -137,6 +144,7 @@ class Agent {
   grpc::ClientContext* context_ ABSL_GUARDED_BY(write_mu_) = nullptr;
   std::atomic<int64_t> last_heard_ns_{0};
   std::atomic<int64_t> heartbeat_period_ns_{0};
+  std::atomic<bool> session_ready_{false};
 
   std::vector<std::thread> threads_;
 };
