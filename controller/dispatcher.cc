@@ -47,7 +47,10 @@ absl::string_view DeliveryOutcomeName(DeliveryOutcome outcome) {
 }
 
 Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
-    : options_(std::move(options)), clock_(clock), index_(options_.label_namespace) {}
+    : options_(std::move(options)),
+      clock_(clock),
+      started_at_(clock->Now()),
+      index_(options_.label_namespace) {}
 
 Dispatcher::~Dispatcher() { Stop(); }
 
@@ -96,9 +99,13 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
     it->second.link->Close("replaced by a new session of the same agent");
   }
   AgentState& state = agents_[agent_id];
-  state = AgentState{};
+  const bool was_away = state.link == nullptr && state.away_since.has_value();
+  // An agent coming back keeps its containers in the index until its
+  // snapshot replaces them; it is not fresh before that snapshot.
   state.link = link;
   state.host = host;
+  state.fresh = false;
+  state.away_since.reset();
   state.last_heard = now;
   state.last_heartbeat_sent = now;
   ControllerMessage welcome;
@@ -108,17 +115,26 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
       absl::ToInt64Milliseconds(options_.heartbeat_period));
   welcome.mutable_welcome()->set_label_namespace(options_.label_namespace);
   link->Send(std::move(welcome));
-  LOG(INFO) << "agent " << agent_id << " (host " << host << ") connected";
+  LOG(INFO) << "agent " << agent_id << " (host " << host << ") "
+            << (was_away ? "reconnected" : "connected");
+  if (was_away) PumpAgentLanes(agent_id);
 }
 
 void Dispatcher::AgentDisconnected(const std::string& agent_id, AgentLink* link) {
   absl::MutexLock lock(&mu_);
   auto it = agents_.find(agent_id);
   if (it == agents_.end() || it->second.link != link) return;
-  agents_.erase(it);
-  index_.RemoveAgent(agent_id);
-  LOG(WARNING) << "agent " << agent_id << " disconnected; its containers leave the index";
-  // Commands in flight to that agent will never be answered: retry them.
+  // Away, not gone: an agent that comes back within the grace period (about
+  // `missed_heartbeats` periods) finds its deliveries waiting; events are
+  // held meanwhile, since its containers may subscribe to them.
+  it->second.link = nullptr;
+  it->second.fresh = false;
+  it->second.away_since = clock_->Now();
+  LOG(WARNING) << "agent " << agent_id << " disconnected; holding events for up to "
+               << absl::FormatDuration(AwayGrace()) << " while it may come back";
+  Wake();
+  // Commands in flight to that agent may never be answered: send them again
+  // once it is back (at-least-once), without spending their retry budget.
   std::vector<std::string> lanes;
   std::vector<uint64_t> commands;
   for (const auto& [command_id, f] : in_flight_) {
@@ -128,11 +144,45 @@ void Dispatcher::AgentDisconnected(const std::string& agent_id, AgentLink* link)
     }
   }
   for (uint64_t command_id : commands) in_flight_.erase(command_id);
-  for (const std::string& lane : lanes) {
-    RetryFront(lane, absl::StrCat("agent ", agent_id, " disconnected before answering"));
+  for (const std::string& lane_key : lanes) {
+    auto lane = lanes_.find(lane_key);
+    if (lane != lanes_.end()) lane->second.in_flight = false;
   }
-  // Only connected agents count for freshness: held events may route now.
-  RouteHeld();
+}
+
+absl::Duration Dispatcher::AwayGrace() const {
+  return options_.heartbeat_period * options_.missed_heartbeats;
+}
+
+void Dispatcher::PumpAgentLanes(const std::string& agent_id) {
+  std::vector<std::string> keys;
+  for (const auto& [key, lane] : lanes_) {
+    if (!lane.queue.empty() && lane.queue.front().target.agent_id == agent_id) keys.push_back(key);
+  }
+  for (const std::string& key : keys) {
+    auto lane = lanes_.find(key);
+    if (lane == lanes_.end()) continue;
+    lane->second.retry_at.reset();
+    PumpLane(key);
+  }
+}
+
+void Dispatcher::ExpireAwayAgents(absl::Time now) {
+  std::vector<std::string> expired;
+  for (const auto& [id, state] : agents_) {
+    if (state.link == nullptr && state.away_since.has_value() &&
+        now - *state.away_since >= AwayGrace()) {
+      expired.push_back(id);
+    }
+  }
+  for (const std::string& id : expired) {
+    agents_.erase(id);
+    index_.RemoveAgent(id);
+    LOG(WARNING) << "agent " << id << " did not come back within "
+                 << absl::FormatDuration(AwayGrace()) << ": its containers leave the index";
+    PumpAgentLanes(id);  // their deliveries settle as unsubscribed
+  }
+  if (!expired.empty()) RouteHeld();
 }
 
 void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage& message) {
@@ -203,9 +253,12 @@ void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage&
 }
 
 bool Dispatcher::AllAgentsFresh() const {
+  // Until the start-up grace has passed, agents of an earlier run may still
+  // be reconnecting: routing now could miss their subscribers.
+  if (clock_->Now() < started_at_ + options_.startup_grace) return false;
   if (agents_.empty()) return false;
   for (const auto& [id, state] : agents_) {
-    if (!state.fresh) return false;
+    if (!state.fresh) return false;  // away agents are never fresh
   }
   return true;
 }
@@ -345,6 +398,7 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
       RetryFront(lane_key, absl::StrCat("agent ", front.target.agent_id, " is not connected"));
       return;
     }
+    if (agent->second.link == nullptr) return;  // away: pumped again when it is back
     const EventRecord& event = record->second;
     const Subscription& sub = current->subscription;
     const uint64_t command_id = next_command_id_++;
@@ -562,7 +616,7 @@ void Dispatcher::Settle(EventRecord& record) {
   }
   const EventKey key{record.origin_agent, record.event.key(), record.event.generation()};
   auto agent = agents_.find(record.origin_agent);
-  if (agent != agents_.end()) {
+  if (agent != agents_.end() && agent->second.link != nullptr) {
     ControllerMessage message;
     *message.mutable_settled() = std::move(settled);
     agent->second.link->Send(std::move(message));
@@ -592,8 +646,11 @@ absl::Time Dispatcher::Poll() {
     lane->second.retry_at.reset();
     PumpLane(lane_key);
   }
+  ExpireAwayAgents(now);
+  if (!held_.empty()) RouteHeld();  // the start-up grace may have ended
   const absl::Duration silence_limit = options_.heartbeat_period * options_.missed_heartbeats;
   for (auto& [agent_id, state] : agents_) {
+    if (state.link == nullptr) continue;
     if (now - state.last_heard > silence_limit) {
       LOG(WARNING) << "agent " << agent_id << " missed " << options_.missed_heartbeats
                    << " heartbeats: ending its session";
@@ -609,6 +666,10 @@ absl::Time Dispatcher::Poll() {
     }
   }
   absl::Time next = now + options_.heartbeat_period;
+  if (now < started_at_ + options_.startup_grace) next = std::min(next, started_at_ + options_.startup_grace);
+  for (const auto& [id, state] : agents_) {
+    if (state.away_since.has_value()) next = std::min(next, *state.away_since + AwayGrace());
+  }
   if (auto d = debouncer_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   if (!retry_timers_.empty()) next = std::min(next, retry_timers_.begin()->first);
   return next;
@@ -620,7 +681,7 @@ DispatcherStats Dispatcher::stats() const {
   stats.events_in_flight = events_.size();
   stats.events_held = held_.size();
   stats.debounce_pending = debouncer_.pending();
-  stats.agents_connected = agents_.size();
+  for (const auto& [id, state] : agents_) stats.agents_connected += state.link != nullptr ? 1 : 0;
   for (const auto& [id, state] : agents_) stats.agents_fresh += state.fresh ? 1 : 0;
   for (const auto& [key, lane] : lanes_) {
     stats.deliveries_queued += lane.queue.size() - (lane.in_flight && !lane.queue.empty() ? 1 : 0);
@@ -644,7 +705,8 @@ std::vector<AgentInfo> Dispatcher::Agents() const {
   absl::MutexLock lock(&mu_);
   std::vector<AgentInfo> out;
   for (const auto& [id, state] : agents_) {
-    out.push_back(AgentInfo{id, state.host, state.fresh, state.seq, state.last_heard});
+    out.push_back(
+        AgentInfo{id, state.host, state.fresh, state.seq, state.last_heard, state.link != nullptr});
   }
   return out;
 }

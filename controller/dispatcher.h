@@ -54,6 +54,12 @@ struct DispatcherOptions {
   // Agents send a heartbeat at this period; ~3 missed periods end a session.
   absl::Duration heartbeat_period = absl::Seconds(5);
   int missed_heartbeats = 3;
+  // Events are held for this long after start-up, so agents of an earlier
+  // run can reconnect before anything is routed (a controller restart must
+  // not miss their subscribers). Zero where the agents are known to be
+  // in-process (all-in-one). A disconnected agent is likewise waited for
+  // heartbeat_period * missed_heartbeats before its containers are dropped.
+  absl::Duration startup_grace = absl::ZeroDuration();
   // Retry policy for retryable delivery failures (Docker errors, agent gone):
   // full-jitter exponential backoff between min and max, at most
   // max_attempts attempts; then the event is dead-lettered.
@@ -78,6 +84,8 @@ struct AgentInfo {
   bool inventory_fresh = false;
   uint64_t inventory_seq = 0;
   absl::Time last_heard;
+  // False while a disconnected agent is waited for.
+  bool connected = true;
 };
 
 // How one subscription of one event ended.
@@ -174,6 +182,8 @@ class Dispatcher {
     std::string host;
     bool fresh = false;
     uint64_t seq = 0;
+    // Set while the agent is disconnected (link == nullptr) but may return.
+    std::optional<absl::Time> away_since;
     absl::Time last_heard;
     absl::Time last_heartbeat_sent;
   };
@@ -201,11 +211,15 @@ class Dispatcher {
                const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Settle(EventRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropAgentContainersFromQueues(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Duration AwayGrace() const;
+  void PumpAgentLanes(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireAwayAgents(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration Backoff(int attempts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DispatcherOptions options_;
   Clock* const clock_;
+  const absl::Time started_at_;
 
   mutable absl::Mutex mu_;
   SubscriptionIndex index_ ABSL_GUARDED_BY(mu_);

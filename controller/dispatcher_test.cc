@@ -328,19 +328,65 @@ TEST_F(DispatcherTest, AgentThatReconnectsGetsItsSettledNoticeInsteadOfARedelive
   EXPECT_EQ(settled[0].key(), "demo/some-event");
 }
 
-TEST_F(DispatcherTest, CommandsInFlightToADisconnectedAgentAreRetried) {
+TEST_F(DispatcherTest, CommandsInFlightToADisconnectedAgentGoAgainWhenItIsBack) {
   Connect();
   Snapshot({MakeContainer("c1", "handler", kTouch)});
   Event("demo/some-event", "demo.some-event");
   ASSERT_EQ(link_.TakeCommands().size(), 1u);
   dispatcher_.AgentDisconnected("host-a", &link_);
-  EXPECT_EQ(dispatcher_.stats().retries, 1u);
-  // It comes back with the same container; the retry goes out after the backoff.
-  Connect();
-  Snapshot({MakeContainer("c1", "handler", kTouch)});
-  clock_.Advance(absl::Seconds(1));
-  dispatcher_.Poll();
+  // Away: events are held, not routed on a partial view.
+  Event("demo/other", "demo.other");
+  EXPECT_EQ(dispatcher_.stats().events_held, 1u);
+  // It comes back within the grace period: the command goes out again at
+  // once, without spending retry budget.
+  clock_.Advance(absl::Seconds(3));
+  dispatcher_.AgentConnected("host-a", "host-a", &link_);
   EXPECT_EQ(link_.TakeCommands().size(), 1u);
+  EXPECT_EQ(dispatcher_.stats().retries, 0u);
+  Snapshot({MakeContainer("c1", "handler", kTouch)}, 5);
+  EXPECT_EQ(dispatcher_.stats().events_held, 0u);
+  EXPECT_EQ(link_.TakeSettled().size(), 1u);  // demo/other: no subscriber
+}
+
+TEST_F(DispatcherTest, AgentThatStaysAwayLeavesTheIndexAfterTheGracePeriod) {
+  FakeLink other;
+  Connect();
+  dispatcher_.AgentConnected("host-b", "host-b", &other);
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  AgentMessage empty;
+  empty.mutable_inventory_snapshot()->set_seq(1);
+  dispatcher_.OnAgentMessage("host-b", empty);
+  ASSERT_EQ(dispatcher_.subscription_count(), 1u);
+  dispatcher_.AgentDisconnected("host-a", &link_);
+  Event("demo/some-event", "demo.some-event", "", "host-b");
+  EXPECT_TRUE(other.TakeSettled().empty()) << "routed while host-a may come back";
+  clock_.Advance(absl::Seconds(15));  // 3 heartbeat periods
+  dispatcher_.Poll();
+  EXPECT_EQ(dispatcher_.subscription_count(), 0u);
+  std::vector<Settled> settled = other.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(dispatcher_.Agents().size(), 1u);
+}
+
+TEST(DispatcherStartupTest, HoldsEventsDuringTheStartupGrace) {
+  FakeClock clock;
+  DispatcherOptions options;
+  options.startup_grace = absl::Seconds(15);
+  Dispatcher dispatcher(options, &clock);
+  FakeLink link;
+  dispatcher.AgentConnected("host-a", "host-a", &link);
+  AgentMessage snapshot;
+  snapshot.mutable_inventory_snapshot()->set_seq(1);
+  dispatcher.OnAgentMessage("host-a", snapshot);
+  AgentMessage event;
+  event.mutable_event()->set_key("e");
+  event.mutable_event()->set_event_id("e");
+  dispatcher.OnAgentMessage("host-a", event);
+  EXPECT_TRUE(link.TakeSettled().empty());
+  EXPECT_EQ(dispatcher.Poll(), clock.Now() + absl::Seconds(5)) << "heartbeat comes first";
+  clock.Advance(absl::Seconds(15));
+  dispatcher.Poll();
+  EXPECT_EQ(link.TakeSettled().size(), 1u);
 }
 
 TEST_F(DispatcherTest, SilentAgentIsClosedAfterMissedHeartbeats) {
