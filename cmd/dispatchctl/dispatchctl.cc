@@ -1,0 +1,345 @@
+#include "cmd/dispatchctl/dispatchctl.h"
+
+#include <algorithm>
+#include <cctype>
+#include <utility>
+
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+
+namespace dispatchd {
+namespace ctl {
+namespace {
+
+using dispatch::v1::ContainerState;
+using dispatch::v1::SubscriptionInfo;
+
+// The proto3 JSON mapping of `message`, with proto field names and every
+// field present (zeros too), as an nlohmann value.
+nlohmann::json ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string text;
+  // Printing a message generated from our own .proto cannot fail.
+  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
+  return nlohmann::json::parse(text);
+}
+
+std::string Dump(const nlohmann::json& value) { return value.dump(2) + "\n"; }
+
+std::string StateName(ContainerState state) {
+  std::string name(absl::StripPrefix(dispatch::v1::ContainerState_Name(state), "CONTAINER_STATE_"));
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name == "unspecified" ? "-" : name;
+}
+
+std::string ShortId(const std::string& id) { return id.substr(0, 12); }
+
+std::string ContainerCell(const std::string& name, const std::string& id) {
+  return name.empty() ? ShortId(id) : name;
+}
+
+std::string Ago(int64_t unix_nanos, absl::Time now) {
+  if (unix_nanos == 0) return "-";
+  absl::Duration age = now - absl::FromUnixNanos(unix_nanos);
+  if (age < absl::ZeroDuration()) age = absl::ZeroDuration();
+  return absl::StrCat(absl::FormatDuration(absl::Trunc(age, absl::Seconds(1))), " ago");
+}
+
+absl::Status CallError(const DispatchctlOptions& options, const grpc::Status& status) {
+  const std::string& address = options.controller;
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the controller at ", address, ": ", status.error_message(),
+          " (is dispatchd running? pass its address with --controller ADDR)"));
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return absl::DeadlineExceededError(
+          absl::StrCat("no answer from the controller at ", address, " within ",
+                       absl::FormatDuration(options.timeout),
+                       " (is dispatchd running? pass its address with --controller ADDR)"));
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return absl::UnauthenticatedError(
+          absl::StrCat("the controller at ", address, " refused the call: ",
+                       status.error_message(), " (pass its token with --token or DISPATCHD_TOKEN)"));
+    default:
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          absl::StrCat("the controller at ", address, " answered: ",
+                                       status.error_message()));
+  }
+}
+
+// A fresh context with the deadline and the token.
+std::unique_ptr<grpc::ClientContext> MakeContext(const DispatchctlOptions& options) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  if (!options.token.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
+  }
+  return context;
+}
+
+bool IsPlainWord(const std::string& word) {
+  if (word.empty()) return false;
+  for (char c : word) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\'' || c == '"' || c == '\\') {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string DispatchctlUsage() {
+  return R"(dispatchctl: asks a running dispatchd controller what it knows.
+
+Usage:
+  dispatchctl [FLAGS] COMMAND
+
+Commands:
+  subscriptions   every valid subscription: event id, container, agent, state,
+                  command, start, debounce, scope
+  invalid         every subscription that is not used, with the reason
+  agents          connected agents, whether their inventory is fresh, last heard
+  status          counters: events observed and settled, deliveries by outcome,
+                  retries, events in flight and held, agents, subscriptions
+
+Flags:
+  --controller ADDR   the controller's --listen address (default 127.0.0.1:7700)
+  --token TOKEN       the controller's bearer token ($DISPATCHD_TOKEN)
+  --json              print the API's response as JSON (proto3 JSON mapping)
+  --timeout D         give up after D (default 5s)
+  --help              this text
+
+Exit status: 0 on success, 1 when the controller cannot be reached or
+refuses the call, 2 for bad usage.
+)";
+}
+
+absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std::string>& args,
+                                                           const EnvLookup& env) {
+  DispatchctlOptions o;
+  if (const char* token = env("DISPATCHD_TOKEN"); token != nullptr) o.token = token;
+  std::vector<std::string> commands;
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (arg == "-h" || arg == "--help" || arg == "help") {
+      o.help = true;
+      continue;
+    }
+    if (!absl::ConsumePrefix(&arg, "--")) {
+      commands.push_back(args[i]);
+      continue;
+    }
+    std::string name(arg), value;
+    bool has_value = false;
+    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
+      name = std::string(arg.substr(0, eq));
+      value = std::string(arg.substr(eq + 1));
+      has_value = true;
+    }
+    if (name == "json") {
+      if (has_value) return absl::InvalidArgumentError("--json takes no value");
+      o.format = OutputFormat::kJson;
+      continue;
+    }
+    if (name != "controller" && name != "token" && name != "timeout") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
+    }
+    if (!has_value) {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = args[++i];
+    }
+    if (name == "controller") {
+      if (value.empty()) return absl::InvalidArgumentError("--controller needs an address");
+      o.controller = value;
+    } else if (name == "token") {
+      o.token = value;
+    } else {
+      absl::Duration d;
+      if (!absl::ParseDuration(value, &d) || d <= absl::ZeroDuration()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "invalid value '", value, "' for --timeout: expected a positive duration such as 5s"));
+      }
+      o.timeout = d;
+    }
+  }
+  if (o.help) return o;
+  if (commands.size() != 1) {
+    return absl::InvalidArgumentError(
+        commands.empty()
+            ? "no command given: expected subscriptions, invalid, agents or status (see --help)"
+            : absl::StrCat("expected one command, got '", absl::StrJoin(commands, " "),
+                           "' (see --help)"));
+  }
+  const std::string& command = commands[0];
+  if (command == "subscriptions") o.command = Command::kSubscriptions;
+  else if (command == "invalid") o.command = Command::kInvalid;
+  else if (command == "agents") o.command = Command::kAgents;
+  else if (command == "status") o.command = Command::kStatus;
+  else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown command '", command,
+        "' (expected subscriptions, invalid, agents or status; see --help)"));
+  }
+  return o;
+}
+
+absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
+                                           const std::shared_ptr<grpc::ChannelInterface>& channel,
+                                           absl::Time now) {
+  std::unique_ptr<dispatch::v1::Dispatch::Stub> stub = dispatch::v1::Dispatch::NewStub(channel);
+  std::unique_ptr<grpc::ClientContext> context = MakeContext(options);
+  switch (options.command) {
+    case Command::kSubscriptions:
+    case Command::kInvalid: {
+      dispatch::v1::ListSubscriptionsResponse response;
+      grpc::Status status = stub->ListSubscriptions(
+          context.get(), dispatch::v1::ListSubscriptionsRequest(), &response);
+      if (!status.ok()) return CallError(options, status);
+      return options.command == Command::kSubscriptions
+                 ? FormatSubscriptions(response, options.format)
+                 : FormatInvalid(response, options.format);
+    }
+    case Command::kAgents: {
+      dispatch::v1::ListAgentsResponse response;
+      grpc::Status status =
+          stub->ListAgents(context.get(), dispatch::v1::ListAgentsRequest(), &response);
+      if (!status.ok()) return CallError(options, status);
+      return FormatAgents(response, now, options.format);
+    }
+    case Command::kStatus: {
+      dispatch::v1::GetStatusResponse response;
+      grpc::Status status =
+          stub->GetStatus(context.get(), dispatch::v1::GetStatusRequest(), &response);
+      if (!status.ok()) return CallError(options, status);
+      return FormatStatus(response, options.format);
+    }
+  }
+  return absl::InternalError("unknown command");
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i > 0) line += "  ";
+      line += row[i];
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size(), ' ');
+    }
+    absl::StrAppend(&out, absl::StripTrailingAsciiWhitespace(line), "\n");
+  }
+  return out;
+}
+
+std::string JoinCommand(const std::vector<std::string>& argv) {
+  std::vector<std::string> words;
+  for (const std::string& word : argv) {
+    if (IsPlainWord(word)) {
+      words.push_back(word);
+    } else if (word.find('\'') == std::string::npos) {
+      words.push_back(absl::StrCat("'", word, "'"));
+    } else {
+      std::string quoted = "\"";
+      for (char c : word) {
+        if (c == '"' || c == '\\') quoted += '\\';
+        quoted += c;
+      }
+      words.push_back(quoted + "\"");
+    }
+  }
+  return absl::StrJoin(words, " ");
+}
+
+std::string FormatSubscriptions(const dispatch::v1::ListSubscriptionsResponse& response,
+                                OutputFormat format) {
+  if (format == OutputFormat::kJson) {
+    nlohmann::json json = ToJson(response);
+    json.erase("invalid");
+    return Dump(json);
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"EVENT", "CONTAINER", "AGENT", "STATE", "START", "DEBOUNCE", "SCOPE", "COMMAND"}};
+  for (const SubscriptionInfo& s : response.subscriptions()) {
+    rows.push_back({s.event_id(), ContainerCell(s.container_name(), s.container_id()),
+                    s.agent_id(), StateName(s.container_state()),
+                    s.start_container() ? "yes" : "no",
+                    s.debounce_ms() == 0 ? "-" : absl::StrCat(s.debounce_ms(), "ms"),
+                    s.scope() == SubscriptionInfo::SCOPE_HOST ? "host" : "cluster",
+                    s.argv().empty() ? "(start only)"
+                                     : JoinCommand({s.argv().begin(), s.argv().end()})});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatInvalid(const dispatch::v1::ListSubscriptionsResponse& response,
+                          OutputFormat format) {
+  if (format == OutputFormat::kJson) {
+    nlohmann::json json = ToJson(response);
+    json.erase("subscriptions");
+    return Dump(json);
+  }
+  std::vector<std::vector<std::string>> rows = {{"CONTAINER", "AGENT", "EVENT", "LABEL", "REASON"}};
+  for (const dispatch::v1::InvalidSubscriptionInfo& s : response.invalid()) {
+    rows.push_back({ContainerCell(s.container_name(), s.container_id()), s.agent_id(),
+                    s.event_id().empty() ? "-" : s.event_id(), s.label(), s.reason()});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatAgents(const dispatch::v1::ListAgentsResponse& response, absl::Time now,
+                         OutputFormat format) {
+  if (format == OutputFormat::kJson) return Dump(ToJson(response));
+  std::vector<std::vector<std::string>> rows = {{"AGENT", "HOST", "INVENTORY", "SEQ", "LAST HEARD"}};
+  for (const dispatch::v1::AgentInfo& a : response.agents()) {
+    rows.push_back({a.agent_id(), a.host(), a.inventory_fresh() ? "fresh" : "stale",
+                    absl::StrCat(a.inventory_seq()), Ago(a.last_heard_unix_nanos(), now)});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatStatus(const dispatch::v1::GetStatusResponse& r, OutputFormat format) {
+  if (format == OutputFormat::kJson) return Dump(ToJson(r));
+  const dispatch::v1::DeliveryCounts& d = r.deliveries();
+  auto n = [](uint64_t v) { return absl::StrCat(v); };
+  return FormatTable({
+      {"events observed", n(r.events_observed())},
+      {"events duplicate", n(r.events_duplicate())},
+      {"events settled, delivered", n(r.events_settled_delivered())},
+      {"events settled, no subscribers", n(r.events_settled_no_subscribers())},
+      {"events settled, dead-lettered", n(r.events_settled_dead_letter())},
+      {"events in flight", n(r.events_in_flight())},
+      {"events held", n(r.events_held())},
+      {"deliveries delivered", n(d.delivered())},
+      {"deliveries coalesced", n(d.coalesced())},
+      {"deliveries skipped, container gone", n(d.skipped_gone())},
+      {"deliveries skipped, not running", n(d.skipped_not_running())},
+      {"deliveries skipped, rejected", n(d.skipped_rejected())},
+      {"deliveries skipped, unsubscribed", n(d.skipped_unsubscribed())},
+      {"deliveries failed", n(d.failed())},
+      {"commands sent", n(r.commands_sent())},
+      {"retries", n(r.retries())},
+      {"debounce pending", n(r.debounce_pending())},
+      {"agents connected", n(r.agents_connected())},
+      {"subscriptions valid", n(r.subscriptions_valid())},
+      {"subscriptions invalid", n(r.subscriptions_invalid())},
+  });
+}
+
+}  // namespace ctl
+}  // namespace dispatchd

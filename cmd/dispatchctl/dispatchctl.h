@@ -1,0 +1,84 @@
+// dispatchctl: asks a running dispatchd controller, over its public gRPC API
+// (proto/dispatch/v1/api.proto), what it knows.
+//
+//   dispatchctl [--controller ADDR] [--token T] [--json] [--timeout D]
+//               subscriptions|invalid|agents|status
+//
+// Everything but flag parsing and printing lives here so it can be tested;
+// cmd/dispatchctl/main.cc only wires it to argv, the environment and stdout.
+// All functions are thread-compatible and keep no state.
+#ifndef DISPATCHD_CMD_DISPATCHCTL_DISPATCHCTL_H_
+#define DISPATCHD_CMD_DISPATCHCTL_DISPATCHCTL_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/dispatch/v1/api.grpc.pb.h"
+
+namespace dispatchd {
+namespace ctl {
+
+enum class Command { kSubscriptions, kInvalid, kAgents, kStatus };
+enum class OutputFormat { kTable, kJson };
+
+struct DispatchctlOptions {
+  bool help = false;
+  Command command = Command::kStatus;
+  std::string controller = "127.0.0.1:7700";
+  // Sent as `authorization: Bearer <token>` when non-empty.
+  std::string token;
+  OutputFormat format = OutputFormat::kTable;
+  // Deadline of the call, connecting included.
+  absl::Duration timeout = absl::Seconds(5);
+};
+
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Parses argv[1..] and the environment (DISPATCHD_TOKEN; the flag wins).
+// InvalidArgument names the bad flag, value or command; exactly one command
+// is required unless --help is given.
+absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std::string>& args,
+                                                           const EnvLookup& env);
+
+// The text of --help.
+std::string DispatchctlUsage();
+
+// Runs the command against the controller behind `channel` and returns what
+// to print. `now` is used for "last heard ... ago". Errors say what went
+// wrong in words for a user: Unavailable or DeadlineExceeded when the
+// controller cannot be reached (naming options.controller),
+// Unauthenticated for a missing or wrong token, otherwise the controller's
+// own code and message.
+absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
+                                           const std::shared_ptr<grpc::ChannelInterface>& channel,
+                                           absl::Time now);
+
+// Output of each command; aligned columns (kTable) or the proto3 JSON
+// mapping of the response with proto field names (kJson). Both end in a
+// newline.
+std::string FormatSubscriptions(const dispatch::v1::ListSubscriptionsResponse& response,
+                                OutputFormat format);
+std::string FormatInvalid(const dispatch::v1::ListSubscriptionsResponse& response,
+                          OutputFormat format);
+std::string FormatAgents(const dispatch::v1::ListAgentsResponse& response, absl::Time now,
+                         OutputFormat format);
+std::string FormatStatus(const dispatch::v1::GetStatusResponse& response, OutputFormat format);
+
+// Rows as columns separated by two spaces, each column as wide as its
+// widest cell; the last column is not padded. `rows[0]` is the header.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
+
+// argv as a container.command label value that splits back into the same
+// words (plain words as they are, others quoted).
+std::string JoinCommand(const std::vector<std::string>& argv);
+
+}  // namespace ctl
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_CMD_DISPATCHCTL_DISPATCHCTL_H_

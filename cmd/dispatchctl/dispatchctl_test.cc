@@ -1,0 +1,356 @@
+#include "cmd/dispatchctl/dispatchctl.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dispatchd {
+namespace ctl {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+absl::StatusOr<DispatchctlOptions> Parse(std::vector<std::string> args,
+                                         std::map<std::string, std::string> env = {}) {
+  return ParseDispatchctlOptions(args, [&env](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  });
+}
+
+TEST(ParseDispatchctlOptionsTest, DefaultsAndFlags) {
+  auto o = Parse({"status"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, Command::kStatus);
+  EXPECT_EQ(o->controller, "127.0.0.1:7700");
+  EXPECT_EQ(o->token, "");
+  EXPECT_EQ(o->format, OutputFormat::kTable);
+  EXPECT_EQ(o->timeout, absl::Seconds(5));
+
+  o = Parse({"--controller", "ctl:7701", "--json", "--token=t", "--timeout", "2s", "invalid"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, Command::kInvalid);
+  EXPECT_EQ(o->controller, "ctl:7701");
+  EXPECT_EQ(o->token, "t");
+  EXPECT_EQ(o->format, OutputFormat::kJson);
+  EXPECT_EQ(o->timeout, absl::Seconds(2));
+
+  EXPECT_EQ(Parse({"subscriptions"})->command, Command::kSubscriptions);
+  EXPECT_EQ(Parse({"agents", "--json"})->command, Command::kAgents);
+}
+
+TEST(ParseDispatchctlOptionsTest, TokenFromTheEnvironmentUnlessTheFlagIsGiven) {
+  EXPECT_EQ(Parse({"status"}, {{"DISPATCHD_TOKEN", "env"}})->token, "env");
+  EXPECT_EQ(Parse({"status", "--token", "flag"}, {{"DISPATCHD_TOKEN", "env"}})->token, "flag");
+}
+
+TEST(ParseDispatchctlOptionsTest, HelpNeedsNoCommand) {
+  EXPECT_TRUE(Parse({"--help"})->help);
+  EXPECT_TRUE(Parse({"-h"})->help);
+  EXPECT_THAT(DispatchctlUsage(), HasSubstr("--controller ADDR"));
+  EXPECT_THAT(DispatchctlUsage(), HasSubstr("subscriptions"));
+}
+
+TEST(ParseDispatchctlOptionsTest, BadUsageNamesTheProblem) {
+  EXPECT_THAT(Parse({}).status().message(), HasSubstr("no command given"));
+  EXPECT_THAT(Parse({"status", "agents"}).status().message(), HasSubstr("expected one command"));
+  EXPECT_THAT(Parse({"sideways"}).status().message(), HasSubstr("unknown command 'sideways'"));
+  EXPECT_THAT(Parse({"--nope", "status"}).status().message(), HasSubstr("unknown flag --nope"));
+  EXPECT_THAT(Parse({"status", "--controller"}).status().message(), HasSubstr("needs a value"));
+  EXPECT_THAT(Parse({"status", "--timeout=soon"}).status().message(), HasSubstr("--timeout"));
+}
+
+TEST(FormatTableTest, AlignsColumnsAndDoesNotPadTheLast) {
+  EXPECT_EQ(FormatTable({{"A", "BB", "C"}, {"long", "x", "tail"}}),
+            "A     BB  C\n"
+            "long  x   tail\n");
+}
+
+TEST(JoinCommandTest, QuotesOnlyWhatNeedsIt) {
+  EXPECT_EQ(JoinCommand({"touch", "handled"}), "touch handled");
+  EXPECT_EQ(JoinCommand({"touch", "two words"}), "touch 'two words'");
+  EXPECT_EQ(JoinCommand({"sh", "-c", "echo 'x' \"y\""}), "sh -c \"echo 'x' \\\"y\\\"\"");
+  EXPECT_EQ(JoinCommand({"echo", ""}), "echo ''");
+}
+
+dispatch::v1::ListSubscriptionsResponse SampleSubscriptions() {
+  dispatch::v1::ListSubscriptionsResponse r;
+  dispatch::v1::SubscriptionInfo* s = r.add_subscriptions();
+  s->set_event_id("demo.some-event");
+  s->set_agent_id("host-a");
+  s->set_container_id("0123456789abcdef0123");
+  s->set_container_name("event-handler");
+  s->set_container_state(dispatch::v1::CONTAINER_STATE_RUNNING);
+  s->add_argv("touch");
+  s->add_argv("handled");
+  s->set_debounce_ms(1000);
+  s->set_scope(dispatch::v1::SubscriptionInfo::SCOPE_CLUSTER);
+  dispatch::v1::SubscriptionInfo* w = r.add_subscriptions();
+  w->set_event_id("wake");
+  w->set_agent_id("host-a");
+  w->set_container_id("fedcba9876543210");
+  w->set_container_state(dispatch::v1::CONTAINER_STATE_EXITED);
+  w->set_start_container(true);
+  w->set_scope(dispatch::v1::SubscriptionInfo::SCOPE_HOST);
+  dispatch::v1::InvalidSubscriptionInfo* bad = r.add_invalid();
+  bad->set_agent_id("host-a");
+  bad->set_container_id("0123456789abcdef0123");
+  bad->set_container_name("event-handler");
+  bad->set_event_id("broken");
+  bad->set_label("subscription.broken.container.command");
+  bad->set_reason("subscription.broken.container.command: unterminated quote");
+  return r;
+}
+
+TEST(FormatTest, SubscriptionsTable) {
+  std::vector<std::string> lines = absl::StrSplit(
+      FormatSubscriptions(SampleSubscriptions(), OutputFormat::kTable), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0],
+            "EVENT            CONTAINER      AGENT   STATE    START  DEBOUNCE  SCOPE    COMMAND");
+  EXPECT_EQ(lines[1],
+            "demo.some-event  event-handler  host-a  running  no     1000ms    cluster  touch handled");
+  // No name: the short id, as docker ps shows it.
+  EXPECT_EQ(lines[2],
+            "wake             fedcba987654   host-a  exited   yes    -         host     (start only)");
+}
+
+TEST(FormatTest, InvalidTableCarriesTheReason) {
+  std::string out = FormatInvalid(SampleSubscriptions(), OutputFormat::kTable);
+  EXPECT_THAT(out, HasSubstr("REASON"));
+  EXPECT_THAT(out, HasSubstr("broken"));
+  EXPECT_THAT(out, HasSubstr("unterminated quote"));
+  EXPECT_THAT(out, Not(HasSubstr("demo.some-event")));
+}
+
+TEST(FormatTest, JsonIsTheProtoMappingOfOneList) {
+  nlohmann::json subs =
+      nlohmann::json::parse(FormatSubscriptions(SampleSubscriptions(), OutputFormat::kJson));
+  ASSERT_TRUE(subs.contains("subscriptions"));
+  EXPECT_FALSE(subs.contains("invalid"));
+  ASSERT_EQ(subs["subscriptions"].size(), 2u);
+  EXPECT_EQ(subs["subscriptions"][0]["event_id"], "demo.some-event");
+  EXPECT_EQ(subs["subscriptions"][0]["argv"], nlohmann::json({"touch", "handled"}));
+  EXPECT_EQ(subs["subscriptions"][0]["container_state"], "CONTAINER_STATE_RUNNING");
+  EXPECT_EQ(subs["subscriptions"][1]["debounce_ms"], "0") << "zeros are printed too";
+
+  nlohmann::json invalid =
+      nlohmann::json::parse(FormatInvalid(SampleSubscriptions(), OutputFormat::kJson));
+  EXPECT_FALSE(invalid.contains("subscriptions"));
+  ASSERT_EQ(invalid["invalid"].size(), 1u);
+  EXPECT_EQ(invalid["invalid"][0]["reason"],
+            "subscription.broken.container.command: unterminated quote");
+}
+
+TEST(FormatTest, AgentsShowHowLongAgoTheyWereHeard) {
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  dispatch::v1::ListAgentsResponse r;
+  dispatch::v1::AgentInfo* a = r.add_agents();
+  a->set_agent_id("host-a");
+  a->set_host("host-a.example");
+  a->set_inventory_fresh(true);
+  a->set_inventory_seq(42);
+  a->set_last_heard_unix_nanos(absl::ToUnixNanos(now - absl::Milliseconds(3500)));
+  dispatch::v1::AgentInfo* b = r.add_agents();
+  b->set_agent_id("host-b");
+  b->set_host("host-b");
+  b->set_last_heard_unix_nanos(absl::ToUnixNanos(now - absl::Seconds(65)));
+  EXPECT_EQ(FormatAgents(r, now, OutputFormat::kTable),
+            "AGENT   HOST            INVENTORY  SEQ  LAST HEARD\n"
+            "host-a  host-a.example  fresh      42   3s ago\n"
+            "host-b  host-b          stale      0    1m5s ago\n");
+}
+
+TEST(FormatTest, StatusTableAndJson) {
+  dispatch::v1::GetStatusResponse r;
+  r.set_events_observed(3);
+  r.mutable_deliveries()->set_delivered(2);
+  r.mutable_deliveries()->set_skipped_not_running(1);
+  r.set_subscriptions_invalid(1);
+  std::string table = FormatStatus(r, OutputFormat::kTable);
+  EXPECT_THAT(table, HasSubstr("events observed                     3\n"));
+  EXPECT_THAT(table, HasSubstr("deliveries delivered                2\n"));
+  EXPECT_THAT(table, HasSubstr("deliveries skipped, not running     1\n"));
+  EXPECT_THAT(table, HasSubstr("subscriptions invalid               1\n"));
+  nlohmann::json json = nlohmann::json::parse(FormatStatus(r, OutputFormat::kJson));
+  EXPECT_EQ(json["events_observed"], "3");
+  EXPECT_EQ(json["deliveries"]["delivered"], "2");
+  EXPECT_EQ(json["events_held"], "0");
+}
+
+// A controller that answers with canned responses and records the
+// authorization metadata it was sent.
+class FakeDispatch final : public dispatch::v1::Dispatch::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* ListSubscriptions(
+      grpc::CallbackServerContext* context, const dispatch::v1::ListSubscriptionsRequest*,
+      dispatch::v1::ListSubscriptionsResponse* response) override {
+    Record(*context);
+    *response = SampleSubscriptions();
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
+                                       const dispatch::v1::ListAgentsRequest*,
+                                       dispatch::v1::ListAgentsResponse* response) override {
+    Record(*context);
+    response->add_agents()->set_agent_id("host-a");
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
+                                      const dispatch::v1::GetStatusRequest*,
+                                      dispatch::v1::GetStatusResponse* response) override {
+    Record(*context);
+    response->set_events_observed(7);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (hold_status_) {
+      std::lock_guard<std::mutex> lock(mu_);
+      held_ = reactor;  // answered by Release()
+      return reactor;
+    }
+    reactor->Finish(status_);
+    return reactor;
+  }
+
+  void set_status(grpc::Status status) { status_ = std::move(status); }
+  void set_hold_status(bool hold) { hold_status_ = hold; }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (held_ != nullptr) held_->Finish(grpc::Status::OK);
+    held_ = nullptr;
+  }
+  std::vector<std::string> authorizations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return authorizations_;
+  }
+
+ private:
+  void Record(const grpc::CallbackServerContext& context) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = context.client_metadata().find("authorization");
+    authorizations_.push_back(it == context.client_metadata().end()
+                                  ? ""
+                                  : std::string(it->second.data(), it->second.size()));
+  }
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(status_);
+    return reactor;
+  }
+
+  grpc::Status status_ = grpc::Status::OK;
+  bool hold_status_ = false;
+  std::mutex mu_;
+  grpc::ServerUnaryReactor* held_ = nullptr;
+  std::vector<std::string> authorizations_;
+};
+
+class RunDispatchctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    channel_ = server_->InProcessChannel(grpc::ChannelArguments());
+  }
+  void TearDown() override {
+    service_.Release();
+    server_->Shutdown();
+  }
+
+  absl::StatusOr<std::string> Run(std::vector<std::string> args) {
+    auto options = Parse(args);
+    if (!options.ok()) return options.status();
+    return RunDispatchctl(*options, channel_, absl::Now());
+  }
+
+  FakeDispatch service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+TEST_F(RunDispatchctlTest, EachCommandCallsItsMethod) {
+  auto subs = Run({"subscriptions"});
+  ASSERT_TRUE(subs.ok()) << subs.status();
+  EXPECT_THAT(*subs, HasSubstr("demo.some-event"));
+  EXPECT_THAT(*subs, Not(HasSubstr("unterminated")));
+
+  auto invalid = Run({"invalid"});
+  ASSERT_TRUE(invalid.ok()) << invalid.status();
+  EXPECT_THAT(*invalid, HasSubstr("unterminated quote"));
+
+  auto agents = Run({"agents"});
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  EXPECT_THAT(*agents, HasSubstr("host-a"));
+
+  auto status = Run({"status", "--json"});
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(nlohmann::json::parse(*status)["events_observed"], "7");
+}
+
+TEST_F(RunDispatchctlTest, SendsTheTokenAsBearerMetadataOnlyWhenGiven) {
+  ASSERT_TRUE(Run({"status"}).ok());
+  ASSERT_TRUE(Run({"status", "--token", "s3cret"}).ok());
+  EXPECT_THAT(service_.authorizations(), ElementsAre("", "Bearer s3cret"));
+}
+
+TEST_F(RunDispatchctlTest, RefusedCallSaysWhyAndHowToFixIt) {
+  service_.set_status(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong token"));
+  auto out = Run({"--controller", "ctl:7700", "agents"});
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(out.status().message(), HasSubstr("ctl:7700"));
+  EXPECT_THAT(out.status().message(), HasSubstr("wrong token"));
+  EXPECT_THAT(out.status().message(), HasSubstr("--token"));
+}
+
+TEST_F(RunDispatchctlTest, GivesUpAtTheDeadline) {
+  service_.set_hold_status(true);
+  auto out = Run({"--timeout", "50ms", "status"});
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(out.status().message(), HasSubstr("no answer from the controller at 127.0.0.1:7700"));
+}
+
+// A real TCP port nobody listens on: bound, then closed.
+int UnusedPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return -1;
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST(RunDispatchctlUnreachableTest, NamesTheAddress) {
+  const int port = UnusedPort();
+  ASSERT_GT(port, 0);
+  auto options = Parse({"--controller", absl::StrCat("127.0.0.1:", port), "status"});
+  ASSERT_TRUE(options.ok());
+  auto channel = grpc::CreateChannel(options->controller, grpc::InsecureChannelCredentials());
+  auto out = RunDispatchctl(*options, channel, absl::Now());
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable) << out.status();
+  EXPECT_THAT(out.status().message(),
+              HasSubstr(absl::StrCat("cannot reach the controller at 127.0.0.1:", port)));
+  EXPECT_THAT(out.status().message(), HasSubstr("--controller"));
+}
+
+}  // namespace
+}  // namespace ctl
+}  // namespace dispatchd
