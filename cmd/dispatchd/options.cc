@@ -4,6 +4,7 @@
 #include <iterator>
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -64,8 +65,9 @@ Agent flags:
   --exec-workers N          concurrent Docker execs (default 8)
 
 Controller flags:
-  --listen ADDR             gRPC address for agents (controller default 127.0.0.1:7700;
-                            all-in-one listens only when set)
+  --listen ADDR             gRPC address for agents and the API (default 127.0.0.1:7700;
+                            port 0 picks a free port; --listen= turns it off in
+                            all-in-one mode)
   --insecure                allow --listen on a non-loopback address without --token
   --heartbeat DURATION      agent heartbeat period (default 5s; 3 missed end a session)
   --max-attempts N          delivery attempts before an event is dead-lettered (default 8)
@@ -79,6 +81,9 @@ Common flags:
   --forward-destination D   forwarding destinations ($DISPATCHER_FORWARD_DESTINATION)
   --forward-delimiter C     separator of destinations (default ,; $DISPATCHER_FORWARD_DELIMITER)
   --log-level LEVEL         debug, info, warning or error (default info; $DISPATCHD_LOG_LEVEL)
+  --metrics-listen ADDR     HTTP address of /metrics, /healthz and /readyz
+                            (default 127.0.0.1:9477; port 0 picks a free port;
+                            --metrics-listen= turns it off)
   --help                    this text
   --version                 the version
 
@@ -92,6 +97,16 @@ A file events/a/b/c is event a.b.c; it is deleted once every subscriber has
 been served. Stop with SIGTERM or Ctrl-C: unsettled files stay and are
 dispatched on the next start.
 )";
+}
+
+std::string BoundAddress(const std::string& listen, int port) {
+  if (absl::StartsWith(listen, "unix:")) return listen;
+  const size_t colon = listen.rfind(':');
+  const size_t bracket = listen.rfind(']');
+  if (colon == std::string::npos || (bracket != std::string::npos && colon < bracket)) {
+    return absl::StrCat(listen, ":", port);
+  }
+  return absl::StrCat(listen.substr(0, colon), ":", port);
 }
 
 absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::string>& args,
@@ -109,7 +124,6 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
   if (delimiter.empty()) delimiter = ",";
   std::string docker_host = getenv("DOCKER_HOST");
   std::string log_level = getenv("DISPATCHD_LOG_LEVEL");
-  bool listen_set = false;
 
   size_t i = 0;
   if (i < args.size() && !absl::StartsWith(args[i], "-")) {
@@ -153,7 +167,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
         "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
         "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
         "retry-max-backoff", "label-namespace", "event-namespace", "token",
-        "forward-destination", "forward-delimiter", "log-level"};
+        "forward-destination", "forward-delimiter", "log-level", "metrics-listen"};
     if (std::find(std::begin(kValueFlags), std::end(kValueFlags), name) ==
         std::end(kValueFlags)) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
@@ -170,7 +184,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     else if (name == "controller") o.controller = value;
     else if (name == "max-payload-bytes") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.max_payload_bytes = *n; }
     else if (name == "exec-workers") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.exec_workers = static_cast<int>(*n); }
-    else if (name == "listen") { o.listen = value; listen_set = true; }
+    else if (name == "listen") o.listen = value;
     else if (name == "heartbeat") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.heartbeat = *d; }
     else if (name == "max-attempts") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.max_attempts = static_cast<int>(*n); }
     else if (name == "retry-min-backoff") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.retry_min_backoff = *d; }
@@ -181,6 +195,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     else if (name == "forward-destination") forward = value;
     else if (name == "forward-delimiter") delimiter = value;
     else if (name == "log-level") log_level = value;
+    else if (name == "metrics-listen") o.metrics_listen = value;
     else return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
   }
 
@@ -197,7 +212,10 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
   if (!docker_host.empty() && !absl::StartsWith(docker_host, "unix://")) {
     return BadValue("docker-host", docker_host, "only unix:// sockets are supported");
   }
-  if (o.mode == Mode::kController && !listen_set) o.listen = "127.0.0.1:7700";
+  if (o.mode == Mode::kController && o.listen.empty()) {
+    return absl::InvalidArgumentError(
+        "controller mode needs --listen ADDR: agents and API clients connect there");
+  }
   o.forward_destinations = SplitDestinations(forward, delimiter);
   return o;
 }

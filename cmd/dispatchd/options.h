@@ -34,7 +34,9 @@ struct DispatchdOptions {
   int exec_workers = 8;
 
   // Controller.
-  std::string listen;  // controller default 127.0.0.1:7700; all-in-one: off unless set
+  // gRPC address of the agent session and the public API; empty: none (all-in-one
+  // only, with --listen=). Port 0 picks a free port.
+  std::string listen = "127.0.0.1:7700";
   bool insecure = false;
   absl::Duration heartbeat = absl::Seconds(5);
   int max_attempts = 8;
@@ -47,6 +49,8 @@ struct DispatchdOptions {
   std::string token;
   std::vector<std::string> forward_destinations;
   LogLevel log_level = LogLevel::kInfo;
+  // HTTP address of /metrics, /healthz, /readyz; empty turns the server off.
+  std::string metrics_listen = "127.0.0.1:9477";
 };
 
 using EnvLookup = std::function<const char*(const char*)>;
@@ -58,6 +62,10 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
 
 // The text of --help.
 std::string DispatchdUsage();
+
+// `listen` with its port replaced by `port` (the port the server actually
+// bound, e.g. for 127.0.0.1:0); unix: addresses are returned unchanged.
+std::string BoundAddress(const std::string& listen, int port);
 
 }  // namespace dispatchd
 

@@ -28,7 +28,7 @@ TEST_F(OptionsTest, DefaultsAreAllInOneOnEventsWithTheLocalSocket) {
   EXPECT_EQ(o->events_dir, "./events");
   EXPECT_EQ(o->label_namespace, "subscription");
   EXPECT_EQ(o->event_namespace, "");
-  EXPECT_EQ(o->listen, "");
+  EXPECT_EQ(o->listen, "127.0.0.1:7700");
   EXPECT_TRUE(o->forward_destinations.empty());
 }
 
@@ -65,12 +65,45 @@ TEST_F(OptionsTest, ControllerListensOnLoopbackByDefault) {
   EXPECT_EQ(o->listen, "127.0.0.1:7700");
 }
 
+TEST_F(OptionsTest, ListenCanBeMovedOrTurnedOffInAllInOne) {
+  auto moved = Parse({"--listen", "127.0.0.1:0"});
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->listen, "127.0.0.1:0");
+  auto off = Parse({"all-in-one", "--listen="});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->listen, "");
+  EXPECT_THAT(Parse({"controller", "--listen="}).status().message(),
+              HasSubstr("controller mode needs --listen"));
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("--listen= turns it off"));
+}
+
+TEST(BoundAddressTest, ReplacesThePortWithTheBoundOne) {
+  EXPECT_EQ(BoundAddress("127.0.0.1:0", 43210), "127.0.0.1:43210");
+  EXPECT_EQ(BoundAddress("0.0.0.0:7700", 7700), "0.0.0.0:7700");
+  EXPECT_EQ(BoundAddress("[::1]:0", 5000), "[::1]:5000");
+  EXPECT_EQ(BoundAddress("localhost:0", 5001), "localhost:5001");
+  EXPECT_EQ(BoundAddress("unix:/run/dispatchd.sock", 1), "unix:/run/dispatchd.sock");
+}
+
 TEST_F(OptionsTest, HelpAndVersion) {
   EXPECT_TRUE(Parse({"--help"})->help);
   EXPECT_TRUE(Parse({"-h"})->help);
   EXPECT_TRUE(Parse({"--version"})->version);
   EXPECT_THAT(DispatchdUsage(), HasSubstr("--events-dir"));
   EXPECT_THAT(DispatchdUsage(), HasSubstr("container.command"));
+}
+
+TEST_F(OptionsTest, MetricsListenDefaultsToLoopbackAndCanBeTurnedOff) {
+  auto o = Parse({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->metrics_listen, "127.0.0.1:9477");
+  auto moved = Parse({"agent", "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->metrics_listen, "127.0.0.1:0");
+  auto off = Parse({"--metrics-listen="});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->metrics_listen, "");
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("--metrics-listen ADDR"));
 }
 
 TEST_F(OptionsTest, BadInputNamesTheProblem) {
