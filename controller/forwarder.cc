@@ -1,0 +1,176 @@
+#include "controller/forwarder.h"
+
+#include <atomic>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "sinks/broadcaster.h"
+#include "sinks/queue.h"
+#include "sinks/retrying_sink.h"
+
+namespace dispatchd {
+namespace controller {
+namespace {
+
+// Sits in front of a destination: counts its successes and failures and logs
+// when it starts failing and when it recovers. Forwards Close.
+class MeteredSink final : public events::Sink {
+ public:
+  MeteredSink(std::string name, std::shared_ptr<events::Sink> dst)
+      : name_(std::move(name)), dst_(std::move(dst)) {}
+
+  absl::Status Write(events::EventPtr event) override {
+    absl::Status status = dst_->Write(event);
+    if (status.ok()) {
+      sent_.fetch_add(1, std::memory_order_relaxed);
+      if (const uint64_t failures = failing_.exchange(0); failures > 0) {
+        LOG(INFO) << "forwarding to " << name_ << " works again after " << failures
+                  << " failed attempts";
+      }
+    } else if (event != nullptr && !events::IsClosed(status)) {
+      failed_.fetch_add(1, std::memory_order_relaxed);
+      const uint64_t failures = failing_.fetch_add(1) + 1;
+      LOG(WARNING) << "forwarding " << event->id << " to " << name_ << " failed (attempt "
+                   << failures << "), retrying: " << status;
+    }
+    return status;
+  }
+
+  absl::Status Close() override { return dst_->Close(); }
+
+  uint64_t sent() const { return sent_.load(std::memory_order_relaxed); }
+  uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }
+
+ private:
+  const std::string name_;
+  const std::shared_ptr<events::Sink> dst_;
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t> failed_{0};
+  std::atomic<uint64_t> failing_{0};  // consecutive failures
+};
+
+}  // namespace
+
+struct Forwarder::Pipeline {
+  std::string name;
+  std::shared_ptr<MeteredSink> metered;
+  std::shared_ptr<events::Queue> queue;
+};
+
+absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
+    const std::vector<std::string>& destinations, ForwarderOptions options) {
+  if (options.queue_size == 0) {
+    return absl::InvalidArgumentError("the forwarding queue size must be positive");
+  }
+  const Clock* clock = options.clock != nullptr ? options.clock : Clock::Real();
+  auto make_sink = options.make_sink;
+  if (!make_sink) {
+    make_sink = [destination = options.destination](const ForwardDestination& d) {
+      return NewDestinationSink(d, destination);
+    };
+  }
+  // Parse everything before starting anything.
+  std::vector<ForwardDestination> parsed;
+  std::set<std::string> seen;
+  for (const std::string& uri : destinations) {
+    absl::StatusOr<ForwardDestination> destination = ParseForwardDestination(uri);
+    if (!destination.ok()) return destination.status();
+    if (!seen.insert(uri).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forwarding destination '", uri, "' is listed twice"));
+    }
+    parsed.push_back(*std::move(destination));
+  }
+  std::vector<std::shared_ptr<events::Sink>> sinks;
+  for (const ForwardDestination& destination : parsed) {
+    absl::StatusOr<std::shared_ptr<events::Sink>> sink = make_sink(destination);
+    if (!sink.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("forwarding destination '", destination.uri,
+                                                     "': ", sink.status().message()));
+    }
+    sinks.push_back(*std::move(sink));
+  }
+
+  std::vector<std::unique_ptr<Pipeline>> pipelines;
+  std::vector<std::shared_ptr<events::Sink>> members;
+  for (size_t i = 0; i < parsed.size(); ++i) {
+    auto pipeline = std::make_unique<Pipeline>();
+    pipeline->name = parsed[i].uri;
+    pipeline->metered = std::make_shared<MeteredSink>(pipeline->name, sinks[i]);
+    auto strategy = std::make_shared<events::ExponentialBackoff>(events::ExponentialBackoffOptions{
+        .base = absl::ZeroDuration(),
+        .factor = options.retry_min_backoff,
+        .max = options.retry_max_backoff,
+        .random = options.random,
+    });
+    auto retrying = std::make_shared<events::RetryingSink>(pipeline->metered, std::move(strategy),
+                                                           events::RetryingSinkOptions{clock});
+    const std::string name = pipeline->name;
+    pipeline->queue = std::make_shared<events::Queue>(
+        retrying, events::QueueOptions{
+                      .capacity = options.queue_size,
+                      .policy = events::OverflowPolicy::kDropOldest,
+                      .dead_letter =
+                          [name](const events::EventPtr& event, const absl::Status& reason) {
+                            LOG(WARNING) << "forwarding to " << name << ": dropped event "
+                                         << event->id << " (" << event->path
+                                         << "): " << reason;
+                          },
+                      .clock = clock,
+                  });
+    members.push_back(pipeline->queue);
+    pipelines.push_back(std::move(pipeline));
+    LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of "
+              << options.queue_size << ")";
+  }
+  auto broadcaster = std::make_shared<events::Broadcaster>(
+      std::move(members),
+      events::BroadcasterOptions{
+          .dead_letter = [](const events::EventPtr& event, const absl::Status& reason) {
+            LOG(WARNING) << "forwarding " << event->id << " failed: " << reason;
+          }});
+  return std::unique_ptr<Forwarder>(
+      new Forwarder(std::move(pipelines), std::move(broadcaster), clock));
+}
+
+Forwarder::Forwarder(std::vector<std::unique_ptr<Pipeline>> pipelines,
+                     std::shared_ptr<events::Sink> broadcaster, const Clock* clock)
+    : pipelines_(std::move(pipelines)), broadcaster_(std::move(broadcaster)), clock_(clock) {}
+
+Forwarder::~Forwarder() { Close(clock_->Now() + absl::Seconds(5)).IgnoreError(); }
+
+std::vector<ForwardDestinationStats> Forwarder::stats() const {
+  std::vector<ForwardDestinationStats> out;
+  for (const auto& pipeline : pipelines_) {
+    ForwardDestinationStats s;
+    s.destination = pipeline->name;
+    s.sent = pipeline->metered->sent();
+    s.failed = pipeline->metered->failed();
+    s.dropped = pipeline->queue->stats().dropped;
+    s.queue_depth = pipeline->queue->size();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+absl::Status Forwarder::Close(absl::Time deadline) {
+  // Every queue worker keeps delivering while an earlier queue is waited
+  // for, so waiting for them one after the other drains them in parallel.
+  absl::Status result;
+  for (const auto& pipeline : pipelines_) {
+    absl::Status status = pipeline->queue->Close(deadline);
+    if (!status.ok()) {
+      status = absl::Status(status.code(),
+                            absl::StrCat("forwarding to ", pipeline->name, ": ", status.message()));
+      if (result.ok()) result = status;
+    }
+  }
+  // The queues are closed already; this only marks the broadcaster closed.
+  broadcaster_->Close().IgnoreError();
+  return result;
+}
+
+}  // namespace controller
+}  // namespace dispatchd
