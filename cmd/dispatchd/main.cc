@@ -17,12 +17,15 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "controller/dispatcher.h"
+#include "controller/forwarder.h"
 #include "controller/session_service.h"
 
 namespace dispatchd {
 namespace {
 
 constexpr char kVersion[] = "0.1.0";
+// How long a shutdown waits for forwarding destinations to take what is queued.
+constexpr absl::Duration kForwardDrainTimeout = absl::Seconds(5);
 
 bool IsLoopback(const std::string& address) {
   return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
@@ -45,13 +48,26 @@ int Run(const DispatchdOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  if (!options.forward_destinations.empty()) {
-    LOG(WARNING) << "forwarding (" << options.forward_destinations.size()
-                 << " destinations) is not available in this version; events are not forwarded";
-  }
-
   const bool run_controller = options.mode != Mode::kAgent;
   const bool run_agent = options.mode != Mode::kController;
+
+  // Before anything starts: a bad destination is a start-up error (exit 2).
+  std::unique_ptr<controller::Forwarder> forwarder;
+  if (!options.forward_destinations.empty() && !run_controller) {
+    LOG(WARNING) << "the controller forwards events; --forward-destination is ignored by an agent";
+  } else if (!options.forward_destinations.empty()) {
+    controller::ForwarderOptions forwarder_options;
+    forwarder_options.queue_size = static_cast<size_t>(options.forward_queue_size);
+    forwarder_options.retry_min_backoff = options.retry_min_backoff;
+    forwarder_options.retry_max_backoff = options.retry_max_backoff;
+    absl::StatusOr<std::unique_ptr<controller::Forwarder>> created =
+        controller::Forwarder::Create(options.forward_destinations, forwarder_options);
+    if (!created.ok()) {
+      LOG(ERROR) << "cannot forward events: " << created.status().message();
+      return 2;
+    }
+    forwarder = *std::move(created);
+  }
 
   std::unique_ptr<controller::Dispatcher> dispatcher;
   std::unique_ptr<controller::SessionService> service;
@@ -69,6 +85,7 @@ int Run(const DispatchdOptions& options) {
     dispatcher_options.max_attempts = options.max_attempts;
     dispatcher_options.retry_min_backoff = options.retry_min_backoff;
     dispatcher_options.retry_max_backoff = options.retry_max_backoff;
+    if (forwarder != nullptr) dispatcher_options.forward = forwarder->sink();
     dispatcher = std::make_unique<controller::Dispatcher>(dispatcher_options, Clock::Real());
     dispatcher->Start();
     service = std::make_unique<controller::SessionService>(
@@ -123,6 +140,12 @@ int Run(const DispatchdOptions& options) {
   if (agent != nullptr) agent->Stop();
   if (server != nullptr) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (dispatcher != nullptr) dispatcher->Stop();
+  if (forwarder != nullptr) {
+    // What a destination has not taken by then is logged as dropped.
+    if (absl::Status status = forwarder->Close(absl::Now() + kForwardDrainTimeout); !status.ok()) {
+      LOG(WARNING) << "forwarding stopped with events undelivered: " << status;
+    }
+  }
   LOG(INFO) << "stopped";
   return 0;
 }

@@ -80,6 +80,8 @@ Common flags:
   --token TOKEN             bearer token agents present to the controller ($DISPATCHD_TOKEN)
   --forward-destination D   forwarding destinations ($DISPATCHER_FORWARD_DESTINATION)
   --forward-delimiter C     separator of destinations (default ,; $DISPATCHER_FORWARD_DELIMITER)
+  --forward-queue-size N    events kept per destination while it is slow or down (default
+                            10000); beyond that the oldest are dropped and logged
   --log-level LEVEL         debug, info, warning or error (default info; $DISPATCHD_LOG_LEVEL)
   --metrics-listen ADDR     HTTP address of /metrics, /healthz and /readyz
                             (default 127.0.0.1:9477; port 0 picks a free port;
@@ -167,7 +169,8 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
         "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
         "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
         "retry-max-backoff", "label-namespace", "event-namespace", "token",
-        "forward-destination", "forward-delimiter", "log-level", "metrics-listen"};
+        "forward-destination", "forward-delimiter", "log-level", "metrics-listen",
+        "forward-queue-size"};
     if (std::find(std::begin(kValueFlags), std::end(kValueFlags), name) ==
         std::end(kValueFlags)) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
@@ -194,6 +197,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     else if (name == "token") o.token = value;
     else if (name == "forward-destination") forward = value;
     else if (name == "forward-delimiter") delimiter = value;
+    else if (name == "forward-queue-size") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.forward_queue_size = *n; }
     else if (name == "log-level") log_level = value;
     else if (name == "metrics-listen") o.metrics_listen = value;
     else return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));

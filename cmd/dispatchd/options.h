@@ -48,6 +48,7 @@ struct DispatchdOptions {
   std::string event_namespace;
   std::string token;
   std::vector<std::string> forward_destinations;
+  int64_t forward_queue_size = 10000;  // events waiting per destination
   LogLevel log_level = LogLevel::kInfo;
   // HTTP address of /metrics, /healthz, /readyz; empty turns the server off.
   std::string metrics_listen = "127.0.0.1:9477";

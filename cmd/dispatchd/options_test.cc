@@ -46,6 +46,18 @@ TEST_F(OptionsTest, OldDispatcherVariablesAreHonoured) {
   EXPECT_EQ(o->forward_destinations, (std::vector<std::string>{"log:x", "file:/tmp/y"}));
 }
 
+TEST_F(OptionsTest, ForwardingFlags) {
+  env_["DISPATCHER_FORWARD_DESTINATION"] = "log:env";
+  auto o = Parse({"--forward-destination", "http://a/|file:b", "--forward-delimiter=|",
+                  "--forward-queue-size", "5"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->forward_destinations, (std::vector<std::string>{"http://a/", "file:b"}));
+  EXPECT_EQ(o->forward_queue_size, 5);
+  EXPECT_EQ(Parse({})->forward_queue_size, 10000);
+  EXPECT_THAT(Parse({"--forward-queue-size=0"}).status().message(),
+              HasSubstr("--forward-queue-size"));
+}
+
 TEST_F(OptionsTest, FlagsWinOverEnvironmentInBothSpellings) {
   env_["DISPATCHER_LABEL_NAMESPACE"] = "sub";
   auto o = Parse({"agent", "--label-namespace=flag", "--events-dir", "/data/events",

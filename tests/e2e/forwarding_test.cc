@@ -1,0 +1,250 @@
+// End to end: the real dispatchd (all-in-one, against a private dockerd)
+// forwards every event to a real HTTP receiver started by the test and to a
+// file; a receiver that is down for a while gets every event, in order, once
+// it is up; a bad destination stops start-up.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/http_server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/dispatchd_process.h"
+#include "tests/testing/docker_daemon.h"
+
+extern char** environ;
+
+namespace dispatchd {
+namespace testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// An HTTP receiver on 127.0.0.1 that records the bodies POSTed to /events.
+class Receiver {
+ public:
+  // Port 0 picks a free port.
+  absl::Status Start(int port = 0) {
+    auto server = HttpServer::Start(absl::StrCat("127.0.0.1:", port),
+                                    {{"POST /events", [this](const HttpRequest& request) {
+                                        std::lock_guard<std::mutex> lock(mu_);
+                                        bodies_.push_back(request.body);
+                                        return HttpResponse{200, "text/plain", "ok"};
+                                      }}});
+    if (!server.ok()) return server.status();
+    server_ = *std::move(server);
+    port_ = server_->port();
+    return absl::OkStatus();
+  }
+  void Stop() {
+    if (server_ != nullptr) server_->Stop();
+    server_.reset();
+  }
+  int port() const { return port_; }
+  std::string url() const { return absl::StrCat("http://127.0.0.1:", port_, "/events"); }
+  std::vector<nlohmann::json> events() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<nlohmann::json> out;
+    for (const std::string& body : bodies_) out.push_back(nlohmann::json::parse(body));
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> bodies_;
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+};
+
+std::vector<std::string> Ids(const std::vector<nlohmann::json>& events) {
+  std::vector<std::string> ids;
+  for (const nlohmann::json& e : events) ids.push_back(e.value("id", ""));
+  return ids;
+}
+
+class ForwardingTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto daemon = PrivateDockerd::Start();
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = daemon->release();
+    ASSERT_TRUE(daemon_->EnsureBusyboxImage().ok());
+  }
+  static void TearDownTestSuite() {
+    delete daemon_;
+    daemon_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(daemon_, nullptr);
+    dir_ = MakeTempDir("dispatchd-e2e-forward");
+    ASSERT_FALSE(dir_.empty());
+    events_ = dir_ + "/events";
+    ASSERT_EQ(mkdir(events_.c_str(), 0755), 0);
+  }
+
+  void TearDown() override {
+    if (dispatchd_ != nullptr && dispatchd_->Running()) dispatchd_->Terminate().IgnoreError();
+    if (HasFailure() && dispatchd_ != nullptr) {
+      std::cerr << "---- dispatchd log ----\n" << dispatchd_->Log() << "----\n";
+    }
+    dispatchd_.reset();
+    for (const std::string& name : containers_) daemon_->Docker({"rm", "-f", name}).IgnoreError();
+    RemoveTree(dir_);
+  }
+
+  std::vector<std::string> BaseArgs() const {
+    return {"all-in-one",    "--events-dir",    events_,  "--docker-host", daemon_->host(),
+            "--log-level",   "debug",           "--listen", "127.0.0.1:0"};
+  }
+
+  void StartDispatchd(std::vector<std::string> extra) {
+    std::vector<std::string> args = BaseArgs();
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto process = DispatchdProcess::Start(args, dir_ + "/dispatchd.log");
+    ASSERT_TRUE(process.ok()) << process.status();
+    dispatchd_ = *std::move(process);
+    ASSERT_TRUE(WaitFor([&] { return Log().find("inventory:") != std::string::npos; })) << Log();
+  }
+
+  std::string Log() { return dispatchd_ == nullptr ? "" : dispatchd_->Log(); }
+  bool Gone(const std::string& relative) { return !FileExists(events_ + "/" + relative); }
+
+  // Writes events/<relative> and waits until dispatchd has settled it, so
+  // the next event is observed after this one.
+  void Emit(const std::string& relative, const std::string& payload) {
+    const std::string path = events_ + "/" + relative;
+    mkdir(path.substr(0, path.rfind('/')).c_str(), 0755);
+    WriteFileAtomically(path, payload, dir_);
+    ASSERT_TRUE(WaitFor([&] { return Gone(relative); })) << relative << " not settled\n" << Log();
+  }
+
+  std::vector<nlohmann::json> FileLines(const std::string& path) {
+    std::vector<nlohmann::json> out;
+    for (absl::string_view line : absl::StrSplit(ReadFile(path), '\n', absl::SkipEmpty())) {
+      out.push_back(nlohmann::json::parse(line));
+    }
+    return out;
+  }
+
+  static PrivateDockerd* daemon_;
+  std::string dir_;
+  std::string events_;
+  std::unique_ptr<DispatchdProcess> dispatchd_;
+  std::vector<std::string> containers_;
+};
+
+PrivateDockerd* ForwardingTest::daemon_ = nullptr;
+
+TEST_F(ForwardingTest, ForwardsEveryEventToHttpAndFileBesideDeliveries) {
+  Receiver receiver;
+  ASSERT_TRUE(receiver.Start().ok());
+  const std::string file = dir_ + "/forwarded.jsonl";
+  const std::string handler = "forwarding-handler";
+  containers_.push_back(handler);
+  ASSERT_TRUE(daemon_
+                  ->Docker({"run", "-d", "--network", "none", "--name", handler, "--label",
+                            "subscription.demo.handled.container.command=touch /handled",
+                            PrivateDockerd::kBusyboxImage, "sleep", "86400"})
+                  .ok());
+  StartDispatchd({"--forward-destination", absl::StrCat(receiver.url(), ",file:", file)});
+
+  Emit("demo/handled", "for the handler");
+  Emit("demo/plain", "say \"hi\"\n");
+  Emit("demo/binary", std::string("\xFF\x00\x01", 3));
+  EXPECT_TRUE(WaitFor([&] {
+    return daemon_->Docker({"exec", handler, "test", "-e", "/handled"}).ok();
+  })) << "deliveries to containers still happen";
+
+  ASSERT_TRUE(WaitFor([&] { return receiver.events().size() == 3; })) << Log();
+  ASSERT_TRUE(WaitFor([&] { return FileLines(file).size() == 3; })) << ReadFile(file);
+  for (const std::vector<nlohmann::json>& events : {receiver.events(), FileLines(file)}) {
+    EXPECT_THAT(Ids(events), ElementsAre("demo.handled", "demo.plain", "demo.binary"));
+    const nlohmann::json& plain = events[1];
+    EXPECT_EQ(plain["payload"], "say \"hi\"\n");
+    EXPECT_EQ(plain["payload_truncated"], false);
+    EXPECT_EQ(plain["path"], "demo/plain");
+    EXPECT_FALSE(plain.value("host", "").empty());
+    EXPECT_THAT(plain.value("time", ""), ::testing::MatchesRegex(
+                                             "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z"));
+    EXPECT_FALSE(plain.contains("payload_encoding"));
+    EXPECT_EQ(events[2]["payload"], "/wAB");
+    EXPECT_EQ(events[2]["payload_encoding"], "base64");
+  }
+  receiver.Stop();
+}
+
+TEST_F(ForwardingTest, ReceiverDownForAWhileGetsEveryEventInOrderOnceUp) {
+  Receiver receiver;
+  ASSERT_TRUE(receiver.Start().ok());  // only to find a free port
+  const int port = receiver.port();
+  receiver.Stop();
+  StartDispatchd({"--forward-destination", receiver.url(), "--retry-min-backoff", "50ms",
+                  "--retry-max-backoff", "500ms"});
+  std::vector<std::string> expected;
+  for (int i = 1; i <= 5; ++i) {
+    // Each file is settled although its forwarding cannot go out yet.
+    Emit(absl::StrCat("down/e", i), absl::StrCat("event ", i));
+    expected.push_back(absl::StrCat("down.e", i));
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    return Log().find("to " + receiver.url() + " failed (attempt 2)") != std::string::npos;
+  })) << Log();
+  EXPECT_TRUE(receiver.events().empty());
+
+  ASSERT_TRUE(receiver.Start(port).ok()) << "port " << port << " was taken meanwhile";
+  ASSERT_TRUE(WaitFor([&] { return receiver.events().size() >= 5; })) << Log();
+  EXPECT_THAT(Ids(receiver.events()), ::testing::ElementsAreArray(expected));
+  EXPECT_EQ(receiver.events()[0]["payload"], "event 1");
+  EXPECT_THAT(Log(), HasSubstr("forwarding to " + receiver.url() + " works again"));
+  receiver.Stop();
+}
+
+// Runs the binary directly: start-up must fail before anything runs, so
+// there is no process to terminate, only an exit status to read.
+TEST_F(ForwardingTest, BadDestinationStopsStartUpWithExitCode2) {
+  struct Case {
+    std::string destination;
+    std::string message;
+  };
+  for (const Case& c :
+       {Case{"ftp://example.com/x", "unknown scheme 'ftp' in forwarding destination "
+                                    "'ftp://example.com/x'"},
+        Case{"http://:80/x", "malformed forwarding destination 'http://:80/x'"}}) {
+    std::vector<std::string> args = BaseArgs();
+    args.insert(args.begin(), DispatchdBinary());
+    args.push_back("--forward-destination");
+    args.push_back("log:," + c.destination);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string log = dir_ + "/startup.log";
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = 0;
+    ASSERT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+    EXPECT_EQ(WEXITSTATUS(status), 2) << ReadFile(log);
+    EXPECT_THAT(ReadFile(log), HasSubstr(c.message));
+    EXPECT_THAT(ReadFile(log), ::testing::Not(HasSubstr("running"))) << "nothing may start";
+  }
+}
+
+}  // namespace
+}  // namespace testing
+}  // namespace dispatchd
