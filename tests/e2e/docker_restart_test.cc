@@ -28,7 +28,7 @@ TEST(DockerRestartTest, RecoversWithoutRestartingAndDeliversWhatArrivedMeanwhile
                   .ok());
   auto process = DispatchdProcess::Start(
       {"all-in-one", "--events-dir", events, "--docker-host", (*daemon)->host(), "--log-level",
-       "debug", "--max-attempts", "50", "--retry-max-backoff", "1s"},
+       "debug", "--max-attempts", "50", "--retry-max-backoff", "1s", "--listen", "127.0.0.1:0"},
       dir + "/dispatchd.log");
   ASSERT_TRUE(process.ok()) << process.status();
   DispatchdProcess& dispatchd = **process;

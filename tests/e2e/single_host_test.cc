@@ -58,9 +58,10 @@ class SingleHostTest : public ::testing::Test {
   }
 
   void StartDispatchd(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"all-in-one",          "--events-dir", events_,
-                                     "--docker-host",       daemon_->host(), "--log-level",
-                                     "debug"};
+    // --listen on a free port: never collide with a dispatchd already running.
+    std::vector<std::string> args = {"all-in-one",    "--events-dir",    events_,
+                                     "--docker-host", daemon_->host(),   "--log-level",
+                                     "debug",         "--listen",        "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto process = DispatchdProcess::Start(args, dir_ + "/dispatchd.log");
     ASSERT_TRUE(process.ok()) << process.status();
