@@ -1,6 +1,7 @@
 // dispatchd: parses flags, wires the agent and/or the controller, runs until
 // SIGTERM or SIGINT, and shuts down without losing an event file.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -12,11 +13,19 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+#include "agent/agent_metrics.h"
 #include "agent/docker_client.h"
+#include "agent/instrumented_docker_api.h"
+#include "cmd/dispatchd/metrics_server.h"
 #include "cmd/dispatchd/options.h"
 #include "common/clock.h"
+#include "common/http_server.h"
 #include "common/logging.h"
+#include "common/metrics.h"
+#include "common/process_metrics.h"
+#include "controller/api_service.h"
 #include "controller/dispatcher.h"
+#include "controller/dispatcher_metrics.h"
 #include "controller/forwarder.h"
 #include "controller/session_service.h"
 
@@ -30,6 +39,12 @@ constexpr absl::Duration kForwardDrainTimeout = absl::Seconds(5);
 bool IsLoopback(const std::string& address) {
   return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
          absl::StartsWith(address, "[::1]:") || absl::StartsWith(address, "unix:");
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
 }
 
 int WaitForSignal(const sigset_t& signals) {
@@ -69,8 +84,16 @@ int Run(const DispatchdOptions& options) {
     forwarder = *std::move(created);
   }
 
+  // Declared first: outlives everything that records into it.
+  Registry registry;
+  RegisterProcessMetrics(registry);
+  RegisterBuildInfo(registry, kVersion);
+  std::unique_ptr<controller::DispatcherMetrics> dispatcher_metrics;
+  std::unique_ptr<agent::AgentMetrics> agent_metrics;
+
   std::unique_ptr<controller::Dispatcher> dispatcher;
   std::unique_ptr<controller::SessionService> service;
+  std::unique_ptr<controller::ApiService> api_service;
   std::unique_ptr<grpc::Server> server;
   if (run_controller) {
     if (!options.listen.empty() && !IsLoopback(options.listen) && options.token.empty() &&
@@ -86,25 +109,45 @@ int Run(const DispatchdOptions& options) {
     dispatcher_options.retry_min_backoff = options.retry_min_backoff;
     dispatcher_options.retry_max_backoff = options.retry_max_backoff;
     if (forwarder != nullptr) dispatcher_options.forward = forwarder->sink();
+    // A lone controller waits for the agents of an earlier run before it
+    // routes anything; all-in-one knows its only agent is in-process.
+    if (options.mode == Mode::kController) {
+      dispatcher_options.startup_grace = options.heartbeat * dispatcher_options.missed_heartbeats;
+    }
+    dispatcher_metrics = std::make_unique<controller::DispatcherMetrics>(registry);
+    dispatcher_options.metrics = dispatcher_metrics.get();
     dispatcher = std::make_unique<controller::Dispatcher>(dispatcher_options, Clock::Real());
+    controller::ExportDispatcherGauges(registry, dispatcher.get(), dispatcher_metrics.get());
     dispatcher->Start();
     service = std::make_unique<controller::SessionService>(
         dispatcher.get(), controller::SessionServiceOptions{options.token});
+    api_service = std::make_unique<controller::ApiService>(
+        dispatcher.get(), controller::ApiServiceOptions{options.token});
     grpc::ServerBuilder builder;
     builder.RegisterService(service.get());
+    builder.RegisterService(api_service.get());
+    // gRPC sets SO_REUSEPORT by default, which would let a second dispatchd
+    // share the port (and its calls) with the first instead of failing.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     int port = 0;
     if (!options.listen.empty()) {
       builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
     }
     server = builder.BuildAndStart();
     if (server == nullptr || (!options.listen.empty() && port == 0)) {
-      LOG(ERROR) << "cannot listen on " << options.listen;
+      LOG(ERROR) << "cannot listen on " << options.listen
+                 << " (is another dispatchd running?); choose another address with --listen ADDR"
+                 << (options.mode == Mode::kAllInOne ? ", or turn it off with --listen=" : "");
       return 1;
     }
-    if (!options.listen.empty()) LOG(INFO) << "controller listening on " << options.listen;
+    if (!options.listen.empty()) {
+      LOG(INFO) << "controller listening on " << BoundAddress(options.listen, port)
+                << " (agents and the dispatch.v1.Dispatch API)";
+    }
   }
 
   std::unique_ptr<agent::DockerApi> docker;
+  std::unique_ptr<agent::DockerApi> instrumented_docker;
   std::unique_ptr<agent::Agent> agent;
   if (run_agent) {
     absl::StatusOr<std::unique_ptr<agent::DockerApi>> client =
@@ -118,14 +161,19 @@ int Run(const DispatchdOptions& options) {
         run_controller ? server->InProcessChannel(grpc::ChannelArguments())
                        : grpc::CreateChannel(options.controller, grpc::InsecureChannelCredentials());
     agent::AgentOptions agent_options;
-    agent_options.agent_id = options.agent_id;
+    agent_options.agent_id = options.agent_id.empty() ? HostName() : options.agent_id;
+    agent_metrics = std::make_unique<agent::AgentMetrics>(registry, agent_options.agent_id);
+    agent_options.metrics = agent_metrics.get();
+    instrumented_docker =
+        agent::NewInstrumentedDockerApi(docker.get(), registry, agent_options.agent_id);
     agent_options.events_dir = options.events_dir;
     agent_options.event_namespace = options.event_namespace;
     agent_options.label_namespace = options.label_namespace;
     agent_options.max_payload_bytes = options.max_payload_bytes;
     agent_options.token = options.token;
     agent_options.exec_workers = options.exec_workers;
-    agent = std::make_unique<agent::Agent>(agent_options, docker.get(), Clock::Real(), channel);
+    agent = std::make_unique<agent::Agent>(agent_options, instrumented_docker.get(), Clock::Real(),
+                                           channel);
     if (absl::Status status = agent->Start(); !status.ok()) {
       LOG(ERROR) << "cannot start the agent: " << status;
       return 1;
@@ -135,8 +183,43 @@ int Run(const DispatchdOptions& options) {
               << ".*";
   }
 
+  std::unique_ptr<HttpServer> metrics_server;
+  if (!options.metrics_listen.empty()) {
+    const controller::Dispatcher* d = dispatcher.get();
+    const agent::Agent* a = agent.get();
+    absl::StatusOr<std::unique_ptr<HttpServer>> started = StartMetricsServer(
+        options.metrics_listen, &registry, [d, a] {
+          Readiness controller_ready{true, ""};
+          if (d != nullptr) {
+            const controller::DispatcherStats stats = d->stats();
+            if (stats.agents_fresh < stats.agents_connected) {
+              controller_ready = {false, absl::StrCat(stats.agents_connected - stats.agents_fresh,
+                                                      " of ", stats.agents_connected,
+                                                      " agents' inventories are not fresh")};
+            }
+          }
+          Readiness agent_ready{true, ""};
+          if (a != nullptr && !a->ready()) {
+            agent_ready = {false, "agent: controller session or Docker inventory not up"};
+          }
+          return Both(controller_ready, agent_ready);
+        });
+    if (!started.ok()) {
+      LOG(ERROR) << "cannot serve metrics on " << options.metrics_listen << ": "
+                 << started.status()
+                 << "; choose another address with --metrics-listen ADDR, or turn it off with "
+                    "--metrics-listen=";
+      return 1;
+    }
+    metrics_server = *std::move(started);
+    LOG(INFO) << "metrics listening on "
+              << BoundAddress(options.metrics_listen, metrics_server->port())
+              << " (/metrics, /healthz, /readyz)";
+  }
+
   const int signal = WaitForSignal(signals);
   LOG(INFO) << "received " << (signal == SIGTERM ? "SIGTERM" : "SIGINT") << ": shutting down";
+  if (metrics_server != nullptr) metrics_server->Stop();
   if (agent != nullptr) agent->Stop();
   if (server != nullptr) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (dispatcher != nullptr) dispatcher->Stop();
