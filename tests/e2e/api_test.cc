@@ -1,0 +1,170 @@
+// End to end: the public API as a user reaches it. The real dispatchd
+// (all-in-one, with a token) runs against a private dockerd; the real
+// dispatchctl binary asks it for subscriptions, the invalid ones with their
+// reason, agents and status.
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/dispatchd_process.h"
+#include "tests/testing/docker_daemon.h"
+
+namespace dispatchd {
+namespace testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kToken[] = "api-test-token";
+
+std::string DispatchctlBinary() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  if (srcdir != nullptr) {
+    std::string path = absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "dispatchd",
+                                     "/cmd/dispatchctl/dispatchctl");
+    if (access(path.c_str(), X_OK) == 0) return path;
+  }
+  return "bazel-bin/cmd/dispatchctl/dispatchctl";
+}
+
+// The address in "controller listening on ADDR " of the log, or "".
+std::string ListeningAddress(const std::string& log) {
+  const std::string kMarker = "controller listening on ";
+  size_t at = log.find(kMarker);
+  if (at == std::string::npos) return "";
+  at += kMarker.size();
+  size_t end = log.find_first_of(" \n", at);
+  return log.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto daemon = PrivateDockerd::Start();
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    ASSERT_TRUE(daemon_->EnsureBusyboxImage().ok());
+    dir_ = MakeTempDir("dispatchd-api");
+    ASSERT_FALSE(dir_.empty());
+    events_ = dir_ + "/events";
+    ASSERT_EQ(mkdir(events_.c_str(), 0755), 0);
+  }
+
+  void TearDown() override {
+    if (dispatchd_ != nullptr && dispatchd_->Running()) dispatchd_->Terminate().IgnoreError();
+    if (HasFailure() && dispatchd_ != nullptr) {
+      std::cerr << "---- dispatchd log ----\n" << dispatchd_->Log() << "----\n";
+    }
+    dispatchd_.reset();
+    daemon_.reset();
+    RemoveTree(dir_);
+  }
+
+  // dispatchctl --controller <the dispatchd of this test> args...
+  absl::StatusOr<std::string> Dispatchctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {DispatchctlBinary(), "--controller", address_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+
+  std::string Log() { return dispatchd_ == nullptr ? "" : dispatchd_->Log(); }
+
+  std::unique_ptr<PrivateDockerd> daemon_;
+  std::string dir_;
+  std::string events_;
+  std::unique_ptr<DispatchdProcess> dispatchd_;
+  std::string address_;
+};
+
+TEST_F(ApiTest, DispatchctlShowsSubscriptionsInvalidLabelsAgentsAndStatus) {
+  ASSERT_TRUE(daemon_
+                  ->Docker({"run", "-d", "--network", "none", "--name", "api-handler", "--label",
+                            "subscription.api.ping.container.command=touch /pinged", "--label",
+                            "subscription.api.broken.container.command=echo 'unterminated",
+                            PrivateDockerd::kBusyboxImage, "sleep", "86400"})
+                  .ok());
+  auto process = DispatchdProcess::Start(
+      {"all-in-one", "--events-dir", events_, "--docker-host", daemon_->host(), "--log-level",
+       "debug", "--listen", "127.0.0.1:0", "--token", kToken, "--agent-id", "api-host"},
+      dir_ + "/dispatchd.log");
+  ASSERT_TRUE(process.ok()) << process.status();
+  dispatchd_ = *std::move(process);
+  ASSERT_TRUE(WaitFor([&] { return !ListeningAddress(Log()).empty(); })) << Log();
+  address_ = ListeningAddress(Log());
+  EXPECT_THAT(address_, Not(HasSubstr(":0"))) << "the log names the port actually bound";
+  ASSERT_TRUE(WaitFor([&] { return Log().find("inventory:") != std::string::npos; })) << Log();
+
+  // Without the token the controller refuses, and dispatchctl says so.
+  auto refused = Dispatchctl({"subscriptions"});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("exit 1"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("--token"));
+
+  auto subscriptions = Dispatchctl({"--token", kToken, "subscriptions"});
+  ASSERT_TRUE(subscriptions.ok()) << subscriptions.status();
+  EXPECT_THAT(*subscriptions, HasSubstr("api.ping"));
+  EXPECT_THAT(*subscriptions, HasSubstr("api-handler"));
+  EXPECT_THAT(*subscriptions, HasSubstr("running"));
+  EXPECT_THAT(*subscriptions, HasSubstr("touch /pinged"));
+  EXPECT_THAT(*subscriptions, Not(HasSubstr("api.broken")));
+
+  auto invalid = Dispatchctl({"--token", kToken, "--json", "invalid"});
+  ASSERT_TRUE(invalid.ok()) << invalid.status();
+  nlohmann::json invalid_json = nlohmann::json::parse(*invalid);
+  ASSERT_EQ(invalid_json["invalid"].size(), 1u) << *invalid;
+  const nlohmann::json& bad = invalid_json["invalid"][0];
+  EXPECT_EQ(bad["container_name"], "api-handler");
+  EXPECT_EQ(bad["agent_id"], "api-host");
+  EXPECT_EQ(bad["event_id"], "api.broken");
+  EXPECT_EQ(bad["label"], "subscription.api.broken.container.command");
+  EXPECT_THAT(bad["reason"].get<std::string>(), HasSubstr("quote"));
+
+  auto agents = Dispatchctl({"--token", kToken, "agents"});
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  EXPECT_THAT(*agents, HasSubstr("api-host"));
+  EXPECT_THAT(*agents, HasSubstr("fresh"));
+
+  // An event is delivered; status counts it.
+  WriteFile(events_ + "/api/ping", "hello");
+  ASSERT_TRUE(WaitFor([&] {
+    return daemon_->Docker({"exec", "api-handler", "test", "-e", "/pinged"}).ok();
+  })) << Log();
+  ASSERT_TRUE(WaitFor([&] { return !FileExists(events_ + "/api/ping"); })) << Log();
+  auto status = Dispatchctl({"--token", kToken, "--json", "status"});
+  ASSERT_TRUE(status.ok()) << status.status();
+  nlohmann::json status_json = nlohmann::json::parse(*status);
+  EXPECT_EQ(status_json["events_observed"], "1") << *status;
+  EXPECT_EQ(status_json["events_settled_delivered"], "1") << *status;
+  EXPECT_EQ(status_json["deliveries"]["delivered"], "1") << *status;
+  EXPECT_EQ(status_json["subscriptions_valid"], "1") << *status;
+  EXPECT_EQ(status_json["subscriptions_invalid"], "1") << *status;
+  EXPECT_EQ(status_json["agents_connected"], "1") << *status;
+
+  auto table = Dispatchctl({"--token", kToken, "status"});
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_THAT(*table, HasSubstr("deliveries delivered"));
+
+  // Once dispatchd is gone, dispatchctl fails with a clear message.
+  auto exit_status = dispatchd_->Terminate();
+  ASSERT_TRUE(exit_status.ok()) << exit_status.status();
+  auto unreachable = Dispatchctl({"--token", kToken, "status"});
+  ASSERT_FALSE(unreachable.ok());
+  EXPECT_THAT(unreachable.status().message(), HasSubstr("exit 1"));
+  EXPECT_THAT(unreachable.status().message(),
+              HasSubstr("cannot reach the controller at " + address_));
+}
+
+}  // namespace
+}  // namespace testing
+}  // namespace dispatchd
