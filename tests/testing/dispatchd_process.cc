@@ -10,12 +10,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -41,6 +43,13 @@ absl::StatusOr<std::unique_ptr<DispatchdProcess>> DispatchdProcess::Start(
   const std::string binary = DispatchdBinary();
   std::vector<std::string> argv = {binary};
   argv.insert(argv.end(), args.begin(), args.end());
+  // Several dispatchds may run at once: metrics on a free port unless the
+  // test chose one (the log names the port).
+  if (std::none_of(args.begin(), args.end(), [](const std::string& a) {
+        return absl::StartsWith(a, "--metrics-listen");
+      })) {
+    argv.push_back("--metrics-listen=127.0.0.1:0");
+  }
   std::vector<char*> c_argv;
   for (std::string& a : argv) c_argv.push_back(a.data());
   c_argv.push_back(nullptr);

@@ -22,7 +22,9 @@ namespace testing {
 class DispatchdProcess {
  public:
   // Starts `dispatchd args...` (the binary from this test's runfiles) with
-  // stderr appended to `log_path`.
+  // stderr appended to `log_path`. Adds --metrics-listen=127.0.0.1:0 unless
+  // `args` hold a --metrics-listen flag ("metrics listening on ADDR" in the
+  // log then names the port).
   static absl::StatusOr<std::unique_ptr<DispatchdProcess>> Start(
       const std::vector<std::string>& args, const std::string& log_path,
       const std::vector<std::string>& extra_env = {});
