@@ -1,0 +1,194 @@
+// Several hosts on one machine: two private dockerds, one agent each, and a
+// controller they reach over real gRPC on loopback.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/dispatchd_process.h"
+#include "tests/testing/docker_daemon.h"
+
+namespace dispatchd {
+namespace testing {
+namespace {
+
+// A loopback port that was free a moment ago.
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+struct Host {
+  std::string name;
+  std::unique_ptr<PrivateDockerd> docker;
+  std::string events;
+  std::unique_ptr<DispatchdProcess> agent;
+};
+
+class MultiHostTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("dispatchd-multi");
+    ASSERT_FALSE(dir_.empty());
+    address_ = absl::StrCat("127.0.0.1:", FreePort());
+    for (const char* name : {"host-a", "host-b"}) {
+      Host host;
+      host.name = name;
+      auto docker = PrivateDockerd::Start();
+      ASSERT_TRUE(docker.ok()) << docker.status();
+      host.docker = *std::move(docker);
+      ASSERT_TRUE(host.docker->EnsureBusyboxImage().ok());
+      host.events = absl::StrCat(dir_, "/", name, "-events");
+      ASSERT_EQ(mkdir(host.events.c_str(), 0755), 0);
+      hosts_.push_back(std::move(host));
+    }
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      if (controller_ != nullptr) std::cerr << "---- controller ----\n" << controller_->Log();
+      for (Host& h : hosts_) {
+        if (h.agent != nullptr) std::cerr << "---- agent " << h.name << " ----\n" << h.agent->Log();
+      }
+    }
+    for (Host& h : hosts_) {
+      if (h.agent != nullptr && h.agent->Running()) h.agent->Terminate().IgnoreError();
+    }
+    if (controller_ != nullptr && controller_->Running()) controller_->Terminate().IgnoreError();
+    hosts_.clear();
+    RemoveTree(dir_);
+  }
+
+  void StartController() {
+    auto process = DispatchdProcess::Start(
+        {"controller", "--listen", address_, "--token", "s3cret", "--heartbeat", "1s",
+         "--log-level", "debug"},
+        dir_ + "/controller.log");
+    ASSERT_TRUE(process.ok()) << process.status();
+    controller_ = *std::move(process);
+  }
+
+  void StartAgent(Host& host) {
+    auto process = DispatchdProcess::Start(
+        {"agent", "--controller", address_, "--token", "s3cret", "--agent-id", host.name,
+         "--events-dir", host.events, "--docker-host", host.docker->host(), "--log-level",
+         "debug"},
+        absl::StrCat(dir_, "/", host.name, ".log"));
+    ASSERT_TRUE(process.ok()) << process.status();
+    host.agent = *std::move(process);
+  }
+
+  // Both agents connected and their inventories listed.
+  bool AllInventoriesIn() {
+    const std::string log = controller_->Log();
+    for (const Host& h : hosts_) {
+      if (log.find("agent " + h.name + " inventory:") == std::string::npos) return false;
+    }
+    return true;
+  }
+
+  void Run(Host& host, const std::string& name, const std::vector<std::string>& labels) {
+    std::vector<std::string> args = {"run", "-d", "--network", "none", "--name", name};
+    for (const std::string& l : labels) {
+      args.push_back("--label");
+      args.push_back(l);
+    }
+    args.push_back(PrivateDockerd::kBusyboxImage);
+    args.push_back("sleep");
+    args.push_back("86400");
+    auto out = host.docker->Docker(args);
+    ASSERT_TRUE(out.ok()) << out.status();
+  }
+
+  bool InContainer(Host& host, const std::string& name, const std::string& path) {
+    return host.docker->Docker({"exec", name, "test", "-e", path}).ok();
+  }
+
+  std::string dir_;
+  std::string address_;
+  std::vector<Host> hosts_;
+  std::unique_ptr<DispatchdProcess> controller_;
+};
+
+TEST_F(MultiHostTest, EventsCrossHostsAndHostScopeStaysHome) {
+  Host& a = hosts_[0];
+  Host& b = hosts_[1];
+  Run(b, "remote", {"subscription.cross.container.command=touch /cross"});
+  Run(a, "local", {"subscription.here.container.command=touch /here",
+                   "subscription.here.dispatching.scope=host"});
+  StartController();
+  StartAgent(a);
+  StartAgent(b);
+  ASSERT_TRUE(WaitFor([&] { return AllInventoriesIn(); })) << controller_->Log();
+
+  // A file on host A reaches the subscriber on host B; A deletes its file.
+  WriteFile(a.events + "/cross", "from a");
+  ASSERT_TRUE(WaitFor([&] { return InContainer(b, "remote", "/cross"); }));
+  ASSERT_TRUE(WaitFor([&] { return !FileExists(a.events + "/cross"); }));
+
+  // scope=host: an event seen on B does not reach A's container...
+  WriteFile(b.events + "/here", "from b");
+  ASSERT_TRUE(WaitFor([&] { return !FileExists(b.events + "/here"); }));
+  EXPECT_FALSE(InContainer(a, "local", "/here"));
+  // ...but one seen on A does.
+  WriteFile(a.events + "/here", "from a");
+  ASSERT_TRUE(WaitFor([&] { return InContainer(a, "local", "/here"); }));
+}
+
+TEST_F(MultiHostTest, AgentKeepsEventsWhileTheControllerIsAwayAndResendsThem) {
+  Host& a = hosts_[0];
+  Host& b = hosts_[1];
+  Run(b, "remote", {"subscription.later.container.command=touch /later"});
+  StartController();
+  StartAgent(a);
+  StartAgent(b);
+  ASSERT_TRUE(WaitFor([&] { return AllInventoriesIn(); })) << controller_->Log();
+
+  auto stopped = controller_->Terminate();
+  ASSERT_TRUE(stopped.ok());
+  WriteFile(a.events + "/later", "kept");
+  // Nobody to settle it: the file stays.
+  ASSERT_TRUE(WaitFor([&] { return a.agent->Log().find("controller session ended") !=
+                                   std::string::npos; }));
+  EXPECT_TRUE(FileExists(a.events + "/later"));
+
+  StartController();  // same address: the agents reconnect on their own
+  ASSERT_TRUE(WaitFor([&] { return InContainer(b, "remote", "/later"); }, absl::Seconds(60)))
+      << controller_->Log();
+  ASSERT_TRUE(WaitFor([&] { return !FileExists(a.events + "/later"); }));
+  EXPECT_TRUE(a.agent->Running());
+  EXPECT_TRUE(b.agent->Running());
+}
+
+TEST_F(MultiHostTest, WrongTokenIsRefused) {
+  Host& a = hosts_[0];
+  StartController();
+  auto process = DispatchdProcess::Start(
+      {"agent", "--controller", address_, "--token", "wrong", "--agent-id", a.name,
+       "--events-dir", a.events, "--docker-host", a.docker->host()},
+      dir_ + "/intruder.log");
+  ASSERT_TRUE(process.ok());
+  a.agent = *std::move(process);
+  ASSERT_TRUE(WaitFor([&] { return a.agent->Log().find("wrong token") != std::string::npos; }))
+      << a.agent->Log();
+  EXPECT_EQ(controller_->Log().find("agent host-a (host"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace testing
+}  // namespace dispatchd
