@@ -213,10 +213,11 @@ class MetricsTest : public ::testing::Test {
   }
 
   // Starts dispatchd and waits until its log names the metrics port.
-  void StartDispatchd() {
+  void StartDispatchd(const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {"all-in-one",      "--events-dir", events_,
                                      "--docker-host",   daemon_->host(), "--agent-id",
                                      kAgentId,          "--metrics-listen", "127.0.0.1:0"};
+    args.insert(args.end(), extra.begin(), extra.end());
     auto process = DispatchdProcess::Start(args, dir_ + "/dispatchd.log");
     ASSERT_TRUE(process.ok()) << process.status();
     dispatchd_ = *std::move(process);
@@ -394,7 +395,8 @@ TEST_F(MetricsTest, CountersMoveAsEventsFlow) {
 TEST_F(MetricsTest, PrometheusEvaluatesEveryDashboardQuery) {
   const std::string handler = Name("handler");
   RunHandler(handler, "load.ev");
-  StartDispatchd();
+  // A forwarding destination, so the forwarding panels have a destination.
+  StartDispatchd({"--forward-destination", absl::StrCat("file:", dir_, "/forwarded.jsonl")});
   ASSERT_TRUE(WaitFor([&] { return HttpGet(port_, "/readyz").status == 200; }));
   StartPrometheus();
   ASSERT_TRUE(WaitFor([&] {
@@ -408,6 +410,10 @@ TEST_F(MetricsTest, PrometheusEvaluatesEveryDashboardQuery) {
     nlohmann::json r = Query("count_over_time(dispatchd_deliveries_total{outcome=\"delivered\"}[1m]) >= 5 "
                              "and dispatchd_deliveries_total{outcome=\"delivered\"} >= 5");
     return r.value("status", "") == "success" && !r["data"]["result"].empty();
+  })) << Metrics();
+  EXPECT_TRUE(WaitFor([&] {
+    return Sample(Metrics(), absl::StrCat("dispatchd_forward_events_total{destination=\"file:", dir_,
+                                          "/forwarded.jsonl\",result=\"sent\"}")) == 5;
   })) << Metrics();
 
   std::vector<std::pair<std::string, std::string>> exprs;
