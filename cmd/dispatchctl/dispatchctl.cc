@@ -116,6 +116,9 @@ Flags:
   --token TOKEN       the controller's bearer token ($DISPATCHD_TOKEN)
   --json              print the API's response as JSON (proto3 JSON mapping)
   --timeout D         give up after D (default 5s)
+  --tls-ca FILE       verify a controller that serves TLS against this CA (PEM)
+  --tls-cert FILE     client certificate, when the controller requires one (PEM)
+  --tls-key FILE      private key of --tls-cert
   --help              this text
 
 Exit status: 0 on success, 1 when the controller cannot be reached or
@@ -150,7 +153,8 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
       o.format = OutputFormat::kJson;
       continue;
     }
-    if (name != "controller" && name != "token" && name != "timeout") {
+    if (name != "controller" && name != "token" && name != "timeout" && name != "tls-ca" &&
+        name != "tls-cert" && name != "tls-key") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
     }
     if (!has_value) {
@@ -164,6 +168,12 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
       o.controller = value;
     } else if (name == "token") {
       o.token = value;
+    } else if (name == "tls-ca") {
+      o.tls_ca = value;
+    } else if (name == "tls-cert") {
+      o.tls_cert = value;
+    } else if (name == "tls-key") {
+      o.tls_key = value;
     } else {
       absl::Duration d;
       if (!absl::ParseDuration(value, &d) || d <= absl::ZeroDuration()) {

@@ -33,6 +33,10 @@ struct DispatchctlOptions {
   std::string controller = "127.0.0.1:7700";
   // Sent as `authorization: Bearer <token>` when non-empty.
   std::string token;
+  // TLS, when the controller's --listen port uses it (PEM files).
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   OutputFormat format = OutputFormat::kTable;
   // Deadline of the call, connecting included.
   absl::Duration timeout = absl::Seconds(5);

@@ -10,6 +10,7 @@
 
 #include "absl/time/clock.h"
 #include "cmd/dispatchctl/dispatchctl.h"
+#include "common/tls.h"
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -24,8 +25,18 @@ int main(int argc, char** argv) {
     std::cout << dispatchd::ctl::DispatchctlUsage();
     return 0;
   }
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel(options->controller, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  const dispatchd::TlsFiles tls{options->tls_cert, options->tls_key, options->tls_ca};
+  if (tls.enabled()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls_credentials =
+        dispatchd::ChannelCredentials(tls);
+    if (!tls_credentials.ok()) {
+      std::cerr << "dispatchctl: " << tls_credentials.status().message() << "\n";
+      return 2;
+    }
+    credentials = *tls_credentials;
+  }
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(options->controller, credentials);
   absl::StatusOr<std::string> output = dispatchd::ctl::RunDispatchctl(*options, channel, absl::Now());
   if (!output.ok()) {
     std::cerr << "dispatchctl: " << output.status().message() << "\n";

@@ -23,10 +23,12 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/process_metrics.h"
+#include "common/tls.h"
 #include "controller/api_service.h"
 #include "controller/dispatcher.h"
 #include "controller/dispatcher_metrics.h"
 #include "controller/forwarder.h"
+#include "controller/forwarding_metrics.h"
 #include "controller/session_service.h"
 
 namespace dispatchd {
@@ -84,10 +86,15 @@ int Run(const DispatchdOptions& options) {
     forwarder = *std::move(created);
   }
 
-  // Declared first: outlives everything that records into it.
+  // Outlives everything below that records into it (the forwarder above is
+  // only read by its collect hook, which cannot run once the registry is gone).
   Registry registry;
   RegisterProcessMetrics(registry);
   RegisterBuildInfo(registry, kVersion);
+  if (forwarder != nullptr) {
+    controller::ExportForwardingMetrics(registry,
+                                        [f = forwarder.get()] { return f->stats(); });
+  }
   std::unique_ptr<controller::DispatcherMetrics> dispatcher_metrics;
   std::unique_ptr<agent::AgentMetrics> agent_metrics;
 
@@ -97,9 +104,10 @@ int Run(const DispatchdOptions& options) {
   std::unique_ptr<grpc::Server> server;
   if (run_controller) {
     if (!options.listen.empty() && !IsLoopback(options.listen) && options.token.empty() &&
-        !options.insecure) {
+        options.tls_ca.empty() && !options.insecure) {
       LOG(ERROR) << "refusing to listen on " << options.listen
-                 << " without --token; pass --insecure to do it anyway";
+                 << " without --token or TLS client certificates (--tls-ca); pass --insecure"
+                 << " to do it anyway";
       return 2;
     }
     controller::DispatcherOptions dispatcher_options;
@@ -131,7 +139,18 @@ int Run(const DispatchdOptions& options) {
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     int port = 0;
     if (!options.listen.empty()) {
-      builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+      std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+      const TlsFiles tls{options.tls_cert, options.tls_key, options.tls_ca};
+      if (tls.enabled()) {
+        absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls_credentials =
+            ServerCredentials(tls);
+        if (!tls_credentials.ok()) {
+          LOG(ERROR) << "TLS: " << tls_credentials.status().message();
+          return 2;
+        }
+        credentials = *tls_credentials;
+      }
+      builder.AddListeningPort(options.listen, credentials, &port);
     }
     server = builder.BuildAndStart();
     if (server == nullptr || (!options.listen.empty() && port == 0)) {
@@ -159,7 +178,21 @@ int Run(const DispatchdOptions& options) {
     docker = *std::move(client);
     std::shared_ptr<grpc::Channel> channel =
         run_controller ? server->InProcessChannel(grpc::ChannelArguments())
-                       : grpc::CreateChannel(options.controller, grpc::InsecureChannelCredentials());
+                       : nullptr;
+    if (channel == nullptr) {
+      std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+      const TlsFiles tls{options.tls_cert, options.tls_key, options.tls_ca};
+      if (tls.enabled()) {
+        absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls_credentials =
+            ChannelCredentials(tls);
+        if (!tls_credentials.ok()) {
+          LOG(ERROR) << "TLS: " << tls_credentials.status().message();
+          return 2;
+        }
+        credentials = *tls_credentials;
+      }
+      channel = grpc::CreateChannel(options.controller, credentials);
+    }
     agent::AgentOptions agent_options;
     agent_options.agent_id = options.agent_id.empty() ? HostName() : options.agent_id;
     agent_metrics = std::make_unique<agent::AgentMetrics>(registry, agent_options.agent_id);

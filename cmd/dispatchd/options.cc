@@ -78,6 +78,10 @@ Common flags:
   --label-namespace NS      label prefix (default subscription; $DISPATCHER_LABEL_NAMESPACE)
   --event-namespace NS      prefix added to every event id ($DISPATCHER_EVENT_NAMESPACE)
   --token TOKEN             bearer token agents present to the controller ($DISPATCHD_TOKEN)
+  --tls-cert FILE           PEM certificate: the controller's, or the agent's client certificate
+  --tls-key FILE            PEM private key of --tls-cert
+  --tls-ca FILE             PEM CA: on the controller, agents must present a certificate it
+                            signed; on an agent, it verifies the controller
   --forward-destination D   forwarding destinations ($DISPATCHER_FORWARD_DESTINATION)
   --forward-delimiter C     separator of destinations (default ,; $DISPATCHER_FORWARD_DELIMITER)
   --forward-queue-size N    events kept per destination while it is slow or down (default
@@ -169,6 +173,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
         "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
         "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
         "retry-max-backoff", "label-namespace", "event-namespace", "token",
+        "tls-cert", "tls-key", "tls-ca",
         "forward-destination", "forward-delimiter", "log-level", "metrics-listen",
         "forward-queue-size"};
     if (std::find(std::begin(kValueFlags), std::end(kValueFlags), name) ==
@@ -195,6 +200,9 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     else if (name == "label-namespace") o.label_namespace = value;
     else if (name == "event-namespace") o.event_namespace = value;
     else if (name == "token") o.token = value;
+    else if (name == "tls-cert") o.tls_cert = value;
+    else if (name == "tls-key") o.tls_key = value;
+    else if (name == "tls-ca") o.tls_ca = value;
     else if (name == "forward-destination") forward = value;
     else if (name == "forward-delimiter") delimiter = value;
     else if (name == "forward-queue-size") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.forward_queue_size = *n; }

@@ -47,6 +47,13 @@ struct DispatchdOptions {
   std::string label_namespace = "subscription";
   std::string event_namespace;
   std::string token;
+  // TLS for the agent <-> controller session (PEM files). Controller: its
+  // certificate and key, and a CA that agents' certificates must chain to.
+  // Agent: a CA that verifies the controller, and optionally its own
+  // certificate and key.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
   std::vector<std::string> forward_destinations;
   int64_t forward_queue_size = 10000;  // events waiting per destination
   LogLevel log_level = LogLevel::kInfo;

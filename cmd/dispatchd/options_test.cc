@@ -129,5 +129,14 @@ TEST_F(OptionsTest, BadInputNamesTheProblem) {
               HasSubstr("unix://"));
 }
 
+TEST_F(OptionsTest, TlsFiles) {
+  auto o = Parse({"agent", "--tls-ca", "ca.pem", "--tls-cert=agent.pem", "--tls-key", "agent.key"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->tls_ca, "ca.pem");
+  EXPECT_EQ(o->tls_cert, "agent.pem");
+  EXPECT_EQ(o->tls_key, "agent.key");
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("--tls-ca"));
+}
+
 }  // namespace
 }  // namespace dispatchd

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,21 +75,21 @@ class MultiHostTest : public ::testing::Test {
     RemoveTree(dir_);
   }
 
-  void StartController() {
-    auto process = DispatchdProcess::Start(
-        {"controller", "--listen", address_, "--token", "s3cret", "--heartbeat", "1s",
-         "--log-level", "debug"},
-        dir_ + "/controller.log");
+  void StartController(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"controller", "--listen", address_, "--token", "s3cret",
+                                     "--heartbeat", "1s", "--log-level", "debug"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto process = DispatchdProcess::Start(args, dir_ + "/controller.log");
     ASSERT_TRUE(process.ok()) << process.status();
     controller_ = *std::move(process);
   }
 
-  void StartAgent(Host& host) {
-    auto process = DispatchdProcess::Start(
-        {"agent", "--controller", address_, "--token", "s3cret", "--agent-id", host.name,
-         "--events-dir", host.events, "--docker-host", host.docker->host(), "--log-level",
-         "debug"},
-        absl::StrCat(dir_, "/", host.name, ".log"));
+  void StartAgent(Host& host, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"agent", "--controller", address_, "--token", "s3cret",
+                                     "--agent-id", host.name, "--events-dir", host.events,
+                                     "--docker-host", host.docker->host(), "--log-level", "debug"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto process = DispatchdProcess::Start(args, absl::StrCat(dir_, "/", host.name, ".log"));
     ASSERT_TRUE(process.ok()) << process.status();
     host.agent = *std::move(process);
   }
@@ -187,6 +188,38 @@ TEST_F(MultiHostTest, WrongTokenIsRefused) {
   ASSERT_TRUE(WaitFor([&] { return a.agent->Log().find("wrong token") != std::string::npos; }))
       << a.agent->Log();
   EXPECT_EQ(controller_->Log().find("agent host-a (host"), std::string::npos);
+}
+
+// Mutual TLS between agents and controller, with certificates made here by
+// the openssl command line.
+TEST_F(MultiHostTest, AgentsAndControllerSpeakMutualTls) {
+  const std::string pki = dir_ + "/pki";
+  auto sh = [](const std::string& command) { return std::system(command.c_str()); };
+  const std::string q = " >/dev/null 2>&1";
+  ASSERT_EQ(sh("mkdir -p " + pki), 0);
+  ASSERT_EQ(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ca -keyout " + pki +
+               "/ca.key -out " + pki + "/ca.pem" + q), 0);
+  ASSERT_EQ(sh("printf 'subjectAltName=IP:127.0.0.1' > " + pki + "/san.ext"), 0);
+  for (const std::string who : {"controller", "agent"}) {
+    ASSERT_EQ(sh("openssl req -newkey rsa:2048 -nodes -subj /CN=" + who + " -keyout " + pki +
+                 "/" + who + ".key -out " + pki + "/" + who + ".csr" + q), 0);
+    ASSERT_EQ(sh("openssl x509 -req -days 2 -in " + pki + "/" + who + ".csr -CA " + pki +
+                 "/ca.pem -CAkey " + pki + "/ca.key -CAcreateserial -extfile " + pki +
+                 "/san.ext -out " + pki + "/" + who + ".pem" + q), 0);
+  }
+  Host& a = hosts_[0];
+  Host& b = hosts_[1];
+  Run(b, "remote", {"subscription.secure.container.command=touch /secure"});
+  StartController({"--tls-cert", pki + "/controller.pem", "--tls-key", pki + "/controller.key",
+                   "--tls-ca", pki + "/ca.pem"});
+  const std::vector<std::string> agent_tls = {"--tls-cert", pki + "/agent.pem", "--tls-key",
+                                              pki + "/agent.key", "--tls-ca", pki + "/ca.pem"};
+  StartAgent(a, agent_tls);
+  StartAgent(b, agent_tls);
+  ASSERT_TRUE(WaitFor([&] { return AllInventoriesIn(); })) << controller_->Log();
+  WriteFile(a.events + "/secure", "");
+  ASSERT_TRUE(WaitFor([&] { return InContainer(b, "remote", "/secure"); }));
+  ASSERT_TRUE(WaitFor([&] { return !FileExists(a.events + "/secure"); }));
 }
 
 }  // namespace
