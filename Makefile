@@ -26,9 +26,13 @@ demo-image: deps
 test: deps
 	$(BAZEL) test //... --test_output=errors
 
-# The concurrent tests under ThreadSanitizer.
+# The concurrent code whose locks ThreadSanitizer can see (std::mutex):
+# Debian's abseil is not built with -fsanitize=thread, so code locked with
+# absl::Mutex (the controller) reports false races and is not listed here.
+TSAN_TESTS = //sinks/... //common:metrics_test //common:http_server_test \
+	//agent:watcher_test //agent:spool_test
 tsan: deps
-	$(BAZEL) test --config=tsan //common/... //controller/... //sinks/...
+	$(BAZEL) test --config=tsan $(TSAN_TESTS)
 
 clean:
 	$(BAZEL) clean
