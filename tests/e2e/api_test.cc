@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
+#include "tests/testing/e2e_fixture.h"
 
 namespace dispatchd {
 namespace testing {
@@ -48,29 +49,8 @@ std::string ListeningAddress(const std::string& log) {
   return log.substr(at, end == std::string::npos ? std::string::npos : end - at);
 }
 
-class ApiTest : public ::testing::Test {
+class ApiTest : public DockerHostTest {
  protected:
-  void SetUp() override {
-    auto daemon = PrivateDockerd::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    ASSERT_TRUE(daemon_->EnsureBusyboxImage().ok());
-    dir_ = MakeTempDir("dispatchd-api");
-    ASSERT_FALSE(dir_.empty());
-    events_ = dir_ + "/events";
-    ASSERT_EQ(mkdir(events_.c_str(), 0755), 0);
-  }
-
-  void TearDown() override {
-    if (dispatchd_ != nullptr && dispatchd_->Running()) dispatchd_->Terminate().IgnoreError();
-    if (HasFailure() && dispatchd_ != nullptr) {
-      std::cerr << "---- dispatchd log ----\n" << dispatchd_->Log() << "----\n";
-    }
-    dispatchd_.reset();
-    daemon_.reset();
-    RemoveTree(dir_);
-  }
-
   // dispatchctl --controller <the dispatchd of this test> args...
   absl::StatusOr<std::string> Dispatchctl(std::vector<std::string> args) {
     std::vector<std::string> argv = {DispatchctlBinary(), "--controller", address_};
@@ -78,32 +58,17 @@ class ApiTest : public ::testing::Test {
     return RunCommand(argv);
   }
 
-  std::string Log() { return dispatchd_ == nullptr ? "" : dispatchd_->Log(); }
-
-  std::unique_ptr<PrivateDockerd> daemon_;
-  std::string dir_;
-  std::string events_;
-  std::unique_ptr<DispatchdProcess> dispatchd_;
   std::string address_;
 };
 
 TEST_F(ApiTest, DispatchctlShowsSubscriptionsInvalidLabelsAgentsAndStatus) {
-  ASSERT_TRUE(daemon_
-                  ->Docker({"run", "-d", "--network", "none", "--name", "api-handler", "--label",
-                            "subscription.api.ping.container.command=touch /pinged", "--label",
-                            "subscription.api.broken.container.command=echo 'unterminated",
-                            PrivateDockerd::kBusyboxImage, "sleep", "86400"})
-                  .ok());
-  auto process = DispatchdProcess::Start(
-      {"all-in-one", "--events-dir", events_, "--docker-host", daemon_->host(), "--log-level",
-       "debug", "--listen", "127.0.0.1:0", "--token", kToken, "--agent-id", "api-host"},
-      dir_ + "/dispatchd.log");
-  ASSERT_TRUE(process.ok()) << process.status();
-  dispatchd_ = *std::move(process);
+  const std::string handler = Name("api-handler");
+  Run(handler, {{"subscription.api.ping.container.command", "touch /pinged"},
+                {"subscription.api.broken.container.command", "echo 'unterminated"}});
+  StartDispatchd({"--token", kToken, "--agent-id", "api-host"});
   ASSERT_TRUE(WaitFor([&] { return !ListeningAddress(Log()).empty(); })) << Log();
   address_ = ListeningAddress(Log());
   EXPECT_THAT(address_, Not(HasSubstr(":0"))) << "the log names the port actually bound";
-  ASSERT_TRUE(WaitFor([&] { return Log().find("inventory:") != std::string::npos; })) << Log();
 
   // Without the token the controller refuses, and dispatchctl says so.
   auto refused = Dispatchctl({"subscriptions"});
@@ -124,7 +89,7 @@ TEST_F(ApiTest, DispatchctlShowsSubscriptionsInvalidLabelsAgentsAndStatus) {
   nlohmann::json invalid_json = nlohmann::json::parse(*invalid);
   ASSERT_EQ(invalid_json["invalid"].size(), 1u) << *invalid;
   const nlohmann::json& bad = invalid_json["invalid"][0];
-  EXPECT_EQ(bad["container_name"], "api-handler");
+  EXPECT_EQ(bad["container_name"], handler);
   EXPECT_EQ(bad["agent_id"], "api-host");
   EXPECT_EQ(bad["event_id"], "api.broken");
   EXPECT_EQ(bad["label"], "subscription.api.broken.container.command");
@@ -138,7 +103,7 @@ TEST_F(ApiTest, DispatchctlShowsSubscriptionsInvalidLabelsAgentsAndStatus) {
   // An event is delivered; status counts it.
   WriteFile(events_ + "/api/ping", "hello");
   ASSERT_TRUE(WaitFor([&] {
-    return daemon_->Docker({"exec", "api-handler", "test", "-e", "/pinged"}).ok();
+    return daemon_->Docker({"exec", handler, "test", "-e", "/pinged"}).ok();
   })) << Log();
   ASSERT_TRUE(WaitFor([&] { return !FileExists(events_ + "/api/ping"); })) << Log();
   auto status = Dispatchctl({"--token", kToken, "--json", "status"});

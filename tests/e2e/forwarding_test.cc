@@ -21,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
+#include "tests/testing/e2e_fixture.h"
 
 extern char** environ;
 
@@ -73,54 +74,8 @@ std::vector<std::string> Ids(const std::vector<nlohmann::json>& events) {
   return ids;
 }
 
-class ForwardingTest : public ::testing::Test {
+class ForwardingTest : public DockerHostTest {
  protected:
-  static void SetUpTestSuite() {
-    auto daemon = PrivateDockerd::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = daemon->release();
-    ASSERT_TRUE(daemon_->EnsureBusyboxImage().ok());
-  }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(daemon_, nullptr);
-    dir_ = MakeTempDir("dispatchd-e2e-forward");
-    ASSERT_FALSE(dir_.empty());
-    events_ = dir_ + "/events";
-    ASSERT_EQ(mkdir(events_.c_str(), 0755), 0);
-  }
-
-  void TearDown() override {
-    if (dispatchd_ != nullptr && dispatchd_->Running()) dispatchd_->Terminate().IgnoreError();
-    if (HasFailure() && dispatchd_ != nullptr) {
-      std::cerr << "---- dispatchd log ----\n" << dispatchd_->Log() << "----\n";
-    }
-    dispatchd_.reset();
-    for (const std::string& name : containers_) daemon_->Docker({"rm", "-f", name}).IgnoreError();
-    RemoveTree(dir_);
-  }
-
-  std::vector<std::string> BaseArgs() const {
-    return {"all-in-one",    "--events-dir",    events_,  "--docker-host", daemon_->host(),
-            "--log-level",   "debug",           "--listen", "127.0.0.1:0"};
-  }
-
-  void StartDispatchd(std::vector<std::string> extra) {
-    std::vector<std::string> args = BaseArgs();
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto process = DispatchdProcess::Start(args, dir_ + "/dispatchd.log");
-    ASSERT_TRUE(process.ok()) << process.status();
-    dispatchd_ = *std::move(process);
-    ASSERT_TRUE(WaitFor([&] { return Log().find("inventory:") != std::string::npos; })) << Log();
-  }
-
-  std::string Log() { return dispatchd_ == nullptr ? "" : dispatchd_->Log(); }
-  bool Gone(const std::string& relative) { return !FileExists(events_ + "/" + relative); }
-
   // Writes events/<relative> and waits until dispatchd has settled it, so
   // the next event is observed after this one.
   void Emit(const std::string& relative, const std::string& payload) {
@@ -137,15 +92,8 @@ class ForwardingTest : public ::testing::Test {
     }
     return out;
   }
-
-  static PrivateDockerd* daemon_;
-  std::string dir_;
-  std::string events_;
-  std::unique_ptr<DispatchdProcess> dispatchd_;
-  std::vector<std::string> containers_;
 };
 
-PrivateDockerd* ForwardingTest::daemon_ = nullptr;
 
 TEST_F(ForwardingTest, ForwardsEveryEventToHttpAndFileBesideDeliveries) {
   Receiver receiver;

@@ -32,6 +32,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
+#include "tests/testing/e2e_fixture.h"
 
 extern char** environ;
 
@@ -122,20 +123,6 @@ double Sample(const std::string& text, const std::string& series) {
   return -1;
 }
 
-// A port that was free a moment ago (for programs that cannot bind port 0
-// and report it).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // Runs a command line through the shell; returns exit status and output.
 std::pair<int, std::string> Shell(const std::string& command) {
@@ -177,50 +164,22 @@ std::string Substitute(std::string expr) {
                                     {"$host", kAgentId}});
 }
 
-class MetricsTest : public ::testing::Test {
+class MetricsTest : public DockerHostTest {
  protected:
-  static void SetUpTestSuite() {
-    auto daemon = PrivateDockerd::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = daemon->release();
-    ASSERT_TRUE(daemon_->EnsureBusyboxImage().ok());
-  }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(daemon_, nullptr);
-    dir_ = MakeTempDir("dispatchd-metrics");
-    ASSERT_FALSE(dir_.empty());
-    events_ = dir_ + "/events";
-    ASSERT_EQ(mkdir(events_.c_str(), 0755), 0);
-  }
-
   void TearDown() override {
     StopPrometheus();
-    if (dispatchd_ != nullptr && dispatchd_->Running()) dispatchd_->Terminate().IgnoreError();
-    if (HasFailure() && dispatchd_ != nullptr) {
-      std::cerr << "---- dispatchd log ----\n" << dispatchd_->Log() << "----\n";
-    }
     if (HasFailure() && prometheus_pid_ == -2) {
       std::cerr << "---- prometheus log ----\n" << ReadFile(dir_ + "/prometheus.log") << "----\n";
     }
-    dispatchd_.reset();
-    for (const std::string& name : containers_) daemon_->Docker({"rm", "-f", name}).IgnoreError();
-    RemoveTree(dir_);
+    DockerHostTest::TearDown();
   }
 
   // Starts dispatchd and waits until its log names the metrics port.
   void StartDispatchd(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"all-in-one",      "--events-dir", events_,
-                                     "--docker-host",   daemon_->host(), "--agent-id",
-                                     kAgentId,          "--metrics-listen", "127.0.0.1:0"};
+    std::vector<std::string> args = {"--agent-id", kAgentId, "--metrics-listen", "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
-    auto process = DispatchdProcess::Start(args, dir_ + "/dispatchd.log");
-    ASSERT_TRUE(process.ok()) << process.status();
-    dispatchd_ = *std::move(process);
+    DockerHostTest::StartDispatchd(args);
+    if (HasFatalFailure()) return;
     const std::regex listening("metrics listening on 127\\.0\\.0\\.1:([0-9]+)");
     ASSERT_TRUE(WaitFor([&] {
       std::smatch m;
@@ -233,13 +192,6 @@ class MetricsTest : public ::testing::Test {
   }
 
   std::string Metrics() { return HttpGet(port_, "/metrics").body; }
-
-  std::string Name(const std::string& base) {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = absl::StrCat("metrics-", info->name(), "-", base);
-    containers_.push_back(name);
-    return name;
-  }
 
   void RunHandler(const std::string& name, const std::string& event_id) {
     auto out = daemon_->Docker({"run", "-d", "--network", "none", "--name", name, "--label",
@@ -318,17 +270,11 @@ class MetricsTest : public ::testing::Test {
     return nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
   }
 
-  static PrivateDockerd* daemon_;
-  std::string dir_;
-  std::string events_;
-  std::unique_ptr<DispatchdProcess> dispatchd_;
   int port_ = 0;
   pid_t prometheus_pid_ = -1;
   int prometheus_port_ = 0;
-  std::vector<std::string> containers_;
 };
 
-PrivateDockerd* MetricsTest::daemon_ = nullptr;
 
 TEST_F(MetricsTest, EndpointsAnswerAndTheExpositionPassesPromtool) {
   StartDispatchd();

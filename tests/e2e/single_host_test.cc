@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
+#include "tests/testing/e2e_fixture.h"
 
 namespace dispatchd {
 namespace testing {
@@ -24,100 +25,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class SingleHostTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    auto daemon = PrivateDockerd::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = daemon->release();
-    ASSERT_TRUE(daemon_->EnsureBusyboxImage().ok());
-  }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(daemon_, nullptr);
-    dir_ = MakeTempDir("dispatchd-e2e");
-    ASSERT_FALSE(dir_.empty());
-    events_ = dir_ + "/events";
-    ASSERT_EQ(mkdir(events_.c_str(), 0755), 0);
-  }
-
-  void TearDown() override {
-    if (dispatchd_ != nullptr && dispatchd_->Running()) dispatchd_->Terminate().IgnoreError();
-    if (HasFailure() && dispatchd_ != nullptr) {
-      std::cerr << "---- dispatchd log ----\n" << dispatchd_->Log() << "----\n";
-    }
-    dispatchd_.reset();
-    for (const std::string& name : containers_) {
-      daemon_->Docker({"rm", "-f", name}).IgnoreError();
-    }
-    RemoveTree(dir_);
-  }
-
-  void StartDispatchd(std::vector<std::string> extra = {}) {
-    // --listen on a free port: never collide with a dispatchd already running.
-    std::vector<std::string> args = {"all-in-one",    "--events-dir",    events_,
-                                     "--docker-host", daemon_->host(),   "--log-level",
-                                     "debug",         "--listen",        "127.0.0.1:0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto process = DispatchdProcess::Start(args, dir_ + "/dispatchd.log");
-    ASSERT_TRUE(process.ok()) << process.status();
-    dispatchd_ = *std::move(process);
-    // Ready once the first inventory arrived.
-    ASSERT_TRUE(WaitFor([&] { return Log().find("inventory:") != std::string::npos; }))
-        << Log();
-  }
-
-  std::string Log() { return dispatchd_ == nullptr ? "" : dispatchd_->Log(); }
-
-  // A unique container name for this test.
-  std::string Name(const std::string& base) {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = absl::StrCat(info->name(), "-", base);
-    containers_.push_back(name);
-    return name;
-  }
-
-  // `docker run -d` (or `create` when !running) of a busybox container that sleeps.
-  void Run(const std::string& name, const std::vector<std::pair<std::string, std::string>>& labels,
-           bool running = true, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {running ? "run" : "create", "--network", "none", "--name",
-                                     name};
-    if (running) args.insert(args.begin() + 1, "-d");
-    for (const auto& [k, v] : labels) {
-      args.push_back("--label");
-      args.push_back(absl::StrCat(k, "=", v));
-    }
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back(PrivateDockerd::kBusyboxImage);
-    args.push_back("sleep");
-    args.push_back("86400");
-    auto out = daemon_->Docker(args);
-    ASSERT_TRUE(out.ok()) << out.status();
-  }
-
-  bool InContainer(const std::string& name, const std::string& path) {
-    return daemon_->Docker({"exec", name, "test", "-e", path}).ok();
-  }
-
-  std::string CatInContainer(const std::string& name, const std::string& path) {
-    auto out = daemon_->Docker({"exec", name, "cat", path});
-    return out.ok() ? *out : "";
-  }
-
-  bool Gone(const std::string& relative) { return !FileExists(events_ + "/" + relative); }
-
-  static PrivateDockerd* daemon_;
-  std::string dir_;
-  std::string events_;
-  std::unique_ptr<DispatchdProcess> dispatchd_;
-  std::vector<std::string> containers_;
-};
-
-PrivateDockerd* SingleHostTest::daemon_ = nullptr;
+// One private dockerd for the suite; a fresh events tree, dispatchd and
+// containers for each test (tests/testing/e2e_fixture.h).
+class SingleHostTest : public DockerHostTest {};
 
 // The README's quick start, as a user would do it.
 TEST_F(SingleHostTest, QuickStart) {

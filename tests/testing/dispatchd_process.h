@@ -59,6 +59,9 @@ void WriteFileAtomically(const std::string& path, const std::string& content,
 void WriteFile(const std::string& path, const std::string& content);
 bool FileExists(const std::string& path);
 std::string ReadFile(const std::string& path);
+// A loopback TCP port that was free a moment ago (for programs that cannot
+// bind port 0 and report the port).
+int FreePort();
 // mkdtemp under /tmp; the caller removes it.
 std::string MakeTempDir(const std::string& prefix);
 void RemoveTree(const std::string& path);
