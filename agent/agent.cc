@@ -556,6 +556,7 @@ CommandResult Agent::RunCommand(const dispatch::v1::Command& command) {
   }
   std::vector<std::string> argv(command.argv().begin(), command.argv().end());
   std::vector<std::string> env(command.env().begin(), command.env().end());
+  result.set_exec_create_sent_unix_nanos(absl::ToUnixNanos(clock_->Now()));
   absl::StatusOr<std::string> exec_id = docker_->CreateExec(id, argv, env);
   if (!exec_id.ok()) {
     if (absl::IsNotFound(exec_id.status())) {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "nlohmann/json.hpp"
@@ -496,24 +497,36 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
       lane->second.command_id != result.command_id()) {
     return;
   }
+  int64_t observed_unix_nanos = 0;
+  if (!lane->second.queue.empty()) {
+    auto record = events_.find(lane->second.queue.front().event_seq);
+    if (record != events_.end()) observed_unix_nanos = record->second.event.observed_unix_nanos();
+  }
   if (options_.metrics != nullptr) {
     options_.metrics->ObserveWorkDuration(clock_->Now() - lane->second.sent_at);
     if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
-        !lane->second.queue.empty()) {
-      auto record = events_.find(lane->second.queue.front().event_seq);
-      if (record != events_.end()) {
-        options_.metrics->ObserveDeliveryLatency(
-            absl::Nanoseconds(result.exec_start_sent_unix_nanos() -
-                              record->second.event.observed_unix_nanos()));
-      }
+        observed_unix_nanos != 0) {
+      options_.metrics->ObserveDeliveryLatency(
+          absl::Nanoseconds(result.exec_start_sent_unix_nanos() - observed_unix_nanos));
     }
   }
   switch (result.outcome()) {
-    case CommandResult::DELIVERED:
-      FinishFront(lane_key, DeliveryOutcome::kDelivered,
-                  result.exec_id().empty() ? "container started"
-                                           : absl::StrCat("exec ", ShortId(result.exec_id())));
+    case CommandResult::DELIVERED: {
+      std::string detail = result.exec_id().empty()
+                               ? "container started"
+                               : absl::StrCat("exec ", ShortId(result.exec_id()));
+      // dispatchd's own share of the latency, in the agent's clock: file
+      // observed -> exec create request sent -> exec start request sent.
+      if (observed_unix_nanos != 0 && result.exec_create_sent_unix_nanos() != 0 &&
+          result.exec_start_sent_unix_nanos() != 0) {
+        absl::StrAppendFormat(
+            &detail, "; file observed -> exec create sent %.3f ms, -> exec start sent %.3f ms",
+            (result.exec_create_sent_unix_nanos() - observed_unix_nanos) / 1e6,
+            (result.exec_start_sent_unix_nanos() - observed_unix_nanos) / 1e6);
+      }
+      FinishFront(lane_key, DeliveryOutcome::kDelivered, detail);
       break;
+    }
     case CommandResult::CONTAINER_GONE:
       FinishFront(lane_key, DeliveryOutcome::kSkippedGone, result.error());
       break;
