@@ -25,6 +25,7 @@ class SessionReactor final
   // AgentLink. gRPC may run a reaction inline from StartWrite/Finish, so no
   // lock is held across them.
   void Send(ControllerMessage message) override {
+    bool more = false;
     {
       absl::MutexLock lock(&mu_);
       if (finishing_) return;
@@ -33,8 +34,9 @@ class SessionReactor final
       writing_ = true;
       current_ = std::move(outgoing_.front());
       outgoing_.pop_front();
+      more = !outgoing_.empty();
     }
-    StartWrite(&current_);
+    StartWrite(&current_, WriteOptionsFor(more));
   }
 
   void Close(const std::string& reason) override {
@@ -80,6 +82,7 @@ class SessionReactor final
 
   void OnWriteDone(bool ok) override {
     bool write_next = false;
+    bool more = false;
     bool finish = false;
     grpc::Status status;
     {
@@ -95,13 +98,14 @@ class SessionReactor final
         current_ = std::move(outgoing_.front());
         outgoing_.pop_front();
         write_next = true;
+        more = !outgoing_.empty();
       } else if (finishing_ && !finished_) {
         finished_ = true;
         finish = true;
         status = finish_status_;
       }
     }
-    if (write_next) StartWrite(&current_);
+    if (write_next) StartWrite(&current_, WriteOptionsFor(more));
     if (finish) Finish(status);
   }
 
@@ -113,6 +117,15 @@ class SessionReactor final
   }
 
  private:
+  // While more messages wait behind this one, gRPC may hold it in its buffer
+  // and send the run in one flush (the last one of the run has no hint):
+  // under load one write per batch instead of one per message.
+  static grpc::WriteOptions WriteOptionsFor(bool more) {
+    grpc::WriteOptions options;
+    if (more) options.set_buffer_hint();
+    return options;
+  }
+
   bool IsConnected() {
     absl::MutexLock lock(&mu_);
     return connected_;
