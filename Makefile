@@ -34,5 +34,15 @@ TSAN_TESTS = //sinks/... //common:metrics_test //common:http_server_test \
 tsan: deps
 	$(BAZEL) test --config=tsan $(TSAN_TESTS)
 
+# Every benchmark of docs/benchmarks.md, on a private dockerd (needs root),
+# built with -c opt. The table goes to stdout and bench/results.md. `make test`
+# runs only its smoke version (//bench:smoke_test).
+bench: deps
+	$(BAZEL) run -c opt //bench:dispatchd_bench -- --out=$(CURDIR)/bench/results.md
+	$(BAZEL) run -c opt //bench:micro_benchmark -- --benchmark_repetitions=3 \
+		--benchmark_report_aggregates_only=true > bench/micro_results.txt
+	@{ printf '\n### 6. Microbenchmarks (Google Benchmark)\n\n```\n'; \
+	  cat bench/micro_results.txt; printf '```\n'; } | tee -a bench/results.md
+
 clean:
 	$(BAZEL) clean

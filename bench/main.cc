@@ -1,0 +1,166 @@
+// dispatchd_bench: runs the benchmarks of DESIGN.md §6 on a private real
+// dockerd and writes the results table (Markdown) to stdout and --out.
+//
+//   bazel run -c opt //bench:dispatchd_bench -- --out=$PWD/bench/results.md
+//
+// Flags: --out=FILE, --latency-events=N (200), --burst-files=N (1000),
+// --burst-containers=N (10), --burst-rounds=N (3), --routing-scale=F (1.0,
+// multiplies the routed event counts), --reconcile-changes=N (50),
+// --controller-log-level=LEVEL (info), --skip-docker, --skip-controller.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "bench/bench_util.h"
+#include "bench/controller_bench.h"
+#include "bench/docker_bench.h"
+#include "tests/testing/dispatchd_process.h"
+#include "tests/testing/docker_daemon.h"
+
+namespace dispatchd {
+namespace bench {
+namespace {
+
+std::string FirstLine(const std::string& path, const std::string& prefix) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, prefix)) return line;
+  }
+  return "";
+}
+
+std::string MachineMarkdown(const std::string& docker_version, const double load[3]) {
+  std::string cpu = FirstLine("/proc/cpuinfo", "model name");
+  if (size_t colon = cpu.find(':'); colon != std::string::npos) cpu = cpu.substr(colon + 2);
+  std::string mem = FirstLine("/proc/meminfo", "MemTotal:");
+  utsname u{};
+  uname(&u);
+  return absl::StrFormat(
+      "Machine: %u cores (%s), %s, Linux %s, Docker engine %s. Load average at the start: "
+      "%.2f %.2f %.2f.\n\n",
+      std::thread::hardware_concurrency(), cpu, mem, u.release,
+      docker_version.empty() ? "not used" : docker_version, load[0], load[1], load[2]);
+}
+
+int Run(int argc, char** argv) {
+  std::string out_path;
+  DockerBenchOptions docker_options;
+  ControllerBenchOptions controller_options;
+  double routing_scale = 1.0;
+  bool skip_docker = false, skip_controller = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](const char* flag, auto* out) {
+      const std::string prefix = absl::StrCat(flag, "=");
+      if (!absl::StartsWith(arg, prefix)) return false;
+      if constexpr (std::is_same_v<std::decay_t<decltype(*out)>, std::string>) {
+        *out = arg.substr(prefix.size());
+        return true;
+      } else if constexpr (std::is_same_v<std::decay_t<decltype(*out)>, double>) {
+        return absl::SimpleAtod(arg.substr(prefix.size()), out);
+      } else {
+        return absl::SimpleAtoi(arg.substr(prefix.size()), out);
+      }
+    };
+    if (value("--out", &out_path) || value("--latency-events", &docker_options.latency_events) ||
+        value("--burst-files", &docker_options.burst_files) ||
+        value("--burst-containers", &docker_options.burst_containers) ||
+        value("--burst-rounds", &docker_options.burst_rounds) ||
+        value("--routing-scale", &routing_scale) ||
+        value("--reconcile-changes", &controller_options.reconcile_changes) ||
+        value("--controller-log-level", &controller_options.log_level)) {
+      continue;
+    }
+    if (arg == "--skip-docker") { skip_docker = true; continue; }
+    if (arg == "--skip-controller") { skip_controller = true; continue; }
+    std::cerr << "dispatchd_bench: unknown or bad flag " << arg << "\n";
+    return 2;
+  }
+  for (auto& [fanout, events] : controller_options.routing) {
+    events = std::max<int64_t>(1, static_cast<int64_t>(events * routing_scale));
+  }
+  // `bazel run` or a direct call: find dispatchd in this binary's runfiles.
+  if (std::getenv("TEST_SRCDIR") == nullptr) {
+    const std::string runfiles = absl::StrCat(argv[0], ".runfiles");
+    if (access(runfiles.c_str(), F_OK) == 0) {
+      setenv("TEST_SRCDIR", runfiles.c_str(), 1);
+      setenv("TEST_WORKSPACE", "dispatchd", 1);
+    }
+  }
+
+  const std::string work = testing::MakeTempDir("dispatchd-bench");
+  docker_options.work_dir = work;
+  controller_options.work_dir = work;
+  std::string body;
+  std::string docker_version;
+  std::unique_ptr<testing::PrivateDockerd> daemon;
+  int status = 0;
+  const absl::Time started = absl::Now();
+  double load[3] = {0, 0, 0};
+  getloadavg(load, 3);
+  if (!skip_docker || !skip_controller) {
+    absl::StatusOr<std::unique_ptr<testing::PrivateDockerd>> d = testing::PrivateDockerd::Start();
+    if (!d.ok()) {
+      std::cerr << "cannot start a private dockerd: " << d.status() << "\n";
+      testing::RemoveTree(work);
+      return 1;
+    }
+    daemon = *std::move(d);
+    controller_options.docker_host = daemon->host();
+  }
+  if (!skip_docker) {
+    absl::StatusOr<DockerBenchResults> r = RunDockerBenchmarks(*daemon, docker_options);
+    if (r.ok()) {
+      docker_version = r->docker_version;
+      body += DockerResultsMarkdown(*r);
+    } else {
+      std::cerr << "docker benchmarks failed: " << r.status() << "\n";
+      status = 1;
+    }
+  }
+  if (!skip_controller) {
+    absl::StatusOr<ControllerBenchResults> r = RunControllerBenchmarks(controller_options);
+    if (r.ok()) {
+      body += ControllerResultsMarkdown(*r);
+    } else {
+      std::cerr << "controller benchmarks failed: " << r.status() << "\n";
+      status = 1;
+    }
+  }
+  double load_end[3] = {0, 0, 0};
+  getloadavg(load_end, 3);
+  std::string table = absl::StrCat(
+      "## Results of `make bench`\n\n", MachineMarkdown(docker_version, load),
+      absl::StrFormat("Load average at the end: %.2f %.2f %.2f. Run took %.0f s.\n\n", load_end[0],
+                      load_end[1], load_end[2], absl::ToDoubleSeconds(absl::Now() - started)),
+      body);
+  std::cout << table;
+  if (!out_path.empty()) {
+    std::ofstream out(out_path);
+    out << table;
+    if (!out) {
+      std::cerr << "cannot write " << out_path << "\n";
+      status = 1;
+    }
+  }
+  daemon.reset();
+  testing::RemoveTree(work);
+  return status;
+}
+
+}  // namespace
+}  // namespace bench
+}  // namespace dispatchd
+
+int main(int argc, char** argv) { return dispatchd::bench::Run(argc, argv); }

@@ -1,0 +1,57 @@
+// A few iterations of every benchmark of `make bench`, so the drivers do not
+// rot: asserts only that each contender produced results, never timings.
+#include <memory>
+
+#include "bench/controller_bench.h"
+#include "bench/docker_bench.h"
+#include "gtest/gtest.h"
+#include "tests/testing/dispatchd_process.h"
+#include "tests/testing/docker_daemon.h"
+
+namespace dispatchd {
+namespace bench {
+namespace {
+
+TEST(BenchSmokeTest, EveryContenderProducesResults) {
+  auto daemon = testing::PrivateDockerd::Start();
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  const std::string work = testing::MakeTempDir("dispatchd-bench-smoke");
+
+  DockerBenchOptions docker_options;
+  docker_options.latency_events = 3;
+  docker_options.latency_warmup = 1;
+  docker_options.burst_files = 20;
+  docker_options.burst_containers = 2;
+  docker_options.burst_rounds = 1;
+  docker_options.work_dir = work;
+  absl::StatusOr<DockerBenchResults> docker = RunDockerBenchmarks(**daemon, docker_options);
+  ASSERT_TRUE(docker.ok()) << docker.status();
+  EXPECT_EQ(docker->floor_ms.size(), 3u);
+  EXPECT_EQ(docker->dispatchd_ms.size(), 3u);
+  EXPECT_EQ(docker->shell_ms.size(), 3u);
+  EXPECT_EQ(docker->internal_create_ms.size(), 3u);
+  ASSERT_EQ(docker->burst.size(), 1u);
+  EXPECT_GT(docker->burst[0].floor_s, 0);
+  EXPECT_GT(docker->burst[0].dispatchd_s, 0);
+  EXPECT_GT(docker->burst[0].shell_s, 0);
+  EXPECT_FALSE(DockerResultsMarkdown(*docker).empty());
+
+  ControllerBenchOptions controller_options;
+  controller_options.routing = {{1, 100}, {100, 20}};
+  controller_options.reconcile_changes = 2;
+  controller_options.docker_host = (*daemon)->host();
+  controller_options.work_dir = work;
+  absl::StatusOr<ControllerBenchResults> controller = RunControllerBenchmarks(controller_options);
+  ASSERT_TRUE(controller.ok()) << controller.status();
+  ASSERT_EQ(controller->routing.size(), 2u);
+  EXPECT_GT(controller->routing[0].seconds, 0);
+  EXPECT_EQ(controller->reconcile_delta_ms.size(), 2u);
+  EXPECT_EQ(controller->reconcile_snapshot_ms.size(), 2u);
+  EXPECT_GT(controller->agent_idle_rss_kib, 0);
+  EXPECT_FALSE(ControllerResultsMarkdown(*controller).empty());
+  testing::RemoveTree(work);
+}
+
+}  // namespace
+}  // namespace bench
+}  // namespace dispatchd

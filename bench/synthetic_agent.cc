@@ -1,0 +1,191 @@
+#include "bench/synthetic_agent.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace dispatchd {
+namespace bench {
+
+using dispatch::v1::AgentMessage;
+using dispatch::v1::CommandResult;
+using dispatch::v1::ControllerMessage;
+
+absl::StatusOr<std::unique_ptr<SyntheticAgent>> SyntheticAgent::Connect(
+    const std::string& address, const std::string& agent_id) {
+  std::unique_ptr<SyntheticAgent> agent(new SyntheticAgent());
+  grpc::ChannelArguments args;
+  // Snapshots of 10,000 subscriptions are larger than gRPC's 4 MB default.
+  args.SetMaxSendMessageSize(64 << 20);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  agent->stub_ = dispatch::v1::AgentSession::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  agent->stream_ = agent->stub_->Session(&agent->context_);
+  AgentMessage hello;
+  hello.mutable_hello()->set_agent_id(agent_id);
+  hello.mutable_hello()->set_host(agent_id);
+  hello.mutable_hello()->set_version("bench");
+  if (!agent->stream_->Write(hello)) {
+    return absl::UnavailableError(absl::StrCat("cannot open a session to ", address));
+  }
+  agent->reader_ = std::thread([a = agent.get()] { a->ReadLoop(); });
+  agent->writer_ = std::thread([a = agent.get()] { a->WriteLoop(); });
+  absl::MutexLock lock(&agent->mu_);
+  auto welcomed = [a = agent.get()]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu_) {
+    return a->welcomed_ || a->ended_;
+  };
+  agent->mu_.AwaitWithTimeout(absl::Condition(&welcomed), absl::Seconds(10));
+  if (!agent->welcomed_) {
+    return absl::UnavailableError(absl::StrCat("no Welcome from ", address));
+  }
+  return agent;
+}
+
+SyntheticAgent::~SyntheticAgent() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (writer_.joinable()) writer_.join();
+  context_.TryCancel();
+  if (reader_.joinable()) reader_.join();
+}
+
+void SyntheticAgent::set_command_observer(CommandObserver observer) {
+  absl::MutexLock lock(&mu_);
+  observer_ = std::move(observer);
+}
+
+void SyntheticAgent::Send(AgentMessage message) {
+  absl::MutexLock lock(&mu_);
+  outbox_.push_back(std::move(message));
+}
+
+void SyntheticAgent::SendEvent(const std::string& key, const std::string& event_id,
+                               size_t max_unsettled) {
+  AgentMessage message;
+  auto* event = message.mutable_event();
+  event->set_key(key);
+  event->set_event_id(event_id);
+  event->set_payload("x");
+  event->set_size(1);
+  event->set_generation(1);
+  absl::MutexLock lock(&mu_);
+  auto room = [this, max_unsettled]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ended_ || events_sent_ - settled_ < max_unsettled;
+  };
+  mu_.Await(absl::Condition(&room));
+  event->set_observed_unix_nanos(absl::GetCurrentTimeNanos());
+  ++events_sent_;
+  outbox_.push_back(std::move(message));
+}
+
+bool SyntheticAgent::WaitSettled(uint64_t count, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ended_ || settled_ >= count;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  return settled_ >= count;
+}
+
+uint64_t SyntheticAgent::settled() const {
+  absl::MutexLock lock(&mu_);
+  return settled_;
+}
+
+uint64_t SyntheticAgent::commands() const {
+  absl::MutexLock lock(&mu_);
+  return commands_;
+}
+
+bool SyntheticAgent::alive() const {
+  absl::MutexLock lock(&mu_);
+  return !ended_;
+}
+
+void SyntheticAgent::ReadLoop() {
+  ControllerMessage message;
+  while (stream_->Read(&message)) {
+    const absl::Time received = absl::Now();
+    switch (message.msg_case()) {
+      case ControllerMessage::kWelcome: {
+        absl::MutexLock lock(&mu_);
+        welcomed_ = true;
+        break;
+      }
+      case ControllerMessage::kCommand: {
+        CommandObserver observer;
+        {
+          absl::MutexLock lock(&mu_);
+          observer = observer_;
+        }
+        if (observer) observer(message.command(), received);
+        AgentMessage answer;
+        CommandResult* result = answer.mutable_command_result();
+        result->set_command_id(message.command().command_id());
+        result->set_outcome(CommandResult::DELIVERED);
+        result->set_exec_id("synthetic");
+        const int64_t now = absl::GetCurrentTimeNanos();
+        result->set_exec_create_sent_unix_nanos(now);
+        result->set_exec_start_sent_unix_nanos(now);
+        absl::MutexLock lock(&mu_);
+        ++commands_;
+        answers_.push_back(std::move(answer));
+        break;
+      }
+      case ControllerMessage::kSettled: {
+        absl::MutexLock lock(&mu_);
+        ++settled_;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  ended_ = true;
+}
+
+void SyntheticAgent::WriteLoop() {
+  absl::Time next_heartbeat = absl::Now();
+  while (true) {
+    std::deque<AgentMessage> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || ended_ || !answers_.empty() || !outbox_.empty();
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&ready), next_heartbeat);
+      if (stopping_ || ended_) break;
+      // Answers first: the controller's lanes wait for them.
+      batch.swap(answers_);
+      while (!outbox_.empty() && batch.size() < 256) {
+        batch.push_back(std::move(outbox_.front()));
+        outbox_.pop_front();
+      }
+    }
+    if (absl::Now() >= next_heartbeat) {
+      AgentMessage heartbeat;
+      heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::GetCurrentTimeNanos());
+      batch.push_back(std::move(heartbeat));
+      next_heartbeat = absl::Now() + absl::Milliseconds(300);
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      // All but the last of a batch may wait in gRPC's buffer: one flush
+      // for the batch, so the load generator spends less of the CPU.
+      grpc::WriteOptions write_options;
+      if (i + 1 < batch.size()) write_options.set_buffer_hint();
+      if (!stream_->Write(batch[i], write_options)) {
+        absl::MutexLock lock(&mu_);
+        ended_ = true;
+        return;
+      }
+    }
+  }
+  stream_->WritesDone();
+}
+
+}  // namespace bench
+}  // namespace dispatchd
