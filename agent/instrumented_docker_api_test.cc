@@ -10,22 +10,14 @@
 #include "agent/testing/fake_docker_api.h"
 #include "common/metrics.h"
 #include "common/testing/fake_clock.h"
+#include "common/testing/exposition.h"
 #include "gtest/gtest.h"
 
 namespace dispatchd {
 namespace agent {
 namespace {
 
-// The value of one series ("name{labels}") in the text exposition; -1 if absent.
-double Sample(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      double v = 0;
-      if (absl::SimpleAtod(line, &v)) return v;
-    }
-  }
-  return -1;
-}
+using ::dispatchd::testing::Sample;
 
 // Takes `latency` of fake time per Version() call.
 class SlowVersion final : public DockerApi {

@@ -9,6 +9,7 @@
 #include "common/testing/fake_clock.h"
 #include "controller/dispatcher.h"
 #include "gmock/gmock.h"
+#include "common/testing/exposition.h"
 #include "gtest/gtest.h"
 
 namespace dispatchd {
@@ -35,16 +36,7 @@ class FakeLink : public AgentLink {
   std::vector<ControllerMessage> sent;
 };
 
-// The value of one series ("name{labels}") in the text exposition; -1 if absent.
-double Sample(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      double v = 0;
-      if (absl::SimpleAtod(line, &v)) return v;
-    }
-  }
-  return -1;
-}
+using ::dispatchd::testing::Sample;
 
 class DispatcherMetricsTest : public ::testing::Test {
  protected:

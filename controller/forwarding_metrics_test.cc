@@ -6,21 +6,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/testing/exposition.h"
 #include "gtest/gtest.h"
 
 namespace dispatchd {
 namespace controller {
 namespace {
 
-double Sample(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      double v = 0;
-      if (absl::SimpleAtod(line, &v)) return v;
-    }
-  }
-  return -1;
-}
+using ::dispatchd::testing::Sample;
 
 TEST(ForwardingMetricsTest, DestinationsStartAtZeroAndFollowTheStats) {
   Registry registry;

@@ -28,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
+#include "common/testing/exposition.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/dispatchd_process.h"
@@ -112,16 +113,7 @@ std::string UrlEncode(const std::string& s) {
   return out;
 }
 
-// The value of one series ("name{labels}") in a text exposition; -1 if absent.
-double Sample(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      double v = 0;
-      if (absl::SimpleAtod(line, &v)) return v;
-    }
-  }
-  return -1;
-}
+using ::dispatchd::testing::Sample;
 
 
 // Runs a command line through the shell; returns exit status and output.
