@@ -115,6 +115,7 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
   welcome.mutable_welcome()->set_heartbeat_period_ms(
       absl::ToInt64Milliseconds(options_.heartbeat_period));
   welcome.mutable_welcome()->set_label_namespace(options_.label_namespace);
+  welcome.mutable_welcome()->set_accepts_batches(true);
   link->Send(std::move(welcome));
   LOG(INFO) << "agent " << agent_id << " (host " << host << ") "
             << (was_away ? "reconnected" : "connected");
@@ -188,6 +189,16 @@ void Dispatcher::ExpireAwayAgents(absl::Time now) {
 
 void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage& message) {
   absl::MutexLock lock(&mu_);
+  if (message.has_batch()) {
+    for (const AgentMessage& m : message.batch().messages()) {
+      if (!m.has_batch()) HandleAgentMessage(agent_id, m);
+    }
+  } else {
+    HandleAgentMessage(agent_id, message);
+  }
+}
+
+void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMessage& message) {
   auto agent = agents_.find(agent_id);
   if (agent == agents_.end()) return;  // session already replaced or ended
   AgentState& state = agent->second;
@@ -248,6 +259,7 @@ void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage&
     case AgentMessage::kExecExit:
       HandleExecExit(agent_id, message.exec_exit());
       break;
+    case AgentMessage::kBatch:  // nested: never sent
     case AgentMessage::MSG_NOT_SET:
       break;
   }
