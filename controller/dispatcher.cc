@@ -524,12 +524,17 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
   }
   switch (result.outcome()) {
     case CommandResult::DELIVERED: {
-      std::string detail = result.exec_id().empty()
-                               ? "container started"
-                               : absl::StrCat("exec ", ShortId(result.exec_id()));
+      // The detail only goes into the "delivered" INFO line: not built when
+      // that line is not written.
+      const bool log_detail = MinLogLevel() <= LogLevel::kInfo;
+      std::string detail;
+      if (log_detail) {
+        detail = result.exec_id().empty() ? "container started"
+                                          : absl::StrCat("exec ", ShortId(result.exec_id()));
+      }
       // dispatchd's own share of the latency, in the agent's clock: file
       // observed -> exec create request sent -> exec start request sent.
-      if (observed_unix_nanos != 0 && result.exec_create_sent_unix_nanos() != 0 &&
+      if (log_detail && observed_unix_nanos != 0 && result.exec_create_sent_unix_nanos() != 0 &&
           result.exec_start_sent_unix_nanos() != 0) {
         absl::StrAppendFormat(
             &detail, "; file observed -> exec create sent %.3f ms, -> exec start sent %.3f ms",
