@@ -132,7 +132,7 @@ absl::Status Agent::Start() {
     delta->set_seq(seq);
     for (const ContainerInfo& info : upserted) ToProto(info, delta->add_upserted());
     for (std::string& id : removed) delta->add_removed_ids(std::move(id));
-    Write(message);
+    Write(std::move(message));
   };
   callbacks.on_stale = [this](std::string reason) {
     if (options_.metrics != nullptr) {
@@ -141,7 +141,7 @@ absl::Status Agent::Start() {
     }
     AgentMessage message;
     message.mutable_inventory_stale()->set_reason(reason);
-    Write(message);
+    Write(std::move(message));
     LOG(WARNING) << "Docker events stream lost (" << reason
                  << "): events are held until the inventory is fresh again";
   };
@@ -154,6 +154,7 @@ absl::Status Agent::Start() {
   for (int i = 0; i < std::max(1, options_.exec_workers); ++i) {
     threads_.emplace_back([this] { ExecWorker(); });
   }
+  threads_.emplace_back([this] { WriteLoop(); });
   threads_.emplace_back([this] { SessionLoop(); });
   threads_.emplace_back([this] {
     // Heartbeats, and the watchdog for a controller that went silent.
@@ -167,7 +168,7 @@ absl::Status Agent::Start() {
       mu_.Unlock();
       AgentMessage heartbeat;
       heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(clock_->Now()));
-      Write(heartbeat);
+      Write(std::move(heartbeat));
       const absl::Time last_heard = absl::FromUnixNanos(last_heard_ns_.load());
       if (clock_->Now() - last_heard > 3 * period) {
         absl::MutexLock write_lock(&write_mu_);
@@ -204,6 +205,7 @@ void Agent::Stop() {
   if (inventory_ != nullptr) inventory_->Stop();
   {
     absl::MutexLock lock(&write_mu_);
+    writer_stop_ = true;
     if (context_ != nullptr) context_->TryCancel();
   }
   for (std::thread& t : threads_) t.join();
@@ -229,10 +231,55 @@ bool Agent::ready() const {
   return session_ready_.load() && inventory_ != nullptr && inventory_->fresh();
 }
 
-bool Agent::Write(const AgentMessage& message) {
+bool Agent::Write(AgentMessage message) {
   absl::MutexLock lock(&write_mu_);
-  if (stream_ == nullptr) return false;
-  return stream_->Write(message);
+  if (stream_ == nullptr || write_failed_) return false;
+  outgoing_.push_back(std::move(message));
+  return true;
+}
+
+void Agent::WriteLoop() {
+  absl::MutexLock lock(&write_mu_);
+  while (true) {
+    write_mu_.Await(absl::Condition(
+        +[](Agent* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return a->writer_stop_ || (a->stream_ != nullptr && !a->outgoing_.empty());
+        },
+        this));
+    if (writer_stop_) return;
+    auto* const stream = stream_;
+    AgentMessage message;
+    if (!peer_reads_batches_ || outgoing_.size() == 1) {
+      message = std::move(outgoing_.front());
+      outgoing_.pop_front();
+    } else {
+      auto* messages = message.mutable_batch()->mutable_messages();
+      size_t bytes = 0;
+      while (!outgoing_.empty() &&
+             static_cast<size_t>(messages->size()) < options_.max_batch_messages) {
+        const size_t size = outgoing_.front().ByteSizeLong();
+        if (!messages->empty() && bytes + size > options_.max_batch_bytes) break;
+        bytes += size;
+        *messages->Add() = std::move(outgoing_.front());
+        outgoing_.pop_front();
+      }
+    }
+    // More queued behind it (a batch hit its bounds, or the controller does
+    // not read batches): gRPC may hold this write and flush the run at once.
+    grpc::WriteOptions write_options;
+    if (!outgoing_.empty()) write_options.set_buffer_hint();
+    writing_ = true;
+    write_mu_.Unlock();
+    const bool ok = stream->Write(message, write_options);
+    write_mu_.Lock();
+    writing_ = false;
+    if (!ok && stream_ == stream) {
+      // The stream is broken: the session thread sees its read fail and
+      // starts a new session; until then, drop as when no session is up.
+      write_failed_ = true;
+      outgoing_.clear();
+    }
+  }
 }
 
 void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
@@ -286,7 +333,7 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   }
   LOG(DEBUG) << "observed " << relative_path << " as event " << message.event().event_id()
              << " (generation " << message.event().generation() << ")";
-  Write(message);
+  Write(std::move(message));
 }
 
 void Agent::SessionLoop() {
@@ -326,12 +373,21 @@ bool Agent::RunSession() {
     absl::MutexLock lock(&write_mu_);
     stream_ = nullptr;
     context_ = nullptr;
+    outgoing_.clear();
+    // The stream is about to be finished and destroyed: no write may be in
+    // flight on it. Cancelling makes a write blocked by flow control return.
+    if (writing_) {
+      context.TryCancel();
+      write_mu_.Await(absl::Condition(
+          +[](Agent* a) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !a->writing_; }, this));
+    }
   };
   AgentMessage hello;
   hello.mutable_hello()->set_agent_id(options_.agent_id);
   hello.mutable_hello()->set_host(options_.host);
   hello.mutable_hello()->set_version("dispatchd");
   hello.mutable_hello()->set_token(options_.token);
+  hello.mutable_hello()->set_accepts_batches(true);
   ControllerMessage welcome;
   if (!stream->Write(hello) || !stream->Read(&welcome) || !welcome.has_welcome()) {
     clear_context();
@@ -350,14 +406,17 @@ bool Agent::RunSession() {
   {
     absl::MutexLock lock(&write_mu_);
     stream_ = stream.get();
-    // The inventory first, under write_mu_ so that no delta overtakes it.
+    peer_reads_batches_ = welcome.welcome().accepts_batches();
+    write_failed_ = false;
+    // The inventory first, queued in the critical section that opens the
+    // queue to Write(), so that no delta overtakes it.
     if (inventory_->fresh()) {
       auto [seq, all] = inventory_->Snapshot();
-      stream_->Write(SnapshotMessage(seq, all));
+      outgoing_.push_back(SnapshotMessage(seq, all));
     } else {
       AgentMessage stale;
       stale.mutable_inventory_stale()->set_reason("Docker inventory not listed yet");
-      stream_->Write(stale);
+      outgoing_.push_back(std::move(stale));
     }
   }
   session_ready_.store(true);
@@ -375,7 +434,7 @@ bool Agent::RunSession() {
       resend.push_back(std::move(message));
     }
   }
-  for (const AgentMessage& message : resend) Write(message);
+  for (AgentMessage& message : resend) Write(std::move(message));
 
   ControllerMessage message;
   while (stream->Read(&message)) {
@@ -394,6 +453,11 @@ bool Agent::RunSession() {
 
 void Agent::HandleControllerMessage(const ControllerMessage& message) {
   switch (message.msg_case()) {
+    case ControllerMessage::kBatch:
+      for (const ControllerMessage& m : message.batch().messages()) {
+        if (!m.has_batch()) HandleControllerMessage(m);  // a batch never nests
+      }
+      break;
     case ControllerMessage::kCommand: {
       absl::MutexLock lock(&mu_);
       commands_.push_back(message.command());
@@ -488,7 +552,7 @@ void Agent::ExecWorker() {
           break;
       }
     }
-    Write(message);
+    Write(std::move(message));
   }
 }
 
@@ -604,7 +668,7 @@ void Agent::OnExecDie(const std::string& exec_id, int exit_code, absl::Time time
   exit->set_command_id(watch.command_id);
   exit->set_exit_code(exit_code);
   exit->set_duration_ms(absl::ToInt64Milliseconds(time - watch.started));
-  Write(message);
+  Write(std::move(message));
 }
 
 }  // namespace agent

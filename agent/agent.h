@@ -55,6 +55,11 @@ struct AgentOptions {
   absl::Duration reconnect_min_backoff = absl::Milliseconds(100);
   absl::Duration reconnect_max_backoff = absl::Seconds(10);
   InventoryOptions inventory;
+  // Bounds of one AgentBatch: at most this many messages, and no more
+  // messages once it holds this many bytes (a single larger message still
+  // goes, alone).
+  size_t max_batch_messages = 1000;
+  size_t max_batch_bytes = 1 << 20;
   // Prometheus metrics. May be null; must outlive the Agent.
   AgentMetrics* metrics = nullptr;
 };
@@ -115,8 +120,12 @@ class Agent {
   void ExecWorker();
   dispatch::v1::CommandResult RunCommand(const dispatch::v1::Command& command);
   void OnExecDie(const std::string& exec_id, int exit_code, absl::Time time);
-  // Writes on the current session, if any. Thread-safe; drops when down.
-  bool Write(const dispatch::v1::AgentMessage& message);
+  // Queues a message for the current session, behind every message queued
+  // before it; false (dropped) when no session is up. Never blocks on I/O.
+  bool Write(dispatch::v1::AgentMessage message) ABSL_LOCKS_EXCLUDED(write_mu_);
+  // The writer thread: sends what is queued, as one AgentBatch per write
+  // when the controller reads batches.
+  void WriteLoop() ABSL_LOCKS_EXCLUDED(write_mu_);
 
   const AgentOptions options_;
   DockerApi* const docker_;
@@ -135,13 +144,26 @@ class Agent {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
 
-  // The live session: writes are serialized by write_mu_ (gRPC allows one
-  // writer and one reader at a time on a sync stream).
+  // The live session. Outgoing messages go through one ordered queue that
+  // only the writer thread (WriteLoop) drains onto the stream, and only the
+  // session thread (RunSession) reads, so the stream has one writer and one
+  // reader as gRPC requires. Write() from any thread only queues: the
+  // order of messages on the stream is the order in which Write() took
+  // write_mu_. The queue holds messages only while a session is up
+  // (stream_ set, no write failed); RunSession queues the inventory first,
+  // in the same critical section that sets stream_, so nothing overtakes
+  // it, and empties the queue and waits for the write in flight before the
+  // stream is destroyed.
   // Lock order: write_mu_ before mu_ when both are held.
   mutable absl::Mutex write_mu_;
   grpc::ClientReaderWriter<dispatch::v1::AgentMessage, dispatch::v1::ControllerMessage>* stream_
       ABSL_GUARDED_BY(write_mu_) = nullptr;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  std::deque<dispatch::v1::AgentMessage> outgoing_ ABSL_GUARDED_BY(write_mu_);
+  bool peer_reads_batches_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(write_mu_) = false;       // a write is in flight
+  bool write_failed_ ABSL_GUARDED_BY(write_mu_) = false;  // this session's stream broke
+  bool writer_stop_ ABSL_GUARDED_BY(write_mu_) = false;
   std::atomic<int64_t> last_heard_ns_{0};
   std::atomic<int64_t> heartbeat_period_ns_{0};
   std::atomic<bool> session_ready_{false};

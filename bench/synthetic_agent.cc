@@ -26,6 +26,7 @@ absl::StatusOr<std::unique_ptr<SyntheticAgent>> SyntheticAgent::Connect(
   hello.mutable_hello()->set_agent_id(agent_id);
   hello.mutable_hello()->set_host(agent_id);
   hello.mutable_hello()->set_version("bench");
+  hello.mutable_hello()->set_accepts_batches(true);
   if (!agent->stream_->Write(hello)) {
     return absl::UnavailableError(absl::StrCat("cannot open a session to ", address));
   }
@@ -109,49 +110,59 @@ void SyntheticAgent::ReadLoop() {
   ControllerMessage message;
   while (stream_->Read(&message)) {
     const absl::Time received = absl::Now();
-    switch (message.msg_case()) {
-      case ControllerMessage::kWelcome: {
-        absl::MutexLock lock(&mu_);
-        welcomed_ = true;
-        break;
-      }
-      case ControllerMessage::kCommand: {
-        CommandObserver observer;
-        {
-          absl::MutexLock lock(&mu_);
-          observer = observer_;
-        }
-        if (observer) observer(message.command(), received);
-        AgentMessage answer;
-        CommandResult* result = answer.mutable_command_result();
-        result->set_command_id(message.command().command_id());
-        result->set_outcome(CommandResult::DELIVERED);
-        result->set_exec_id("synthetic");
-        const int64_t now = absl::GetCurrentTimeNanos();
-        result->set_exec_create_sent_unix_nanos(now);
-        result->set_exec_start_sent_unix_nanos(now);
-        absl::MutexLock lock(&mu_);
-        ++commands_;
-        answers_.push_back(std::move(answer));
-        break;
-      }
-      case ControllerMessage::kSettled: {
-        absl::MutexLock lock(&mu_);
-        ++settled_;
-        break;
-      }
-      default:
-        break;
+    if (message.has_batch()) {
+      for (const ControllerMessage& m : message.batch().messages()) Handle(m, received);
+    } else {
+      Handle(message, received);
     }
   }
   absl::MutexLock lock(&mu_);
   ended_ = true;
 }
 
+void SyntheticAgent::Handle(const ControllerMessage& message, absl::Time received) {
+  switch (message.msg_case()) {
+    case ControllerMessage::kWelcome: {
+      absl::MutexLock lock(&mu_);
+      welcomed_ = true;
+      peer_reads_batches_ = message.welcome().accepts_batches();
+      break;
+    }
+    case ControllerMessage::kCommand: {
+      CommandObserver observer;
+      {
+        absl::MutexLock lock(&mu_);
+        observer = observer_;
+      }
+      if (observer) observer(message.command(), received);
+      AgentMessage answer;
+      CommandResult* result = answer.mutable_command_result();
+      result->set_command_id(message.command().command_id());
+      result->set_outcome(CommandResult::DELIVERED);
+      result->set_exec_id("synthetic");
+      const int64_t now = absl::GetCurrentTimeNanos();
+      result->set_exec_create_sent_unix_nanos(now);
+      result->set_exec_start_sent_unix_nanos(now);
+      absl::MutexLock lock(&mu_);
+      ++commands_;
+      answers_.push_back(std::move(answer));
+      break;
+    }
+    case ControllerMessage::kSettled: {
+      absl::MutexLock lock(&mu_);
+      ++settled_;
+      break;
+    }
+    default:
+      break;
+  }
+}
+
 void SyntheticAgent::WriteLoop() {
   absl::Time next_heartbeat = absl::Now();
   while (true) {
     std::deque<AgentMessage> batch;
+    bool peer_reads_batches = false;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -159,6 +170,7 @@ void SyntheticAgent::WriteLoop() {
       };
       mu_.AwaitWithDeadline(absl::Condition(&ready), next_heartbeat);
       if (stopping_ || ended_) break;
+      peer_reads_batches = peer_reads_batches_;
       // Answers first: the controller's lanes wait for them.
       batch.swap(answers_);
       while (!outbox_.empty() && batch.size() < 256) {
@@ -172,12 +184,28 @@ void SyntheticAgent::WriteLoop() {
       batch.push_back(std::move(heartbeat));
       next_heartbeat = absl::Now() + absl::Milliseconds(300);
     }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      // All but the last of a batch may wait in gRPC's buffer: one flush
-      // for the batch, so the load generator spends less of the CPU.
+    // As the real agent does: what queued up goes out as one AgentBatch
+    // (at most 1,000 messages each) when the controller reads batches;
+    // otherwise one write per message, all but the last of the run left in
+    // gRPC's buffer so that the run takes one flush.
+    std::vector<AgentMessage> writes;
+    if (peer_reads_batches && batch.size() > 1) {
+      while (!batch.empty()) {
+        AgentMessage message;
+        auto* messages = message.mutable_batch()->mutable_messages();
+        while (!batch.empty() && messages->size() < 1000) {
+          *messages->Add() = std::move(batch.front());
+          batch.pop_front();
+        }
+        writes.push_back(std::move(message));
+      }
+    } else {
+      writes.assign(std::make_move_iterator(batch.begin()), std::make_move_iterator(batch.end()));
+    }
+    for (size_t i = 0; i < writes.size(); ++i) {
       grpc::WriteOptions write_options;
-      if (i + 1 < batch.size()) write_options.set_buffer_hint();
-      if (!stream_->Write(batch[i], write_options)) {
+      if (i + 1 < writes.size()) write_options.set_buffer_hint();
+      if (!stream_->Write(writes[i], write_options)) {
         absl::MutexLock lock(&mu_);
         ended_ = true;
         return;

@@ -4,9 +4,10 @@
 // told to, answers every Command at once with DELIVERED and only records what
 // it received. For benchmarks of the controller's routing and reconciling.
 //
-// Thread-safe. A reader thread takes the controller's messages; a writer
-// thread sends everything (answers first, then events, heartbeats every
-// 300 ms), so the stream has one reader and one writer as gRPC requires.
+// Thread-safe. A reader thread takes the controller's messages (unpacking
+// ControllerBatch); a writer thread sends everything (answers first, then
+// events, heartbeats every 300 ms; what queued up as one AgentBatch, like the
+// real agent), so the stream has one reader and one writer as gRPC requires.
 #ifndef DISPATCHD_BENCH_SYNTHETIC_AGENT_H_
 #define DISPATCHD_BENCH_SYNTHETIC_AGENT_H_
 
@@ -62,6 +63,8 @@ class SyntheticAgent {
  private:
   SyntheticAgent() = default;
   void ReadLoop();
+  // One controller message that is not a batch; on the reader thread.
+  void Handle(const dispatch::v1::ControllerMessage& message, absl::Time received);
   void WriteLoop();
 
   std::unique_ptr<dispatch::v1::AgentSession::Stub> stub_;
@@ -77,6 +80,7 @@ class SyntheticAgent {
   uint64_t settled_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t commands_ ABSL_GUARDED_BY(mu_) = 0;
   bool welcomed_ ABSL_GUARDED_BY(mu_) = false;
+  bool peer_reads_batches_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   CommandObserver observer_ ABSL_GUARDED_BY(mu_);

@@ -115,6 +115,7 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
   welcome.mutable_welcome()->set_heartbeat_period_ms(
       absl::ToInt64Milliseconds(options_.heartbeat_period));
   welcome.mutable_welcome()->set_label_namespace(options_.label_namespace);
+  welcome.mutable_welcome()->set_accepts_batches(true);
   link->Send(std::move(welcome));
   LOG(INFO) << "agent " << agent_id << " (host " << host << ") "
             << (was_away ? "reconnected" : "connected");
@@ -188,6 +189,16 @@ void Dispatcher::ExpireAwayAgents(absl::Time now) {
 
 void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage& message) {
   absl::MutexLock lock(&mu_);
+  if (message.has_batch()) {
+    for (const AgentMessage& m : message.batch().messages()) {
+      if (!m.has_batch()) HandleAgentMessage(agent_id, m);
+    }
+  } else {
+    HandleAgentMessage(agent_id, message);
+  }
+}
+
+void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMessage& message) {
   auto agent = agents_.find(agent_id);
   if (agent == agents_.end()) return;  // session already replaced or ended
   AgentState& state = agent->second;
@@ -248,6 +259,7 @@ void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage&
     case AgentMessage::kExecExit:
       HandleExecExit(agent_id, message.exec_exit());
       break;
+    case AgentMessage::kBatch:  // nested: never sent
     case AgentMessage::MSG_NOT_SET:
       break;
   }
@@ -512,12 +524,17 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
   }
   switch (result.outcome()) {
     case CommandResult::DELIVERED: {
-      std::string detail = result.exec_id().empty()
-                               ? "container started"
-                               : absl::StrCat("exec ", ShortId(result.exec_id()));
+      // The detail only goes into the "delivered" INFO line: not built when
+      // that line is not written.
+      const bool log_detail = MinLogLevel() <= LogLevel::kInfo;
+      std::string detail;
+      if (log_detail) {
+        detail = result.exec_id().empty() ? "container started"
+                                          : absl::StrCat("exec ", ShortId(result.exec_id()));
+      }
       // dispatchd's own share of the latency, in the agent's clock: file
       // observed -> exec create request sent -> exec start request sent.
-      if (observed_unix_nanos != 0 && result.exec_create_sent_unix_nanos() != 0 &&
+      if (log_detail && observed_unix_nanos != 0 && result.exec_create_sent_unix_nanos() != 0 &&
           result.exec_start_sent_unix_nanos() != 0) {
         absl::StrAppendFormat(
             &detail, "; file observed -> exec create sent %.3f ms, -> exec start sent %.3f ms",

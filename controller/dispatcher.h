@@ -133,6 +133,8 @@ class Dispatcher {
   // (whose link is closed).
   void AgentConnected(const std::string& agent_id, const std::string& host, AgentLink* link);
   void AgentDisconnected(const std::string& agent_id, AgentLink* link);
+  // One message from the agent; an AgentBatch is handled as its messages,
+  // in order, under one acquisition of the lock (a nested batch is ignored).
   void OnAgentMessage(const std::string& agent_id, const dispatch::v1::AgentMessage& message);
 
   // Runs what is due at Now(): debounced deliveries, retries, heartbeat
@@ -192,6 +194,9 @@ class Dispatcher {
     std::string agent_id;
   };
 
+  // One message that is not a batch.
+  void HandleAgentMessage(const std::string& agent_id, const dispatch::v1::AgentMessage& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleEvent(const std::string& agent_id, const dispatch::v1::ObservedEvent& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleResult(const std::string& agent_id, const dispatch::v1::CommandResult& result)

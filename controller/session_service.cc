@@ -30,11 +30,9 @@ class SessionReactor final
       absl::MutexLock lock(&mu_);
       if (finishing_) return;
       outgoing_.push_back(std::move(message));
-      if (writing_) return;
+      if (writing_) return;  // goes out with the next write, batched
       writing_ = true;
-      current_ = std::move(outgoing_.front());
-      outgoing_.pop_front();
-      more = !outgoing_.empty();
+      more = TakeNextWrite();
     }
     StartWrite(&current_, WriteOptionsFor(more));
   }
@@ -72,6 +70,7 @@ class SessionReactor final
       {
         absl::MutexLock lock(&mu_);
         connected_ = true;
+        batches_ = incoming_.hello().accepts_batches();
       }
       dispatcher_->AgentConnected(agent_id_, host, this);
     } else if (IsConnected()) {
@@ -95,10 +94,8 @@ class SessionReactor final
       }
       if (!finishing_ && !outgoing_.empty()) {
         writing_ = true;
-        current_ = std::move(outgoing_.front());
-        outgoing_.pop_front();
+        more = TakeNextWrite();
         write_next = true;
-        more = !outgoing_.empty();
       } else if (finishing_ && !finished_) {
         finished_ = true;
         finish = true;
@@ -117,13 +114,36 @@ class SessionReactor final
   }
 
  private:
-  // While more messages wait behind this one, gRPC may hold it in its buffer
-  // and send the run in one flush (the last one of the run has no hint):
-  // under load one write per batch instead of one per message.
+  // While more messages wait behind this one (a batch hit its bounds, or the
+  // agent does not read batches), gRPC may hold it in its buffer and send
+  // the run in one flush (the last one of the run has no hint).
   static grpc::WriteOptions WriteOptionsFor(bool more) {
     grpc::WriteOptions options;
     if (more) options.set_buffer_hint();
     return options;
+  }
+
+  // Moves the next write into current_: the first queued message alone, or
+  // as many queued messages as the bounds allow as one batch. Returns
+  // whether messages remain queued.
+  bool TakeNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!batches_ || outgoing_.size() == 1) {
+      current_ = std::move(outgoing_.front());
+      outgoing_.pop_front();
+      return !outgoing_.empty();
+    }
+    current_.Clear();
+    auto* messages = current_.mutable_batch()->mutable_messages();
+    size_t bytes = 0;
+    while (!outgoing_.empty() && static_cast<size_t>(messages->size()) <
+                                     options_->max_batch_messages) {
+      const size_t size = outgoing_.front().ByteSizeLong();
+      if (!messages->empty() && bytes + size > options_->max_batch_bytes) break;
+      bytes += size;
+      *messages->Add() = std::move(outgoing_.front());
+      outgoing_.pop_front();
+    }
+    return !outgoing_.empty();
   }
 
   bool IsConnected() {
@@ -167,6 +187,7 @@ class SessionReactor final
   ControllerMessage current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool connected_ ABSL_GUARDED_BY(mu_) = false;
+  bool batches_ ABSL_GUARDED_BY(mu_) = false;  // the agent reads ControllerBatch
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);

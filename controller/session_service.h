@@ -1,7 +1,11 @@
 // SessionService: the gRPC face of the Dispatcher. One bidirectional stream
 // per agent (dispatch.v1.AgentSession/Session); each stream is a reactor that
 // forwards what the agent says to the Dispatcher and writes what the
-// Dispatcher sends, in order, one write at a time.
+// Dispatcher sends, in order, one write at a time. What the Dispatcher sends
+// while a write is in flight queues up and goes out as one ControllerBatch
+// when that write completes (to agents that accept batches; bounded by the
+// options below, so a long backlog takes several writes). A batch from the
+// agent is handed to the Dispatcher as its messages, in order.
 //
 // Thin by design: all decisions are the Dispatcher's. Thread-safe.
 // The Dispatcher must outlive the grpc::Server this service is registered on.
@@ -19,6 +23,11 @@ namespace controller {
 struct SessionServiceOptions {
   // When non-empty, agents must present this bearer token in Hello.
   std::string token;
+  // Bounds of one ControllerBatch: at most this many messages, and no more
+  // messages once it holds this many bytes (a single larger message still
+  // goes, alone). Well under gRPC's 4 MiB default receive limit.
+  size_t max_batch_messages = 1000;
+  size_t max_batch_bytes = 1 << 20;
 };
 
 class SessionService final : public dispatch::v1::AgentSession::CallbackService {
