@@ -8,6 +8,12 @@ namespace controller {
 Debouncer::Decision Debouncer::Offer(const std::string& key, absl::Duration period, Item item,
                                      absl::Time now) {
   ExpireIdle(now);
+  if (period <= absl::ZeroDuration() && !keys_.contains(key)) {
+    // No debounce and nothing remembered: delivered now. The key is not
+    // tracked, since a zero period would have it expire at the next call
+    // anyway (ExpireIdle drops keys idle until <= now).
+    return {Decision::Action::kDeliverNow, now, std::nullopt};
+  }
   auto [it, inserted] = keys_.try_emplace(key);
   KeyState& state = it->second;
   const bool was_idle = !inserted && !state.pending.has_value();

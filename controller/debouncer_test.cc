@@ -162,6 +162,21 @@ TEST(DebouncerTest, ZeroPeriodDeliversEveryEventNow) {
   EXPECT_THAT(sim.coalesced(), IsEmpty());
 }
 
+TEST(DebouncerTest, ZeroPeriodKeepsNoStateAndADebounceAddedLaterStartsAfresh) {
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  Debouncer deb;
+  EXPECT_EQ(deb.Offer("k", absl::ZeroDuration(), 1, t0).action, Action::kDeliverNow);
+  EXPECT_EQ(deb.Offer("k", absl::ZeroDuration(), 2, t0).action, Action::kDeliverNow);
+  EXPECT_EQ(deb.tracked_keys(), 0u);
+  // The subscription gains a debounce at the same instant: its first event
+  // goes now, the next one waits a period, as for a key never seen.
+  EXPECT_EQ(deb.Offer("k", kD, 3, t0).action, Action::kDeliverNow);
+  const Debouncer::Decision next = deb.Offer("k", kD, 4, t0 + Ms(10));
+  EXPECT_EQ(next.action, Action::kPending);
+  EXPECT_EQ(next.deliver_at, t0 + kD);
+  EXPECT_EQ(deb.tracked_keys(), 1u);
+}
+
 TEST(DebouncerTest, LateTakeDueDoesNotShiftTheSchedule) {
   const absl::Time t0 = absl::FromUnixSeconds(1000000);
   Debouncer deb;
