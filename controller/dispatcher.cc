@@ -159,7 +159,9 @@ absl::Duration Dispatcher::AwayGrace() const {
 void Dispatcher::PumpAgentLanes(const std::string& agent_id) {
   std::vector<std::string> keys;
   for (const auto& [key, lane] : lanes_) {
-    if (!lane.queue.empty() && lane.queue.front().target.agent_id == agent_id) keys.push_back(key);
+    if (!lane.queue.empty() && lane.queue.front().recipient.agent_id == agent_id) {
+      keys.push_back(key);
+    }
   }
   for (const std::string& key : keys) {
     auto lane = lanes_.find(key);
@@ -340,8 +342,9 @@ void Dispatcher::Route(uint64_t seq) {
   if (it == events_.end()) return;
   EventRecord& record = it->second;
   record.routed = true;
-  std::vector<Target> targets =
-      index_.Lookup(record.event.event_id(), record.origin_agent);
+  // The refs point into the index, which nothing below changes.
+  std::vector<TargetRef> targets;
+  index_.LookupRefs(record.event.event_id(), record.origin_agent, &targets);
   if (targets.empty()) {
     record.no_subscribers = true;
     Settle(record);
@@ -351,28 +354,26 @@ void Dispatcher::Route(uint64_t seq) {
   const absl::Time now = clock_->Now();
   const std::string event_id = record.event.event_id();
   // `record` may be settled (erased) by a synchronous resolution below.
-  for (Target& target : targets) {
-    const std::string key = LaneKey(event_id, target.agent_id, target.container_id);
-    Debouncer::Decision decision =
-        debouncer_.Offer(key, target.subscription.debounce, seq, now);
+  for (const TargetRef& target : targets) {
+    const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
+    const absl::Duration debounce = target.subscription->debounce;
+    Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
+    Recipient recipient{*target.agent_id, *target.container_id, *target.container_name, event_id};
     if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
-      Enqueue(Delivery{seq, std::move(target), 0, ""});
+      Enqueue(key, Delivery{seq, std::move(recipient), 0, ""});
     } else {
-      Target copy = target;
-      debounce_targets_[key] = std::move(target);
+      debounce_targets_[key] = recipient;
       Wake();
       if (decision.coalesced.has_value()) {
-        Resolve(*decision.coalesced, copy, DeliveryOutcome::kCoalesced,
+        Resolve(*decision.coalesced, recipient, DeliveryOutcome::kCoalesced,
                 absl::StrCat("coalesced into a later event (debounce ",
-                             absl::FormatDuration(copy.subscription.debounce), ")"));
+                             absl::FormatDuration(debounce), ")"));
       }
     }
   }
 }
 
-void Dispatcher::Enqueue(Delivery delivery) {
-  const std::string key = LaneKey(delivery.target.subscription.event_id,
-                                  delivery.target.agent_id, delivery.target.container_id);
+void Dispatcher::Enqueue(const std::string& key, Delivery delivery) {
   Lane& lane = lanes_[key];
   delivery.ready_at = clock_->Now();
   if (options_.metrics != nullptr) options_.metrics->RecordWorkQueueAdd();
@@ -399,27 +400,27 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
       continue;
     }
     // Level-triggered: deliver what the container's labels say now.
-    std::optional<Target> current = index_.Find(
-        front.target.agent_id, front.target.container_id, front.target.subscription.event_id);
+    const Recipient& to = front.recipient;
+    std::optional<TargetRef> current = index_.FindRef(to.agent_id, to.container_id, to.event_id);
     if (!current.has_value()) {
       FinishFront(lane_key, DeliveryOutcome::kSkippedUnsubscribed,
                   "the container or its subscription is gone");
       return;
     }
-    auto agent = agents_.find(front.target.agent_id);
+    auto agent = agents_.find(to.agent_id);
     if (agent == agents_.end()) {
-      RetryFront(lane_key, absl::StrCat("agent ", front.target.agent_id, " is not connected"));
+      RetryFront(lane_key, absl::StrCat("agent ", to.agent_id, " is not connected"));
       return;
     }
     if (agent->second.link == nullptr) return;  // away: pumped again when it is back
     const EventRecord& event = record->second;
-    const Subscription& sub = current->subscription;
+    const Subscription& sub = *current->subscription;
     const uint64_t command_id = next_command_id_++;
     ControllerMessage message;
     dispatch::v1::Command* command = message.mutable_command();
     command->set_command_id(command_id);
     command->set_event_id(event.event.event_id());
-    command->set_container_id(front.target.container_id);
+    command->set_container_id(to.container_id);
     for (const std::string& arg : sub.argv) command->add_argv(arg);
     command->set_start_container(sub.start == StartPolicy::kStartIfStopped);
     command->add_env(absl::StrCat("DISPATCH_EVENT_ID=", event.event.event_id()));
@@ -433,13 +434,15 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     lane.in_flight = true;
     lane.command_id = command_id;
     lane.sent_at = clock_->Now();
-    in_flight_[command_id] = InFlight{lane_key, front.target.agent_id};
+    in_flight_[command_id] = InFlight{lane_key, to.agent_id};
     ++stats_.commands_sent;
     if (options_.metrics != nullptr) {
       options_.metrics->RecordCommandSent();
       options_.metrics->ObserveQueueDuration(lane.sent_at - front.ready_at);
     }
-    front.target = *std::move(current);
+    if (*current->container_name != to.container_name) {
+      front.recipient.container_name = *current->container_name;  // renamed
+    }
     agent->second.link->Send(std::move(message));
     return;
   }
@@ -454,7 +457,7 @@ void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcom
   lane.queue.pop_front();
   lane.in_flight = false;
   lane.retry_at.reset();
-  Resolve(delivery.event_seq, delivery.target, outcome, detail);
+  Resolve(delivery.event_seq, delivery.recipient, outcome, detail);
   PumpLane(lane_key);
 }
 
@@ -481,8 +484,8 @@ void Dispatcher::RetryFront(const std::string& lane_key, const std::string& erro
     options_.metrics->RecordRetry();
     options_.metrics->RecordWorkQueueAdd();
   }
-  LOG(WARNING) << "delivery of " << front.target.subscription.event_id << " to "
-               << front.target.container_name << " failed (attempt " << front.attempts << "/"
+  LOG(WARNING) << "delivery of " << front.recipient.event_id << " to "
+               << front.recipient.container_name << " failed (attempt " << front.attempts << "/"
                << options_.max_attempts << "): " << error << "; retrying at "
                << Rfc3339(at);
   Wake();
@@ -578,7 +581,7 @@ void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1:
       << exit.exit_code() << " after " << exit.duration_ms() << " ms";
 }
 
-void Dispatcher::Resolve(uint64_t event_seq, const Target& target, DeliveryOutcome outcome,
+void Dispatcher::Resolve(uint64_t event_seq, const Recipient& target, DeliveryOutcome outcome,
                          const std::string& detail) {
   ++stats_.deliveries[outcome];
   if (options_.metrics != nullptr) options_.metrics->RecordDelivery(outcome);
@@ -665,7 +668,7 @@ absl::Time Dispatcher::Poll() {
     if (target == debounce_targets_.end()) continue;
     Delivery delivery{due.item, std::move(target->second), 0, ""};
     debounce_targets_.erase(target);
-    Enqueue(std::move(delivery));
+    Enqueue(due.key, std::move(delivery));
   }
   while (!retry_timers_.empty() && retry_timers_.begin()->first <= now) {
     const std::string lane_key = retry_timers_.begin()->second;

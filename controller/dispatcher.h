@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -164,9 +165,17 @@ class Dispatcher {
     bool no_subscribers = false;
     std::vector<std::string> errors;
   };
+  // Who a delivery goes to. The subscription itself is looked up again
+  // when the delivery is sent (level-triggered), so it is not kept here.
+  struct Recipient {
+    std::string agent_id;
+    std::string container_id;
+    std::string container_name;  // as last seen: for logs and dead-letter notes
+    std::string event_id;
+  };
   struct Delivery {
     uint64_t event_seq = 0;
-    Target target;
+    Recipient recipient;
     int attempts = 0;
     std::string last_error;
     absl::Time ready_at = absl::InfinitePast();  // last (re)entry into the work queue
@@ -206,16 +215,15 @@ class Dispatcher {
   bool AllAgentsFresh() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RouteHeld() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Route(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Enqueue(Delivery delivery) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Enqueue(const std::string& lane_key, Delivery delivery) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpLane(const std::string& lane_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
                    const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RetryFront(const std::string& lane_key, const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Resolve(uint64_t event_seq, const Target& target, DeliveryOutcome outcome,
+  void Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Settle(EventRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DropAgentContainersFromQueues(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration AwayGrace() const;
   void PumpAgentLanes(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAwayAgents(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -229,15 +237,16 @@ class Dispatcher {
   mutable absl::Mutex mu_;
   SubscriptionIndex index_ ABSL_GUARDED_BY(mu_);
   Debouncer debouncer_ ABSL_GUARDED_BY(mu_);
-  // Debounce key -> the target its pending item goes to.
-  absl::flat_hash_map<std::string, Target> debounce_targets_ ABSL_GUARDED_BY(mu_);
+  // Debounce key -> the recipient of its pending item.
+  absl::flat_hash_map<std::string, Recipient> debounce_targets_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, AgentState> agents_ ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, EventRecord> events_ ABSL_GUARDED_BY(mu_);
+  // Node-based: references to a record stay valid while others come and go.
+  absl::node_hash_map<uint64_t, EventRecord> events_ ABSL_GUARDED_BY(mu_);
   // (agent id, key, generation) -> event seq, for de-duplicating re-sent events.
   using EventKey = std::tuple<std::string, std::string, uint64_t>;
-  std::map<EventKey, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<EventKey, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
   // Settled notices whose origin agent was away; re-sent when it re-sends the event.
-  std::map<EventKey, dispatch::v1::Settled> unacked_settled_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<EventKey, dispatch::v1::Settled> unacked_settled_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> held_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Lane> lanes_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, std::string>> retry_timers_ ABSL_GUARDED_BY(mu_);

@@ -94,29 +94,49 @@ void SubscriptionIndex::RemoveAgent(const std::string& agent_id) {
 
 std::vector<Target> SubscriptionIndex::Lookup(absl::string_view event_id,
                                               absl::string_view origin_agent_id) const {
+  std::vector<TargetRef> refs;
+  LookupRefs(event_id, origin_agent_id, &refs);
   std::vector<Target> targets;
+  targets.reserve(refs.size());
+  for (const TargetRef& ref : refs) targets.push_back(ref.ToTarget());
+  return targets;
+}
+
+void SubscriptionIndex::LookupRefs(absl::string_view event_id, absl::string_view origin_agent_id,
+                                   std::vector<TargetRef>* out) const {
+  out->clear();
   auto refs = by_event_.find(event_id);
-  if (refs == by_event_.end()) return targets;
-  targets.reserve(refs->second.size());
+  if (refs == by_event_.end()) return;
+  out->reserve(refs->second.size());
   for (const Ref& ref : refs->second) {
-    const ContainerEntry& entry = agents_.at(ref.agent_id).at(ref.container_id);
+    auto agent = agents_.find(ref.agent_id);
+    auto container = agent->second.find(ref.container_id);
+    const ContainerEntry& entry = container->second;
     const Subscription& sub = entry.subscriptions.find(event_id)->second;
     if (sub.scope == Scope::kHost && ref.agent_id != origin_agent_id) continue;
-    targets.push_back(MakeTarget(ref.agent_id, ref.container_id, entry, sub));
+    out->push_back(TargetRef{&agent->first, &container->first, &entry.name, entry.state, &sub});
   }
-  return targets;
 }
 
 std::optional<Target> SubscriptionIndex::Find(absl::string_view agent_id,
                                               absl::string_view container_id,
                                               absl::string_view event_id) const {
+  std::optional<TargetRef> ref = FindRef(agent_id, container_id, event_id);
+  if (!ref.has_value()) return std::nullopt;
+  return ref->ToTarget();
+}
+
+std::optional<TargetRef> SubscriptionIndex::FindRef(absl::string_view agent_id,
+                                                    absl::string_view container_id,
+                                                    absl::string_view event_id) const {
   auto agent = agents_.find(agent_id);
   if (agent == agents_.end()) return std::nullopt;
   auto container = agent->second.find(container_id);
   if (container == agent->second.end()) return std::nullopt;
   auto sub = container->second.subscriptions.find(event_id);
   if (sub == container->second.subscriptions.end()) return std::nullopt;
-  return MakeTarget(agent->first, container->first, container->second, sub->second);
+  return TargetRef{&agent->first, &container->first, &container->second.name,
+                   container->second.state, &sub->second};
 }
 
 std::vector<Target> SubscriptionIndex::All() const {

@@ -11,7 +11,8 @@
 // once, when it first appears.
 //
 // Not thread-safe: the caller serialises every call. Returned values are
-// copies; nothing points into the index.
+// copies, except the TargetRefs of LookupRefs/FindRef, which point into the
+// index until its next change.
 #ifndef DISPATCHD_CONTROLLER_SUBSCRIPTION_INDEX_H_
 #define DISPATCHD_CONTROLLER_SUBSCRIPTION_INDEX_H_
 
@@ -38,6 +39,20 @@ struct Target {
   std::string container_name;
   dispatch::v1::Container::State state = dispatch::v1::Container::STATE_UNSPECIFIED;
   Subscription subscription;
+};
+
+// A subscriber as the index holds it, without copies: the pointers stay
+// valid until the index next changes.
+struct TargetRef {
+  const std::string* agent_id = nullptr;
+  const std::string* container_id = nullptr;
+  const std::string* container_name = nullptr;
+  dispatch::v1::Container::State state = dispatch::v1::Container::STATE_UNSPECIFIED;
+  const Subscription* subscription = nullptr;
+
+  Target ToTarget() const {
+    return Target{*agent_id, *container_id, *container_name, state, *subscription};
+  }
 };
 
 // An invalid subscription (or stray label) and the container it is on.
@@ -72,11 +87,16 @@ class SubscriptionIndex {
   // Scope::kHost subscriptions are included only when their agent is
   // `origin_agent_id`, the agent that observed the event.
   std::vector<Target> Lookup(absl::string_view event_id, absl::string_view origin_agent_id) const;
+  // The same without copying (routing's hot path): `out` is cleared first.
+  void LookupRefs(absl::string_view event_id, absl::string_view origin_agent_id,
+                  std::vector<TargetRef>* out) const;
 
   // The current subscription of one container to `event_id`, if any
   // (regardless of scope): for re-checking a decision made earlier.
   std::optional<Target> Find(absl::string_view agent_id, absl::string_view container_id,
                              absl::string_view event_id) const;
+  std::optional<TargetRef> FindRef(absl::string_view agent_id, absl::string_view container_id,
+                                   absl::string_view event_id) const;
 
   // Every valid subscription, sorted by event id, agent id, container name,
   // container id. For the public API; O(subscriptions).
