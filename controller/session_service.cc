@@ -25,16 +25,15 @@ class SessionReactor final
   // AgentLink. gRPC may run a reaction inline from StartWrite/Finish, so no
   // lock is held across them.
   void Send(ControllerMessage message) override {
-    bool more = false;
     {
       absl::MutexLock lock(&mu_);
       if (finishing_) return;
       outgoing_.push_back(std::move(message));
-      if (writing_) return;  // goes out with the next write, batched
-      writing_ = true;
-      more = TakeNextWrite();
+      // While a write is in flight, or while an incoming message is being
+      // handled, what is sent queues up and leaves as one batch.
+      if (writing_ || handling_ > 0) return;
     }
-    StartWrite(&current_, WriteOptionsFor(more));
+    Flush();
   }
 
   void Close(const std::string& reason) override {
@@ -74,7 +73,19 @@ class SessionReactor final
       }
       dispatcher_->AgentConnected(agent_id_, host, this);
     } else if (IsConnected()) {
+      // Everything the Dispatcher sends back while it handles this message
+      // (a Command and a Settled per event of a batch, say) goes out in one
+      // write after it, not the first message alone and the rest behind it.
+      {
+        absl::MutexLock lock(&mu_);
+        ++handling_;
+      }
       dispatcher_->OnAgentMessage(agent_id_, incoming_);
+      {
+        absl::MutexLock lock(&mu_);
+        --handling_;
+      }
+      Flush();
     }
     StartRead(&incoming_);
   }
@@ -114,6 +125,18 @@ class SessionReactor final
   }
 
  private:
+  // Starts a write of what is queued unless one is in flight.
+  void Flush() {
+    bool more = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_ || writing_ || outgoing_.empty()) return;
+      writing_ = true;
+      more = TakeNextWrite();
+    }
+    StartWrite(&current_, WriteOptionsFor(more));
+  }
+
   // While more messages wait behind this one (a batch hit its bounds, or the
   // agent does not read batches), gRPC may hold it in its buffer and send
   // the run in one flush (the last one of the run has no hint).
@@ -186,6 +209,7 @@ class SessionReactor final
   std::deque<ControllerMessage> outgoing_ ABSL_GUARDED_BY(mu_);
   ControllerMessage current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  int handling_ ABSL_GUARDED_BY(mu_) = 0;  // incoming messages being handled
   bool connected_ ABSL_GUARDED_BY(mu_) = false;
   bool batches_ ABSL_GUARDED_BY(mu_) = false;  // the agent reads ControllerBatch
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;

@@ -169,6 +169,32 @@ TEST_F(SessionServiceTest, ControllerBatchesQueuedMessagesInOrderWithinBounds) {
   EXPECT_EQ(dispatcher_->stats().events_settled_delivered, 1u);
 }
 
+TEST_F(SessionServiceTest, AnswersToOneAgentBatchLeaveAsOneWrite) {
+  Start(SessionServiceOptions{});
+  // 50 events of 50 event ids, each with a subscriber of its own (events
+  // of one id to one container would wait for each other in their lane).
+  constexpr int kEvents = 50;
+  AgentMessage snapshot;
+  snapshot.mutable_inventory_snapshot()->set_seq(1);
+  for (int i = 0; i < kEvents; ++i) {
+    *snapshot.mutable_inventory_snapshot()->add_containers() = Subscriber(i, absl::StrCat("e", i));
+  }
+  ASSERT_TRUE(stream_->Write(snapshot));
+  // In one batch: their 50 Commands go out together once the batch is
+  // handled, not the first alone and the other 49 behind it.
+  AgentMessage batch;
+  for (int i = 0; i < kEvents; ++i) {
+    *batch.mutable_batch()->add_messages() =
+        Event(absl::StrCat("events/", i), absl::StrCat("e", i));
+  }
+  ASSERT_TRUE(stream_->Write(batch));
+  std::vector<ControllerMessage> got = ReadMessages(kEvents);
+  ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
+  for (const ControllerMessage& m : got) EXPECT_TRUE(m.has_command());
+  EXPECT_EQ(stream_messages_, 1u);
+  EXPECT_EQ(max_batch_, static_cast<size_t>(kEvents));
+}
+
 TEST_F(SessionServiceTest, AgentWithoutBatchesGetsSingleMessages) {
   dispatcher_ = std::make_unique<Dispatcher>(DispatcherOptions{}, &clock_);
   service_ = std::make_unique<SessionService>(dispatcher_.get(), SessionServiceOptions{});
