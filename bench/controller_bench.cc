@@ -173,6 +173,7 @@ absl::StatusOr<ControllerBenchResults> RunControllerBenchmarks(
       }
     });
     const absl::Duration cpu0 = CpuTime(controller.process->pid());
+    const absl::Duration agent_cpu0 = CpuTime(getpid());
     const absl::Time t0 = absl::Now();
     for (int64_t i = 0; i < events; ++i) {
       agent->SendEvent(absl::StrCat("route/", i), absl::StrCat("route.e", i % options.event_ids),
@@ -183,6 +184,7 @@ absl::StatusOr<ControllerBenchResults> RunControllerBenchmarks(
     const absl::Time t1 = absl::Now();
     r.controller_cpu_seconds =
         absl::ToDoubleSeconds(CpuTime(controller.process->pid()) - cpu0);
+    r.agent_cpu_seconds = absl::ToDoubleSeconds(CpuTime(getpid()) - agent_cpu0);
     sampling = false;
     sampler.join();
     if (!settled) {
@@ -193,8 +195,9 @@ absl::StatusOr<ControllerBenchResults> RunControllerBenchmarks(
     r.seconds = absl::ToDoubleSeconds(t1 - t0);
     r.rss_peak_kib = peak;
     std::cerr << absl::StrFormat(
-        "routing %d subscription(s) per event: %d events in %.3f s, controller CPU %.3f s\n",
-        fanout, events, r.seconds, r.controller_cpu_seconds);
+        "routing %d subscription(s) per event: %d events in %.3f s, controller CPU %.3f s, "
+        "synthetic agent CPU %.3f s\n",
+        fanout, events, r.seconds, r.controller_cpu_seconds, r.agent_cpu_seconds);
 
     if (fanout * options.event_ids >= 10000) {
       // ---- Reconcile, with this inventory. ----

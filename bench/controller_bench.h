@@ -41,6 +41,9 @@ struct RoutingResult {
   double seconds = 0;
   // CPU time the controller process used during the run (all its threads).
   double controller_cpu_seconds = 0;
+  // CPU time this process (the synthetic agent) used meanwhile: it shares
+  // the machine's cores with the controller.
+  double agent_cpu_seconds = 0;
   int64_t rss_idle_kib = -1;       // the fresh controller, before the agent connected
   int64_t rss_subscribed_kib = -1;  // inventory loaded, before the load
   int64_t rss_peak_kib = -1;        // sampled during the load

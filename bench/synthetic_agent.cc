@@ -110,17 +110,30 @@ void SyntheticAgent::ReadLoop() {
   ControllerMessage message;
   while (stream_->Read(&message)) {
     const absl::Time received = absl::Now();
-    if (message.has_batch()) {
-      for (const ControllerMessage& m : message.batch().messages()) Handle(m, received);
-    } else {
-      Handle(message, received);
+    // A batch is answered as one: its answers queue together and the writer
+    // wakes once, as the real agent's session does.
+    Answers answers;
+    {
+      absl::MutexLock lock(&mu_);
+      answers.observer = observer_;
     }
+    if (message.has_batch()) {
+      for (const ControllerMessage& m : message.batch().messages()) Handle(m, received, &answers);
+    } else {
+      Handle(message, received, &answers);
+    }
+    if (answers.messages.empty() && answers.settled == 0) continue;
+    absl::MutexLock lock(&mu_);
+    commands_ += answers.messages.size();
+    settled_ += answers.settled;
+    for (AgentMessage& answer : answers.messages) answers_.push_back(std::move(answer));
   }
   absl::MutexLock lock(&mu_);
   ended_ = true;
 }
 
-void SyntheticAgent::Handle(const ControllerMessage& message, absl::Time received) {
+void SyntheticAgent::Handle(const ControllerMessage& message, absl::Time received,
+                            Answers* answers) {
   switch (message.msg_case()) {
     case ControllerMessage::kWelcome: {
       absl::MutexLock lock(&mu_);
@@ -129,12 +142,7 @@ void SyntheticAgent::Handle(const ControllerMessage& message, absl::Time receive
       break;
     }
     case ControllerMessage::kCommand: {
-      CommandObserver observer;
-      {
-        absl::MutexLock lock(&mu_);
-        observer = observer_;
-      }
-      if (observer) observer(message.command(), received);
+      if (answers->observer) answers->observer(message.command(), received);
       AgentMessage answer;
       CommandResult* result = answer.mutable_command_result();
       result->set_command_id(message.command().command_id());
@@ -143,16 +151,12 @@ void SyntheticAgent::Handle(const ControllerMessage& message, absl::Time receive
       const int64_t now = absl::GetCurrentTimeNanos();
       result->set_exec_create_sent_unix_nanos(now);
       result->set_exec_start_sent_unix_nanos(now);
-      absl::MutexLock lock(&mu_);
-      ++commands_;
-      answers_.push_back(std::move(answer));
+      answers->messages.push_back(std::move(answer));
       break;
     }
-    case ControllerMessage::kSettled: {
-      absl::MutexLock lock(&mu_);
-      ++settled_;
+    case ControllerMessage::kSettled:
+      ++answers->settled;
       break;
-    }
     default:
       break;
   }

@@ -64,7 +64,14 @@ class SyntheticAgent {
   SyntheticAgent() = default;
   void ReadLoop();
   // One controller message that is not a batch; on the reader thread.
-  void Handle(const dispatch::v1::ControllerMessage& message, absl::Time received);
+  // What one message (or batch) from the controller calls for.
+  struct Answers {
+    CommandObserver observer;
+    std::vector<dispatch::v1::AgentMessage> messages;  // command results
+    uint64_t settled = 0;
+  };
+  void Handle(const dispatch::v1::ControllerMessage& message, absl::Time received,
+              Answers* answers);
   void WriteLoop();
 
   std::unique_ptr<dispatch::v1::AgentSession::Stub> stub_;
