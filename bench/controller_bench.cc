@@ -279,17 +279,19 @@ std::string ControllerResultsMarkdown(const ControllerBenchResults& r) {
   absl::StrAppend(&out,
                   "### 3. Controller routing (synthetic agent over loopback, no Docker)\n\n",
                   "| subscriptions per event | subscriptions | events | seconds | events/s | "
-                  "commands/s | controller CPU per event | events per controller CPU-second |\n"
-                  "|---|---|---|---|---|---|---|---|\n");
+                  "commands/s | controller CPU per event | events per controller CPU-second | "
+                  "synthetic agent CPU per event |\n"
+                  "|---|---|---|---|---|---|---|---|---|\n");
   for (const RoutingResult& x : r.routing) {
     absl::StrAppend(
-        &out, absl::StrFormat("| %d | %d | %d | %.3f | %.0f | %.0f | %.1f us | %.0f |\n",
+        &out, absl::StrFormat("| %d | %d | %d | %.3f | %.0f | %.0f | %.1f us | %.0f | %.1f us |\n",
                               x.subscriptions_per_event, x.subscriptions, x.events, x.seconds,
                               x.events / x.seconds,
                               x.events * x.subscriptions_per_event / x.seconds,
                               1e6 * x.controller_cpu_seconds / x.events,
                               x.controller_cpu_seconds > 0 ? x.events / x.controller_cpu_seconds
-                                                           : 0.0));
+                                                           : 0.0,
+                              1e6 * x.agent_cpu_seconds / x.events));
   }
   const Summary d = Summarize(r.reconcile_delta_ms);
   const Summary s = Summarize(r.reconcile_snapshot_ms);
