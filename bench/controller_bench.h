@@ -20,7 +20,7 @@ namespace bench {
 
 struct ControllerBenchOptions {
   // Events sent per fan-out (subscriptions per event).
-  std::vector<std::pair<int, int64_t>> routing = {{1, 50000}, {10, 20000}, {100, 5000}};
+  std::vector<std::pair<int, int64_t>> routing = {{1, 200000}, {10, 20000}, {100, 5000}};
   // Distinct event ids the events cycle through; every subscribing
   // container subscribes to all of them (so 100 x 100 = 10,000).
   int event_ids = 100;

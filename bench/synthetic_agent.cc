@@ -111,7 +111,8 @@ void SyntheticAgent::ReadLoop() {
   while (stream_->Read(&message)) {
     const absl::Time received = absl::Now();
     // A batch is answered as one: its answers queue together and the writer
-    // wakes once, as the real agent's session does.
+    // wakes once. (The real agent answers as its exec workers finish; this
+    // one answers at once, so a whole batch is ready together.)
     Answers answers;
     {
       absl::MutexLock lock(&mu_);
