@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace dispatchd {
 
@@ -18,6 +19,11 @@ void SetMinLogLevel(LogLevel level);
 LogLevel MinLogLevel();
 // Accepts debug, info, warning (warn), error. Returns false otherwise.
 bool ParseLogLevel(absl::string_view text, LogLevel* level);
+
+// "2026-11-22T03:04:05.123456Z" (UTC, microseconds) and its NUL: the
+// time stamp of every log line.
+constexpr int kLogTimeSize = 28;
+void FormatLogTime(absl::Time t, char out[kLogTimeSize]);
 
 class LogMessage {
  public:
