@@ -2,15 +2,14 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -36,32 +35,15 @@ void FormatLogTime(absl::Time t, char out[kLogTimeSize]) {
   // Formatting the date is most of the cost of a log line; it changes once
   // a second, so each thread keeps the last one it formatted.
   thread_local int64_t cached_second = INT64_MIN;
-  thread_local char cached[20];  // "YYYY-MM-DDTHH:MM:SS"
-  const int64_t second = absl::ToUnixSeconds(t);
+  thread_local std::string cached_date;  // "YYYY-MM-DDTHH:MM:SS"
+  const int64_t second = absl::ToUnixSeconds(t);  // rounds down, also before 1970
   if (second != cached_second) {
-    const std::string date =
+    cached_date =
         absl::FormatTime("%Y-%m-%dT%H:%M:%S", absl::FromUnixSeconds(second), absl::UTCTimeZone());
-    if (date.size() != sizeof(cached) - 1) {
-      // Outside years 1000-9999: no cache, the general formatter.
-      const std::string full = absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", t, absl::UTCTimeZone());
-      const size_t n = std::min(full.size(), static_cast<size_t>(kLogTimeSize) - 1);
-      memcpy(out, full.data(), n);
-      out[n] = '\0';
-      return;
-    }
-    memcpy(cached, date.data(), date.size());
-    cached[date.size()] = '\0';
     cached_second = second;
   }
-  int64_t micros = absl::ToUnixMicros(t) - second * 1000000;
-  memcpy(out, cached, 19);
-  out[19] = '.';
-  for (int i = 25; i >= 20; --i) {
-    out[i] = static_cast<char>('0' + micros % 10);
-    micros /= 10;
-  }
-  out[26] = 'Z';
-  out[27] = '\0';
+  const int64_t micros = absl::ToUnixMicros(t) - second * 1000000;
+  absl::SNPrintF(out, kLogTimeSize, "%s.%06dZ", cached_date, micros);
 }
 
 LogMessage::LogMessage(LogLevel level, const char* file, int line) : level_(level) {
