@@ -31,7 +31,7 @@ class SessionReactor final
       outgoing_.push_back(std::move(message));
       // While a write is in flight, or while an incoming message is being
       // handled, what is sent queues up and leaves as one batch.
-      if (writing_ || handling_ > 0) return;
+      if (writing_ || handling_) return;
     }
     Flush();
   }
@@ -78,12 +78,12 @@ class SessionReactor final
       // write after it, not the first message alone and the rest behind it.
       {
         absl::MutexLock lock(&mu_);
-        ++handling_;
+        handling_ = true;
       }
       dispatcher_->OnAgentMessage(agent_id_, incoming_);
       {
         absl::MutexLock lock(&mu_);
-        --handling_;
+        handling_ = false;
       }
       Flush();
     }
@@ -209,7 +209,8 @@ class SessionReactor final
   std::deque<ControllerMessage> outgoing_ ABSL_GUARDED_BY(mu_);
   ControllerMessage current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  int handling_ ABSL_GUARDED_BY(mu_) = 0;  // incoming messages being handled
+  // An incoming message is being handled (reads come one at a time).
+  bool handling_ ABSL_GUARDED_BY(mu_) = false;
   bool connected_ ABSL_GUARDED_BY(mu_) = false;
   bool batches_ ABSL_GUARDED_BY(mu_) = false;  // the agent reads ControllerBatch
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
