@@ -581,7 +581,7 @@ void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1:
       << exit.exit_code() << " after " << exit.duration_ms() << " ms";
 }
 
-void Dispatcher::Resolve(uint64_t event_seq, const Recipient& target, DeliveryOutcome outcome,
+void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                          const std::string& detail) {
   ++stats_.deliveries[outcome];
   if (options_.metrics != nullptr) options_.metrics->RecordDelivery(outcome);
@@ -591,20 +591,20 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& target, DeliveryOu
   const std::string& event_id = record.event.event_id();
   switch (outcome) {
     case DeliveryOutcome::kDelivered:
-      LOG(INFO) << "delivered " << event_id << " to " << target.container_name << " ("
+      LOG(INFO) << "delivered " << event_id << " to " << recipient.container_name << " ("
                 << detail << ")";
       break;
     case DeliveryOutcome::kCoalesced:
-      LOG(DEBUG) << "event " << event_id << " for " << target.container_name << ": " << detail;
+      LOG(DEBUG) << "event " << event_id << " for " << recipient.container_name << ": " << detail;
       break;
     case DeliveryOutcome::kFailed:
-      LOG(ERROR) << "could not deliver " << event_id << " to " << target.container_name << ": "
+      LOG(ERROR) << "could not deliver " << event_id << " to " << recipient.container_name << ": "
                  << detail;
       record.failed = true;
-      record.errors.push_back(absl::StrCat(target.container_name, ": ", detail));
+      record.errors.push_back(absl::StrCat(recipient.container_name, ": ", detail));
       break;
     default:
-      LOG(INFO) << "skipped " << event_id << " for " << target.container_name << " ("
+      LOG(INFO) << "skipped " << event_id << " for " << recipient.container_name << " ("
                 << DeliveryOutcomeName(outcome) << "): " << detail;
       break;
   }
