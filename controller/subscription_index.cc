@@ -145,8 +145,8 @@ std::vector<Target> SubscriptionIndex::All() const {
   for (const auto& [event_id, refs] : by_event_) {
     for (const Ref& ref : refs) {
       const ContainerEntry& entry = agents_.at(ref.agent_id).at(ref.container_id);
-      out.push_back(MakeTarget(ref.agent_id, ref.container_id, entry,
-                               entry.subscriptions.at(event_id)));
+      out.push_back(Target{ref.agent_id, ref.container_id, entry.name, entry.state,
+                           entry.subscriptions.at(event_id)});
     }
   }
   std::sort(out.begin(), out.end(), [](const Target& a, const Target& b) {
@@ -204,12 +204,6 @@ bool SubscriptionIndex::EraseContainer(AgentContainers& containers, const std::s
   containers.erase(it);
   --container_count_;
   return true;
-}
-
-Target SubscriptionIndex::MakeTarget(const std::string& agent_id, const std::string& container_id,
-                                     const ContainerEntry& entry,
-                                     const Subscription& subscription) const {
-  return Target{agent_id, container_id, entry.name, entry.state, subscription};
 }
 
 }  // namespace controller

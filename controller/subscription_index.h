@@ -140,8 +140,6 @@ class SubscriptionIndex {
   // empty agent map in place.
   bool EraseContainer(AgentContainers& containers, const std::string& agent_id,
                       const std::string& container_id);
-  Target MakeTarget(const std::string& agent_id, const std::string& container_id,
-                    const ContainerEntry& entry, const Subscription& subscription) const;
 
   const std::string label_namespace_;
   const std::string label_prefix_;  // label_namespace_ + "."
