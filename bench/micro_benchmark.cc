@@ -61,11 +61,17 @@ void BM_ValidateAndIgnoreRelativePath(benchmark::State& state) {
 }
 BENCHMARK(BM_ValidateAndIgnoreRelativePath);
 
+// 1,000 debounce keys shaped like the dispatcher's lane keys.
+std::vector<std::string> DebounceKeys() {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1000; ++i) keys.push_back(absl::StrCat("event", i, "|agent|container", i));
+  return keys;
+}
+
 // Offer with D = 0 (every event delivered now) over 1,000 keys.
 void BM_DebouncerOfferNoDebounce(benchmark::State& state) {
   controller::Debouncer debouncer;
-  std::vector<std::string> keys;
-  for (int i = 0; i < 1000; ++i) keys.push_back(absl::StrCat("event", i, "|agent|container", i));
+  const std::vector<std::string> keys = DebounceKeys();
   absl::Time now = absl::UnixEpoch();
   uint64_t item = 0;
   for (auto _ : state) {
@@ -81,8 +87,7 @@ BENCHMARK(BM_DebouncerOfferNoDebounce);
 // replaces) the pending one; TakeDue runs every 1,000 offers.
 void BM_DebouncerOfferCoalesce(benchmark::State& state) {
   controller::Debouncer debouncer;
-  std::vector<std::string> keys;
-  for (int i = 0; i < 1000; ++i) keys.push_back(absl::StrCat("event", i, "|agent|container", i));
+  const std::vector<std::string> keys = DebounceKeys();
   absl::Time now = absl::UnixEpoch();
   uint64_t item = 0;
   for (auto _ : state) {
