@@ -4,12 +4,14 @@
 #include <iterator>
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/docker_client.h"
+#include "common/status_macros.h"
 
 namespace dispatchd {
 namespace {
@@ -41,6 +43,15 @@ std::vector<std::string> SplitDestinations(absl::string_view value, absl::string
   return out;
 }
 
+// Flags that take a value, and --insecure (true or false): each can also be
+// set through DISPATCHD_<FLAG>.
+constexpr const char* kValueFlags[] = {
+    "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
+    "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
+    "retry-max-backoff", "label-namespace", "event-namespace", "token",
+    "tls-cert", "tls-key", "tls-ca", "forward-destination", "forward-delimiter",
+    "forward-queue-size", "log-level", "metrics-listen", "insecure"};
+
 }  // namespace
 
 std::string DispatchdUsage() {
@@ -57,7 +68,8 @@ Modes:
 Agent flags:
   --events-dir DIR          directory watched for event files (default ./events)
   --docker-host URL         Docker engine (default $DOCKER_HOST, else
-                            unix:///var/run/docker.sock)
+                            unix:///run/docker.sock, or /var/run/docker.sock
+                            when only that one exists)
   --agent-id ID             name of this agent (default: host name)
   --controller ADDR         controller to connect to (agent mode; default 127.0.0.1:7700)
   --max-payload-bytes N     bytes of an event file sent as its payload (default 1048576);
@@ -93,6 +105,10 @@ Common flags:
   --help                    this text
   --version                 the version
 
+Every flag can also be set in the environment as DISPATCHD_<FLAG>, upper case
+with '_' for '-' (DISPATCHD_EVENTS_DIR, DISPATCHD_METRICS_LISTEN, ...); a flag
+wins over its variable, which wins over the DISPATCHER_* and DOCKER_HOST ones.
+
 Labels on handler containers (NS = label namespace, ID = event id):
   NS.ID.container.command=CMD       run CMD in the container (exec, no shell)
   NS.ID.container.start=true        start the container first if it is stopped
@@ -118,18 +134,18 @@ std::string BoundAddress(const std::string& listen, int port) {
 absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::string>& args,
                                                        const EnvLookup& env) {
   DispatchdOptions o;
-  auto getenv = [&env](const char* name) -> std::string {
-    const char* v = env(name);
+  auto getenv = [&env](const std::string& name) -> std::string {
+    const char* v = env(name.c_str());
     return v == nullptr ? std::string() : std::string(v);
   };
+  // The old dispatcher's variables first: DISPATCHD_* and flags override them.
   if (std::string v = getenv("DISPATCHER_LABEL_NAMESPACE"); !v.empty()) o.label_namespace = v;
   o.event_namespace = getenv("DISPATCHER_EVENT_NAMESPACE");
-  o.token = getenv("DISPATCHD_TOKEN");
   std::string forward = getenv("DISPATCHER_FORWARD_DESTINATION");
   std::string delimiter = getenv("DISPATCHER_FORWARD_DELIMITER");
   if (delimiter.empty()) delimiter = ",";
   std::string docker_host = getenv("DOCKER_HOST");
-  std::string log_level = getenv("DISPATCHD_LOG_LEVEL");
+  std::string log_level;
 
   size_t i = 0;
   if (i < args.size() && !absl::StartsWith(args[i], "-")) {
@@ -141,6 +157,52 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     else return absl::InvalidArgumentError(absl::StrCat(
         "unknown mode '", mode, "' (expected all-in-one, controller or agent; see --help)"));
   }
+
+  // Sets one flag from its value.
+  auto apply = [&](const std::string& name, const std::string& value) -> absl::Status {
+    if (name == "events-dir") o.events_dir = value;
+    else if (name == "docker-host") docker_host = value;
+    else if (name == "agent-id") o.agent_id = value;
+    else if (name == "controller") o.controller = value;
+    else if (name == "max-payload-bytes") { ASSIGN_OR_RETURN(o.max_payload_bytes, ParsePositive(name, value)); }
+    else if (name == "exec-workers") { ASSIGN_OR_RETURN(int64_t n, ParsePositive(name, value)); o.exec_workers = static_cast<int>(n); }
+    else if (name == "listen") o.listen = value;
+    else if (name == "heartbeat") { ASSIGN_OR_RETURN(o.heartbeat, ParseDurationFlag(name, value)); }
+    else if (name == "max-attempts") { ASSIGN_OR_RETURN(int64_t n, ParsePositive(name, value)); o.max_attempts = static_cast<int>(n); }
+    else if (name == "retry-min-backoff") { ASSIGN_OR_RETURN(o.retry_min_backoff, ParseDurationFlag(name, value)); }
+    else if (name == "retry-max-backoff") { ASSIGN_OR_RETURN(o.retry_max_backoff, ParseDurationFlag(name, value)); }
+    else if (name == "label-namespace") o.label_namespace = value;
+    else if (name == "event-namespace") o.event_namespace = value;
+    else if (name == "token") o.token = value;
+    else if (name == "tls-cert") o.tls_cert = value;
+    else if (name == "tls-key") o.tls_key = value;
+    else if (name == "tls-ca") o.tls_ca = value;
+    else if (name == "forward-destination") forward = value;
+    else if (name == "forward-delimiter") delimiter = value;
+    else if (name == "forward-queue-size") { ASSIGN_OR_RETURN(o.forward_queue_size, ParsePositive(name, value)); }
+    else if (name == "log-level") log_level = value;
+    else if (name == "metrics-listen") o.metrics_listen = value;
+    else if (name == "insecure") {
+      if (value != "true" && value != "false") return BadValue(name, value, "expected true or false");
+      o.insecure = value == "true";
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
+    }
+    return absl::OkStatus();
+  };
+
+  // Every flag can also come from DISPATCHD_<FLAG> (upper case, '-' as '_'):
+  // how a container image, a compose file or a systemd environment file sets
+  // them. Empty variables count as unset. Flags win.
+  for (const char* flag : kValueFlags) {
+    const std::string variable = EnvironmentVariable(flag);
+    const std::string value = getenv(variable);
+    if (value.empty()) continue;
+    if (absl::Status s = apply(flag, value); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(variable, ": ", s.message()));
+    }
+  }
+
   for (; i < args.size(); ++i) {
     absl::string_view arg = args[i];
     if (arg == "-h") {
@@ -163,19 +225,9 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     if (name == "help" || name == "h") { o.help = true; continue; }
     if (name == "version") { o.version = true; continue; }
     if (name == "insecure") {
-      if (has_value && value != "true" && value != "false") {
-        return BadValue(name, value, "expected true or false");
-      }
-      o.insecure = !has_value || value == "true";
+      RETURN_IF_ERROR(apply(name, has_value ? value : "true"));
       continue;
     }
-    static const char* const kValueFlags[] = {
-        "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
-        "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
-        "retry-max-backoff", "label-namespace", "event-namespace", "token",
-        "tls-cert", "tls-key", "tls-ca",
-        "forward-destination", "forward-delimiter", "log-level", "metrics-listen",
-        "forward-queue-size"};
     if (std::find(std::begin(kValueFlags), std::end(kValueFlags), name) ==
         std::end(kValueFlags)) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
@@ -186,29 +238,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
       }
       value = args[++i];
     }
-    if (name == "events-dir") o.events_dir = value;
-    else if (name == "docker-host") docker_host = value;
-    else if (name == "agent-id") o.agent_id = value;
-    else if (name == "controller") o.controller = value;
-    else if (name == "max-payload-bytes") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.max_payload_bytes = *n; }
-    else if (name == "exec-workers") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.exec_workers = static_cast<int>(*n); }
-    else if (name == "listen") o.listen = value;
-    else if (name == "heartbeat") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.heartbeat = *d; }
-    else if (name == "max-attempts") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.max_attempts = static_cast<int>(*n); }
-    else if (name == "retry-min-backoff") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.retry_min_backoff = *d; }
-    else if (name == "retry-max-backoff") { auto d = ParseDurationFlag(name, value); if (!d.ok()) return d.status(); o.retry_max_backoff = *d; }
-    else if (name == "label-namespace") o.label_namespace = value;
-    else if (name == "event-namespace") o.event_namespace = value;
-    else if (name == "token") o.token = value;
-    else if (name == "tls-cert") o.tls_cert = value;
-    else if (name == "tls-key") o.tls_key = value;
-    else if (name == "tls-ca") o.tls_ca = value;
-    else if (name == "forward-destination") forward = value;
-    else if (name == "forward-delimiter") delimiter = value;
-    else if (name == "forward-queue-size") { auto n = ParsePositive(name, value); if (!n.ok()) return n.status(); o.forward_queue_size = *n; }
-    else if (name == "log-level") log_level = value;
-    else if (name == "metrics-listen") o.metrics_listen = value;
-    else return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
+    RETURN_IF_ERROR(apply(name, value));
   }
 
   if (o.label_namespace.empty()) {
@@ -220,16 +250,22 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
   if (o.retry_max_backoff < o.retry_min_backoff) {
     return absl::InvalidArgumentError("--retry-max-backoff is smaller than --retry-min-backoff");
   }
-  o.docker_host = docker_host.empty() ? agent::DefaultDockerHost() : docker_host;
   if (!docker_host.empty() && !absl::StartsWith(docker_host, "unix://")) {
     return BadValue("docker-host", docker_host, "only unix:// sockets are supported");
   }
+  o.docker_host = docker_host.empty() ? agent::DefaultDockerHost() : docker_host;
   if (o.mode == Mode::kController && o.listen.empty()) {
     return absl::InvalidArgumentError(
         "controller mode needs --listen ADDR: agents and API clients connect there");
   }
   o.forward_destinations = SplitDestinations(forward, delimiter);
   return o;
+}
+
+std::string EnvironmentVariable(absl::string_view flag) {
+  std::string name = absl::StrCat("DISPATCHD_", flag);
+  for (char& c : name) c = c == '-' ? '_' : absl::ascii_toupper(static_cast<unsigned char>(c));
+  return name;
 }
 
 }  // namespace dispatchd

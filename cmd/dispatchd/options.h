@@ -2,8 +2,11 @@
 //
 //   dispatchd [all-in-one|controller|agent] [--flag=value | --flag value]...
 //
-// Flags win over environment variables, which win over defaults. The
-// DISPATCHER_* variables are the old dispatcher's and keep their meaning.
+// Flags win over environment variables, which win over defaults. Every flag
+// --foo-bar can be set as DISPATCHD_FOO_BAR (so a container image, a compose
+// file or a systemd environment file configures dispatchd without flags); the
+// DISPATCHER_* variables are the old dispatcher's and keep their meaning, below
+// the DISPATCHD_* ones; DOCKER_HOST is below DISPATCHD_DOCKER_HOST.
 #ifndef DISPATCHD_CMD_DISPATCHD_OPTIONS_H_
 #define DISPATCHD_CMD_DISPATCHD_OPTIONS_H_
 
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/logging.h"
 
@@ -67,6 +71,9 @@ using EnvLookup = std::function<const char*(const char*)>;
 // or value.
 absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::string>& args,
                                                        const EnvLookup& env);
+
+// The environment variable of a flag: "events-dir" -> "DISPATCHD_EVENTS_DIR".
+std::string EnvironmentVariable(absl::string_view flag);
 
 // The text of --help.
 std::string DispatchdUsage();
