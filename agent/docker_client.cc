@@ -1,5 +1,6 @@
 #include "agent/docker_client.h"
 
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <algorithm>
@@ -52,6 +53,32 @@ absl::Status IoError(absl::string_view op, absl::string_view step, const beast::
     return absl::DeadlineExceededError(absl::StrCat(op, ": ", step, " timed out"));
   }
   return absl::UnavailableError(absl::StrCat(op, ": ", step, ": ", ec.message()));
+}
+
+// A failed connect to the engine's socket, in words that say what to fix:
+// the socket missing (the usual mistake when dispatchd runs in a container),
+// a path that is not a socket, nobody listening, or no permission.
+absl::Status ConnectError(absl::string_view op, const std::string& path,
+                          const beast::error_code& ec) {
+  namespace errc = boost::system::errc;
+  if (ec == beast::error::timeout) return IoError(op, absl::StrCat("connect to ", path), ec);
+  std::string why;
+  struct stat st;
+  if (ec == errc::no_such_file_or_directory) {
+    why = absl::StrCat("no Docker socket at ", path,
+                       " (in a container, mount the host's: -v /var/run/docker.sock:", path,
+                       "; elsewhere, start Docker or pass --docker-host)");
+  } else if (ec == errc::permission_denied) {
+    why = absl::StrCat("permission denied on ", path,
+                       " (run dispatchd as root or in the socket's group, usually docker)");
+  } else if (stat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+    why = absl::StrCat(path, " is not a socket (mount the Docker engine's socket there)");
+  } else if (ec == errc::connection_refused) {
+    why = absl::StrCat("nothing listens on ", path, " (is the Docker daemon running?)");
+  } else {
+    why = absl::StrCat("connect to ", path, ": ", ec.message());
+  }
+  return absl::UnavailableError(absl::StrCat(op, ": ", why));
 }
 
 // Docker's error bodies are {"message": "..."}; fall back to the raw text.
@@ -197,7 +224,7 @@ class EventStream final : public DockerEventStream {
   absl::Status Open(const Local::endpoint& endpoint, const std::string& target,
                     absl::Duration timeout) {
     if (beast::error_code ec = Connect(ioc_, stream_, endpoint, timeout)) {
-      return IoError("events", "connect", ec);
+      return ConnectError("events", endpoint.path(), ec);
     }
     auto request = MakeRequest(http::verb::get, target, std::nullopt);
     if (beast::error_code ec = Write(ioc_, stream_, request, timeout)) {
@@ -455,7 +482,7 @@ class DockerClient final : public DockerApi {
     asio::io_context ioc;
     Stream stream(ioc);
     if (beast::error_code ec = Connect(ioc, stream, endpoint_, options_.timeout)) {
-      return IoError(op, absl::StrCat("connect to ", options_.host), ec);
+      return ConnectError(op, endpoint_.path(), ec);
     }
     auto request = MakeRequest(verb, target, std::move(json_body));
     if (beast::error_code ec = Write(ioc, stream, request, options_.timeout)) {
@@ -465,6 +492,12 @@ class DockerClient final : public DockerApi {
     http::response_parser<http::string_body> parser;
     parser.body_limit(kMaxResponseBody);
     if (beast::error_code ec = ReadResponse(ioc, stream, buffer, parser, options_.timeout)) {
+      // An answer that is not HTTP at all: something else owns the socket.
+      // (A connection closed early is just a daemon going away.)
+      if (ec.category() == http::make_error_code(http::error::bad_version).category() &&
+          ec != http::error::end_of_stream && ec != http::error::partial_message) {
+        return NotAnEngine(absl::StrCat(op, ": ", ec.message()));
+      }
       return IoError(op, "read response", ec);
     }
     beast::error_code ignored;
@@ -479,21 +512,32 @@ class DockerClient final : public DockerApi {
     if (!prefix_.empty()) return absl::OkStatus();
     constexpr char kOp[] = "version";
     ASSIGN_OR_RETURN(Response response, RoundTrip(kOp, http::verb::get, "/version", std::nullopt));
-    RETURN_IF_ERROR(Expect(kOp, response, {200}));
-    ASSIGN_OR_RETURN(Json j, ParseJson(kOp, response.body));
+    if (response.status >= 500) return Expect(kOp, response, {200});
+    if (response.status != 200) {
+      return NotAnEngine(HttpError(kOp, response.status, response.body).message());
+    }
+    Json j = Json::parse(response.body, nullptr, /*allow_exceptions=*/false);
     const std::string server = StringField(j, "ApiVersion");
     std::vector<std::string> parts = absl::StrSplit(server, '.');
     int major = 0;
     int minor = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &major) ||
         !absl::SimpleAtoi(parts[1], &minor)) {
-      return absl::InternalError(
-          absl::StrCat("version: unreadable ApiVersion \"", server, "\" from the daemon"));
+      return NotAnEngine(absl::StrCat("GET /version has no ApiVersion: ",
+                                      absl::string_view(response.body).substr(0, 200)));
     }
     if (major > 1 || (major == 1 && minor > kMaxApiMinor)) minor = kMaxApiMinor;
     version_ = absl::StrCat(1, ".", minor);
     prefix_ = absl::StrCat("/v", version_);
     return absl::OkStatus();
+  }
+
+  // Unavailable, not a permanent error: the socket may be replaced by the
+  // right one (a daemon started late), so callers keep retrying.
+  absl::Status NotAnEngine(absl::string_view detail) const {
+    return absl::UnavailableError(absl::StrCat(endpoint_.path(),
+                                               " answered, but it is not a Docker engine (",
+                                               detail, ")"));
   }
 
   const DockerClientOptions options_;
@@ -508,7 +552,13 @@ class DockerClient final : public DockerApi {
 std::string DefaultDockerHost() {
   const char* host = std::getenv("DOCKER_HOST");
   if (host != nullptr && *host != '\0') return host;
-  return "unix:///var/run/docker.sock";
+  // The old dispatcher's place first; a container that mounts the socket at
+  // the host's usual place works too.
+  for (const char* path : {"/run/docker.sock", "/var/run/docker.sock"}) {
+    struct stat st;
+    if (stat(path, &st) == 0) return absl::StrCat(kUnixScheme, path);
+  }
+  return absl::StrCat(kUnixScheme, "/run/docker.sock");
 }
 
 absl::StatusOr<std::unique_ptr<DockerApi>> NewDockerClient(DockerClientOptions options) {

@@ -27,17 +27,21 @@ namespace agent {
 
 struct DockerClientOptions {
   // Only unix:// hosts are supported.
-  std::string host = "unix:///var/run/docker.sock";
+  std::string host = "unix:///run/docker.sock";
   // Bound on each connect, write and read (not on waiting for events).
   // Must be positive; at most 24 h is honoured.
   absl::Duration timeout = absl::Seconds(10);
 };
 
-// $DOCKER_HOST if set and non-empty, else unix:///var/run/docker.sock.
+// $DOCKER_HOST if set and non-empty, else the first of /run/docker.sock and
+// /var/run/docker.sock that exists (the same file on most hosts), else
+// unix:///run/docker.sock (whose absence the calls then explain).
 std::string DefaultDockerHost();
 
 // Returns InvalidArgument naming the host when it is not unix://PATH. Does
-// not connect: an unreachable daemon shows up as Unavailable on the calls.
+// not connect: an unreachable daemon shows up as Unavailable on the calls,
+// with a message that says what to fix (no socket at PATH, not a socket,
+// nobody listening, permission denied, a peer that is not a Docker engine).
 absl::StatusOr<std::unique_ptr<DockerApi>> NewDockerClient(DockerClientOptions options);
 
 namespace internal {

@@ -1,9 +1,13 @@
 #include "agent/docker_client.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -185,21 +189,115 @@ TEST(NewDockerClientTest, RejectsHostsThatAreNotUnixSockets) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(NewDockerClientTest, MissingSocketIsUnavailable) {
+TEST(NewDockerClientTest, MissingSocketIsUnavailableAndSaysHowToMountIt) {
   auto client = NewDockerClient({.host = "unix:///nonexistent-dir/docker.sock"});
   ASSERT_TRUE(client.ok()) << client.status();
   auto version = (*client)->Version();
   EXPECT_EQ(version.status().code(), absl::StatusCode::kUnavailable) << version.status();
   EXPECT_THAT(std::string(version.status().message()), HasSubstr("version"));
+  EXPECT_THAT(std::string(version.status().message()),
+              HasSubstr("no Docker socket at /nonexistent-dir/docker.sock"));
+  EXPECT_THAT(std::string(version.status().message()),
+              HasSubstr("-v /var/run/docker.sock:/nonexistent-dir/docker.sock"));
   EXPECT_EQ((*client)->ListContainers().status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ((*client)->OpenEventStream().status().code(), absl::StatusCode::kUnavailable);
+  auto events = (*client)->OpenEventStream();
+  EXPECT_EQ(events.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(events.status().message()), HasSubstr("no Docker socket"));
 }
 
-TEST(DefaultDockerHostTest, FollowsDockerHost) {
+// A unix socket in a fresh temporary directory; `Serve` answers one
+// connection with `reply` (after reading the request) and closes it.
+class FakeSocket {
+ public:
+  FakeSocket() {
+    char dir[] = "/tmp/dispatchd-docker-client-test-XXXXXX";
+    dir_ = mkdtemp(dir);
+    path_ = dir_ + "/docker.sock";
+  }
+  ~FakeSocket() {
+    if (server_.joinable()) server_.join();
+    if (fd_ >= 0) close(fd_);
+    unlink(path_.c_str());
+    rmdir(dir_.c_str());
+  }
+  // Binds the path; with `listen_too` false nobody accepts (connect is refused).
+  void Bind(bool listen_too) {
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd_, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    ASSERT_LT(path_.size(), sizeof(addr.sun_path));
+    memcpy(addr.sun_path, path_.c_str(), path_.size());
+    ASSERT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    if (listen_too) ASSERT_EQ(listen(fd_, 4), 0);
+  }
+  void Serve(std::string reply) {
+    Bind(/*listen_too=*/true);
+    server_ = std::thread([this, reply = std::move(reply)] {
+      const int conn = accept(fd_, nullptr, nullptr);
+      if (conn < 0) return;
+      char buf[4096];
+      (void)read(conn, buf, sizeof(buf));  // the request: one read is enough here
+      (void)write(conn, reply.data(), reply.size());
+      close(conn);
+    });
+  }
+  std::string host() const { return "unix://" + path_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_;
+  std::string path_;
+  int fd_ = -1;
+  std::thread server_;
+};
+
+TEST(NewDockerClientTest, SayWhatIsWrongWithTheSocket) {
+  {
+    FakeSocket not_listening;
+    not_listening.Bind(/*listen_too=*/false);
+    auto version = (*NewDockerClient({.host = not_listening.host()}))->Version();
+    EXPECT_EQ(version.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(version.status().message()),
+                HasSubstr("nothing listens on " + not_listening.path()));
+  }
+  {
+    FakeSocket regular_file;
+    FILE* f = fopen(regular_file.path().c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fclose(f);
+    auto version = (*NewDockerClient({.host = regular_file.host()}))->Version();
+    EXPECT_EQ(version.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(version.status().message()),
+                HasSubstr(regular_file.path() + " is not a socket"));
+  }
+  {
+    FakeSocket not_http;
+    not_http.Serve("SSH-2.0-OpenSSH_9.2\r\n");
+    auto version = (*NewDockerClient({.host = not_http.host()}))->Version();
+    EXPECT_EQ(version.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(version.status().message()),
+                HasSubstr(not_http.path() + " answered, but it is not a Docker engine"));
+  }
+  {
+    FakeSocket other_http;
+    other_http.Serve(
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found");
+    auto version = (*NewDockerClient({.host = other_http.host()}))->Version();
+    EXPECT_EQ(version.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(version.status().message()), HasSubstr("is not a Docker engine"));
+  }
+}
+
+TEST(DefaultDockerHostTest, FollowsDockerHostElseTheUsualSockets) {
   ASSERT_EQ(setenv("DOCKER_HOST", "unix:///run/other.sock", 1), 0);
   EXPECT_EQ(DefaultDockerHost(), "unix:///run/other.sock");
   ASSERT_EQ(unsetenv("DOCKER_HOST"), 0);
-  EXPECT_EQ(DefaultDockerHost(), "unix:///var/run/docker.sock");
+  struct stat st;
+  const bool run = stat("/run/docker.sock", &st) == 0;
+  const bool var_run = stat("/var/run/docker.sock", &st) == 0;
+  EXPECT_EQ(DefaultDockerHost(), !run && var_run ? "unix:///var/run/docker.sock"
+                                                 : "unix:///run/docker.sock");
 }
 
 // ---------------------------------------------------------------------------
