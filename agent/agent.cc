@@ -227,8 +227,16 @@ bool Agent::session_up() const {
   return stream_ != nullptr;
 }
 
-bool Agent::ready() const {
-  return session_ready_.load() && inventory_ != nullptr && inventory_->fresh();
+std::string Agent::NotReadyReason() const {
+  if (inventory_ == nullptr) return "agent: not started";
+  std::vector<std::string> reasons;
+  if (!inventory_->fresh()) {
+    const std::string error = inventory_->last_error();
+    reasons.push_back(absl::StrCat("agent: Docker inventory not fresh",
+                                   error.empty() ? " (listing containers)" : ": ", error));
+  }
+  if (!session_ready_.load()) reasons.push_back("agent: no session with the controller");
+  return absl::StrJoin(reasons, "; ");
 }
 
 bool Agent::Write(AgentMessage message) {

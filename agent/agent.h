@@ -85,7 +85,10 @@ class Agent {
   // Ready to serve: the session is up (Welcome received, inventory sent) and
   // the Docker inventory is fresh (Docker answers). Never blocks on I/O.
   // REQUIRES: Start() has returned.
-  bool ready() const;
+  bool ready() const { return NotReadyReason().empty(); }
+  // Empty when ready(); otherwise why not, in words for an operator (e.g.
+  // "Docker: no Docker socket at /run/docker.sock (...)").
+  std::string NotReadyReason() const;
 
  private:
   // What a file was when it was read: a report of the same path with the

@@ -53,6 +53,11 @@ bool Inventory::fresh() const {
   return fresh_;
 }
 
+std::string Inventory::last_error() const {
+  absl::MutexLock lock(&mu_);
+  return fresh_ ? std::string() : last_error_;
+}
+
 std::optional<ContainerInfo> Inventory::Get(absl::string_view id) const {
   absl::MutexLock lock(&mu_);
   auto it = containers_.find(id);
@@ -87,6 +92,7 @@ void Inventory::Run() {
     {
       absl::MutexLock lock(&mu_);
       fresh_ = false;
+      last_error_ = std::string(ended.message());
       // A session that got as far as a snapshot was a success: the outage
       // starts now, so backoff starts over.
       if (seq_ != seq_before) {
@@ -121,6 +127,7 @@ absl::Status Inventory::RunSession() {
     for (const ContainerInfo& info : *all) containers_[info.id] = info;
     seq = ++seq_;
     fresh_ = true;
+    last_error_.clear();
   }
   if (callbacks_.on_snapshot) callbacks_.on_snapshot(seq, *std::move(all));
 

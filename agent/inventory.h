@@ -75,6 +75,10 @@ class Inventory {
 
   // True while the stream is up and a relist has completed since it opened.
   bool fresh() const;
+  // Why the view is not fresh: the error that ended the last attempt (it
+  // says what to fix, e.g. no Docker socket at a path); empty while fresh
+  // or before the first attempt has ended.
+  std::string last_error() const;
   // The container with this full id, as last seen.
   std::optional<ContainerInfo> Get(absl::string_view id) const;
   // The current sequence number and every container (sorted by id).
@@ -99,6 +103,7 @@ class Inventory {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool fresh_ ABSL_GUARDED_BY(mu_) = false;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, ContainerInfo, std::less<>> containers_ ABSL_GUARDED_BY(mu_);
 

@@ -54,6 +54,14 @@ absl::Status MakeDirectories(const std::string& path) {
     return absl::FailedPreconditionError(
         absl::StrCat("events directory is not a directory: ", path));
   }
+  // Settled files are deleted and undeliverable ones moved: without write
+  // access every event would be dispatched again at each start.
+  if (access(path.c_str(), W_OK | X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "events directory ", path, " is not writable (", strerror(errno),
+        "): dispatchd deletes settled event files and moves undeliverable ones to "
+        ".dead-letter/, so it needs write access (a container volume must not be read-only)"));
+  }
   return absl::OkStatus();
 }
 

@@ -50,6 +50,8 @@ std::string HostName() {
   return buf;
 }
 
+void IgnoreSignal(int) {}
+
 int WaitForSignal(const sigset_t& signals) {
   int signal = 0;
   sigwait(&signals, &signal);
@@ -59,12 +61,21 @@ int WaitForSignal(const sigset_t& signals) {
 int Run(const DispatchdOptions& options) {
   SetMinLogLevel(options.log_level);
   // Every thread inherits this mask; only the main thread takes the signals.
+  // As PID 1 (a container's first process) the kernel drops signals that
+  // have no handler unless they are blocked; both hold here, so `docker
+  // stop` is a clean shutdown.
+  signal(SIGTERM, IgnoreSignal);
+  signal(SIGINT, IgnoreSignal);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // dispatchd starts no processes, but PID 1 inherits every orphan of its
+  // container: with SIGCHLD ignored the kernel reaps them, so none stays a
+  // zombie.
+  if (getpid() == 1) signal(SIGCHLD, SIG_IGN);
 
   const bool run_controller = options.mode != Mode::kAgent;
   const bool run_agent = options.mode != Mode::kController;
@@ -247,8 +258,10 @@ int Run(const DispatchdOptions& options) {
             }
           }
           Readiness agent_ready{true, ""};
-          if (a != nullptr && !a->ready()) {
-            agent_ready = {false, "agent: controller session or Docker inventory not up"};
+          if (a != nullptr) {
+            if (std::string reason = a->NotReadyReason(); !reason.empty()) {
+              agent_ready = {false, std::move(reason)};
+            }
           }
           return Both(controller_ready, agent_ready);
         });
