@@ -4,12 +4,17 @@
 #include <cctype>
 #include <utility>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
 
 namespace dispatchd {
@@ -110,19 +115,26 @@ Commands:
   agents          connected agents, whether their inventory is fresh, last heard
   status          counters: events observed and settled, deliveries by outcome,
                   retries, events in flight and held, agents, subscriptions
+  health          asks dispatchd's /readyz (--metrics): exit 0 when ready,
+                  1 with the reason when not (a container health check)
 
 Flags:
   --controller ADDR   the controller's --listen address (default 127.0.0.1:7700)
   --token TOKEN       the controller's bearer token ($DISPATCHD_TOKEN)
   --json              print the API's response as JSON (proto3 JSON mapping)
   --timeout D         give up after D (default 5s)
+  --metrics ADDR      dispatchd's --metrics-listen address, for health
+                      (default 127.0.0.1:9477; $DISPATCHD_METRICS_LISTEN)
   --tls-ca FILE       verify a controller that serves TLS against this CA (PEM)
   --tls-cert FILE     client certificate, when the controller requires one (PEM)
   --tls-key FILE      private key of --tls-cert
   --help              this text
 
+The controller's address and token can also come from $DISPATCHD_CONTROLLER
+and $DISPATCHD_TOKEN, as for dispatchd; flags win.
+
 Exit status: 0 on success, 1 when the controller cannot be reached or
-refuses the call, 2 for bad usage.
+refuses the call (health: not ready), 2 for bad usage.
 )";
 }
 
@@ -130,6 +142,8 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
                                                            const EnvLookup& env) {
   DispatchctlOptions o;
   if (const char* token = env("DISPATCHD_TOKEN"); token != nullptr) o.token = token;
+  if (const char* v = env("DISPATCHD_CONTROLLER"); v != nullptr && *v != '\0') o.controller = v;
+  if (const char* v = env("DISPATCHD_METRICS_LISTEN"); v != nullptr && *v != '\0') o.metrics = v;
   std::vector<std::string> commands;
   for (size_t i = 0; i < args.size(); ++i) {
     absl::string_view arg = args[i];
@@ -154,7 +168,7 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
       continue;
     }
     if (name != "controller" && name != "token" && name != "timeout" && name != "tls-ca" &&
-        name != "tls-cert" && name != "tls-key") {
+        name != "tls-cert" && name != "tls-key" && name != "metrics") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
     }
     if (!has_value) {
@@ -174,6 +188,9 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
       o.tls_cert = value;
     } else if (name == "tls-key") {
       o.tls_key = value;
+    } else if (name == "metrics") {
+      if (value.empty()) return absl::InvalidArgumentError("--metrics needs an address");
+      o.metrics = value;
     } else {
       absl::Duration d;
       if (!absl::ParseDuration(value, &d) || d <= absl::ZeroDuration()) {
@@ -187,7 +204,8 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
   if (commands.size() != 1) {
     return absl::InvalidArgumentError(
         commands.empty()
-            ? "no command given: expected subscriptions, invalid, agents or status (see --help)"
+            ? "no command given: expected subscriptions, invalid, agents, status or health "
+              "(see --help)"
             : absl::StrCat("expected one command, got '", absl::StrJoin(commands, " "),
                            "' (see --help)"));
   }
@@ -196,10 +214,11 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
   else if (command == "invalid") o.command = Command::kInvalid;
   else if (command == "agents") o.command = Command::kAgents;
   else if (command == "status") o.command = Command::kStatus;
+  else if (command == "health") o.command = Command::kHealth;
   else {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown command '", command,
-        "' (expected subscriptions, invalid, agents or status; see --help)"));
+        "' (expected subscriptions, invalid, agents, status or health; see --help)"));
   }
   return o;
 }
@@ -234,8 +253,74 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
       if (!status.ok()) return CallError(options, status);
       return FormatStatus(response, options.format);
     }
+    case Command::kHealth:
+      return CheckHealth(options);
   }
   return absl::InternalError("unknown command");
+}
+
+absl::StatusOr<std::string> CheckHealth(const DispatchctlOptions& options) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  // host:port, [v6]:port or :port; a wildcard host is asked on loopback.
+  const std::string& address = options.metrics;
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics ", address, ": expected HOST:PORT"));
+  }
+  std::string host = address.substr(0, colon);
+  const std::string port = address.substr(colon + 1);
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  const std::string url = absl::StrCat("http://", address, "/readyz");
+
+  asio::io_context ioc;
+  asio::ip::tcp::resolver resolver(ioc);
+  beast::tcp_stream stream(ioc);
+  const auto timeout = absl::ToChronoNanoseconds(options.timeout);
+  beast::error_code ec;
+  auto endpoints = resolver.resolve(host, port, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot resolve ", address, ": ", ec.message()));
+  http::request<http::empty_body> request{http::verb::get, "/readyz", 11};
+  request.set(http::field::host, host);
+  request.set(http::field::user_agent, "dispatchctl");
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  // Asynchronous operations so that one deadline bounds each step.
+  stream.expires_after(timeout);
+  stream.async_connect(endpoints, [&](beast::error_code e, const auto&) {
+    if (e) {
+      ec = e;
+      return;
+    }
+    stream.expires_after(timeout);
+    http::async_write(stream, request, [&](beast::error_code e, std::size_t) {
+      if (e) {
+        ec = e;
+        return;
+      }
+      stream.expires_after(timeout);
+      http::async_read(stream, buffer, response,
+                       [&](beast::error_code e, std::size_t) { ec = e; });
+    });
+  });
+  ioc.run();
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat(
+        "no answer from ", url, ": ", ec.message(),
+        " (is dispatchd running with --metrics-listen there? pass it with --metrics ADDR)"));
+  }
+  std::string body(absl::StripAsciiWhitespace(response.body()));
+  if (response.result_int() != 200) {
+    return absl::UnavailableError(
+        absl::StrCat("not ready (", url, " answered ", response.result_int(), "): ", body));
+  }
+  return body + "\n";
 }
 
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {

@@ -3,6 +3,7 @@
 //
 //   dispatchctl [--controller ADDR] [--token T] [--json] [--timeout D]
 //               subscriptions|invalid|agents|status
+//   dispatchctl [--metrics ADDR] [--timeout D] health
 //
 // Everything but flag parsing and printing lives here so it can be tested;
 // cmd/dispatchctl/main.cc only wires it to argv, the environment and stdout.
@@ -24,7 +25,7 @@
 namespace dispatchd {
 namespace ctl {
 
-enum class Command { kSubscriptions, kInvalid, kAgents, kStatus };
+enum class Command { kSubscriptions, kInvalid, kAgents, kStatus, kHealth };
 enum class OutputFormat { kTable, kJson };
 
 struct DispatchctlOptions {
@@ -40,11 +41,15 @@ struct DispatchctlOptions {
   OutputFormat format = OutputFormat::kTable;
   // Deadline of the call, connecting included.
   absl::Duration timeout = absl::Seconds(5);
+  // `health`: dispatchd's --metrics-listen address, whose /readyz it asks.
+  // A wildcard host (0.0.0.0, [::] or none) is asked on loopback.
+  std::string metrics = "127.0.0.1:9477";
 };
 
 using EnvLookup = std::function<const char*(const char*)>;
 
-// Parses argv[1..] and the environment (DISPATCHD_TOKEN; the flag wins).
+// Parses argv[1..] and the environment (DISPATCHD_TOKEN, DISPATCHD_CONTROLLER,
+// DISPATCHD_METRICS_LISTEN: the same variables dispatchd reads; flags win).
 // InvalidArgument names the bad flag, value or command; exactly one command
 // is required unless --help is given.
 absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std::string>& args,
@@ -62,6 +67,12 @@ std::string DispatchctlUsage();
 absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
                                            const std::shared_ptr<grpc::ChannelInterface>& channel,
                                            absl::Time now);
+
+// `health`: GET /readyz on options.metrics (plain HTTP) within
+// options.timeout. Returns the answer's body on 200; Unavailable with the
+// body (dispatchd's reason) on any other status, or with what failed when
+// nothing answered. Needs no shell, so it serves as a container HEALTHCHECK.
+absl::StatusOr<std::string> CheckHealth(const DispatchctlOptions& options);
 
 // Output of each command; aligned columns (kTable) or the proto3 JSON
 // mapping of the response with proto field names (kJson). Both end in a

@@ -4,11 +4,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/http_server.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -53,6 +55,58 @@ TEST(ParseDispatchctlOptionsTest, DefaultsAndFlags) {
 TEST(ParseDispatchctlOptionsTest, TokenFromTheEnvironmentUnlessTheFlagIsGiven) {
   EXPECT_EQ(Parse({"status"}, {{"DISPATCHD_TOKEN", "env"}})->token, "env");
   EXPECT_EQ(Parse({"status", "--token", "flag"}, {{"DISPATCHD_TOKEN", "env"}})->token, "flag");
+}
+
+TEST(ParseDispatchctlOptionsTest, HealthAsksTheMetricsAddressFromFlagOrEnvironment) {
+  auto o = Parse({"health"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, Command::kHealth);
+  EXPECT_EQ(o->metrics, "127.0.0.1:9477");
+  EXPECT_EQ(Parse({"health"}, {{"DISPATCHD_METRICS_LISTEN", "0.0.0.0:9000"}})->metrics,
+            "0.0.0.0:9000");
+  EXPECT_EQ(Parse({"health", "--metrics=127.0.0.1:1"},
+                  {{"DISPATCHD_METRICS_LISTEN", "0.0.0.0:9000"}})->metrics,
+            "127.0.0.1:1");
+  EXPECT_EQ(Parse({"status"}, {{"DISPATCHD_CONTROLLER", "ctl:1"}})->controller, "ctl:1");
+}
+
+// /readyz of a real HTTP server: 200 is healthy, 503 carries dispatchd's reason.
+TEST(CheckHealthTest, ReadyIsOkAndNotReadyCarriesTheReason) {
+  std::atomic<bool> ready{false};
+  auto server = HttpServer::Start("127.0.0.1:0", {{"/readyz", [&ready](const HttpRequest&) {
+                                                     if (ready) return HttpResponse{200, "text/plain", "ok\n"};
+                                                     return HttpResponse{
+                                                         503, "text/plain",
+                                                         "agent: no Docker socket at /run/docker.sock\n"};
+                                                   }}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  DispatchctlOptions options;
+  options.command = Command::kHealth;
+  // A wildcard listen address is asked on loopback.
+  options.metrics = absl::StrCat("0.0.0.0:", (*server)->port());
+  auto health = CheckHealth(options);
+  EXPECT_EQ(health.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(health.status().message()),
+              HasSubstr("answered 503): agent: no Docker socket at /run/docker.sock"));
+  ready = true;
+  health = CheckHealth(options);
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, "ok\n");
+}
+
+int UnusedPort();  // below
+
+TEST(CheckHealthTest, NothingListeningNamesTheAddress) {
+  DispatchctlOptions options;
+  options.command = Command::kHealth;
+  options.metrics = absl::StrCat("127.0.0.1:", UnusedPort());
+  options.timeout = absl::Seconds(2);
+  auto health = CheckHealth(options);
+  EXPECT_EQ(health.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(health.status().message()),
+              HasSubstr("no answer from http://" + options.metrics + "/readyz"));
+  options.metrics = "no-port";
+  EXPECT_EQ(CheckHealth(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ParseDispatchctlOptionsTest, HelpNeedsNoCommand) {

@@ -25,6 +25,15 @@ int main(int argc, char** argv) {
     std::cout << dispatchd::ctl::DispatchctlUsage();
     return 0;
   }
+  if (options->command == dispatchd::ctl::Command::kHealth) {
+    absl::StatusOr<std::string> health = dispatchd::ctl::CheckHealth(*options);
+    if (!health.ok()) {
+      std::cerr << "dispatchctl: " << health.status().message() << "\n";
+      return 1;
+    }
+    std::cout << *health;
+    return 0;
+  }
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   const dispatchd::TlsFiles tls{options->tls_cert, options->tls_key, options->tls_ca};
   if (tls.enabled()) {
