@@ -277,7 +277,9 @@ absl::StatusOr<std::string> CheckHealth(const DispatchctlOptions& options) {
   }
   if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
   if (host == "::") host = "::1";
-  const std::string url = absl::StrCat("http://", address, "/readyz");
+  const std::string url = absl::StrCat(
+      "http://", host.find(':') == std::string::npos ? host : absl::StrCat("[", host, "]"), ":",
+      port, "/readyz");
 
   asio::io_context ioc;
   asio::ip::tcp::resolver resolver(ioc);
@@ -318,7 +320,7 @@ absl::StatusOr<std::string> CheckHealth(const DispatchctlOptions& options) {
   std::string body(absl::StripAsciiWhitespace(response.body()));
   if (response.result_int() != 200) {
     return absl::UnavailableError(
-        absl::StrCat("not ready (", url, " answered ", response.result_int(), "): ", body));
+        absl::StrCat(url, " answered ", response.result_int(), ": ", body));
   }
   return body + "\n";
 }

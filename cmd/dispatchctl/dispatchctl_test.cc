@@ -87,7 +87,7 @@ TEST(CheckHealthTest, ReadyIsOkAndNotReadyCarriesTheReason) {
   auto health = CheckHealth(options);
   EXPECT_EQ(health.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(health.status().message()),
-              HasSubstr("answered 503): agent: no Docker socket at /run/docker.sock"));
+              HasSubstr("/readyz answered 503: agent: no Docker socket at /run/docker.sock"));
   ready = true;
   health = CheckHealth(options);
   ASSERT_TRUE(health.ok()) << health.status();
