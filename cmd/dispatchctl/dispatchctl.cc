@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
+#include "common/secret_file.h"
 
 namespace dispatchd {
 namespace ctl {
@@ -121,6 +122,7 @@ Commands:
 Flags:
   --controller ADDR   the controller's --listen address (default 127.0.0.1:7700)
   --token TOKEN       the controller's bearer token ($DISPATCHD_TOKEN)
+  --token-file FILE   read the token from FILE ($DISPATCHD_TOKEN_FILE)
   --json              print the API's response as JSON (proto3 JSON mapping)
   --timeout D         give up after D (default 5s)
   --metrics ADDR      dispatchd's --metrics-listen address, for health
@@ -142,6 +144,8 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
                                                            const EnvLookup& env) {
   DispatchctlOptions o;
   if (const char* token = env("DISPATCHD_TOKEN"); token != nullptr) o.token = token;
+  std::string token_file;
+  if (const char* v = env("DISPATCHD_TOKEN_FILE"); v != nullptr) token_file = v;
   if (const char* v = env("DISPATCHD_CONTROLLER"); v != nullptr && *v != '\0') o.controller = v;
   if (const char* v = env("DISPATCHD_METRICS_LISTEN"); v != nullptr && *v != '\0') o.metrics = v;
   std::vector<std::string> commands;
@@ -168,7 +172,7 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
       continue;
     }
     if (name != "controller" && name != "token" && name != "timeout" && name != "tls-ca" &&
-        name != "tls-cert" && name != "tls-key" && name != "metrics") {
+        name != "tls-cert" && name != "tls-key" && name != "metrics" && name != "token-file") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
     }
     if (!has_value) {
@@ -182,6 +186,9 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
       o.controller = value;
     } else if (name == "token") {
       o.token = value;
+      token_file.clear();
+    } else if (name == "token-file") {
+      token_file = value;
     } else if (name == "tls-ca") {
       o.tls_ca = value;
     } else if (name == "tls-cert") {
@@ -201,6 +208,11 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
     }
   }
   if (o.help) return o;
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadSecretFile(token_file);
+    if (!token.ok()) return token.status();
+    o.token = *std::move(token);
+  }
   if (commands.size() != 1) {
     return absl::InvalidArgumentError(
         commands.empty()

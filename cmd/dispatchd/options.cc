@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/docker_client.h"
+#include "common/secret_file.h"
 #include "common/status_macros.h"
 
 namespace dispatchd {
@@ -48,7 +49,7 @@ std::vector<std::string> SplitDestinations(absl::string_view value, absl::string
 constexpr const char* kValueFlags[] = {
     "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
     "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
-    "retry-max-backoff", "label-namespace", "event-namespace", "token",
+    "retry-max-backoff", "label-namespace", "event-namespace", "token", "token-file",
     "tls-cert", "tls-key", "tls-ca", "forward-destination", "forward-delimiter",
     "forward-queue-size", "log-level", "metrics-listen", "insecure"};
 
@@ -90,6 +91,7 @@ Common flags:
   --label-namespace NS      label prefix (default subscription; $DISPATCHER_LABEL_NAMESPACE)
   --event-namespace NS      prefix added to every event id ($DISPATCHER_EVENT_NAMESPACE)
   --token TOKEN             bearer token agents present to the controller ($DISPATCHD_TOKEN)
+  --token-file FILE         read the token from FILE (a container secret, a 0600 file)
   --tls-cert FILE           PEM certificate: the controller's, or the agent's client certificate
   --tls-key FILE            PEM private key of --tls-cert
   --tls-ca FILE             PEM CA: on the controller, agents must present a certificate it
@@ -146,6 +148,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
   if (delimiter.empty()) delimiter = ",";
   std::string docker_host = getenv("DOCKER_HOST");
   std::string log_level;
+  std::string token_file;
 
   size_t i = 0;
   if (i < args.size() && !absl::StartsWith(args[i], "-")) {
@@ -174,6 +177,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     else if (name == "label-namespace") o.label_namespace = value;
     else if (name == "event-namespace") o.event_namespace = value;
     else if (name == "token") o.token = value;
+    else if (name == "token-file") token_file = value;
     else if (name == "tls-cert") o.tls_cert = value;
     else if (name == "tls-key") o.tls_key = value;
     else if (name == "tls-ca") o.tls_ca = value;
@@ -243,6 +247,12 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
 
   if (o.label_namespace.empty()) {
     return absl::InvalidArgumentError("the label namespace must not be empty");
+  }
+  if (!token_file.empty()) {
+    if (!o.token.empty()) {
+      return absl::InvalidArgumentError("give the token once: --token or --token-file, not both");
+    }
+    ASSIGN_OR_RETURN(o.token, ReadSecretFile(token_file));
   }
   if (!log_level.empty() && !ParseLogLevel(log_level, &o.log_level)) {
     return BadValue("log-level", log_level, "expected debug, info, warning or error");

@@ -1,5 +1,7 @@
 #include "cmd/dispatchd/options.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "gmock/gmock.h"
@@ -44,6 +46,58 @@ TEST_F(OptionsTest, OldDispatcherVariablesAreHonoured) {
   EXPECT_EQ(o->event_namespace, "ns");
   EXPECT_EQ(o->docker_host, "unix:///run/other.sock");
   EXPECT_EQ(o->forward_destinations, (std::vector<std::string>{"log:x", "file:/tmp/y"}));
+}
+
+TEST_F(OptionsTest, EveryFlagHasADispatchdVariableBelowTheFlag) {
+  EXPECT_EQ(EnvironmentVariable("events-dir"), "DISPATCHD_EVENTS_DIR");
+  env_["DISPATCHD_EVENTS_DIR"] = "/app/events";
+  env_["DISPATCHD_METRICS_LISTEN"] = "0.0.0.0:9477";
+  env_["DISPATCHD_HEARTBEAT"] = "2s";
+  env_["DISPATCHD_INSECURE"] = "true";
+  env_["DISPATCHD_TOKEN"] = "secret";
+  // DISPATCHD_* wins over the old and the Docker variables...
+  env_["DISPATCHER_LABEL_NAMESPACE"] = "old";
+  env_["DISPATCHD_LABEL_NAMESPACE"] = "new";
+  env_["DOCKER_HOST"] = "unix:///docker-host.sock";
+  env_["DISPATCHD_DOCKER_HOST"] = "unix:///dispatchd.sock";
+  auto o = Parse({"agent"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->events_dir, "/app/events");
+  EXPECT_EQ(o->metrics_listen, "0.0.0.0:9477");
+  EXPECT_EQ(o->heartbeat, absl::Seconds(2));
+  EXPECT_TRUE(o->insecure);
+  EXPECT_EQ(o->token, "secret");
+  EXPECT_EQ(o->label_namespace, "new");
+  EXPECT_EQ(o->docker_host, "unix:///dispatchd.sock");
+  // ...and a flag wins over it.
+  o = Parse({"agent", "--events-dir=/flag", "--insecure=false", "--docker-host",
+             "unix:///flag.sock"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->events_dir, "/flag");
+  EXPECT_FALSE(o->insecure);
+  EXPECT_EQ(o->docker_host, "unix:///flag.sock");
+  // An empty variable is unset.
+  env_["DISPATCHD_EVENTS_DIR"] = "";
+  EXPECT_EQ(Parse({})->events_dir, "./events");
+  // A bad value names the variable.
+  env_["DISPATCHD_HEARTBEAT"] = "soon";
+  EXPECT_THAT(Parse({}).status().message(), HasSubstr("DISPATCHD_HEARTBEAT"));
+}
+
+TEST_F(OptionsTest, TokenFromAFile) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/token";
+  FILE* f = fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fputs("from-file\n", f);
+  fclose(f);
+  auto o = Parse({"controller", "--token-file", path});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->token, "from-file");
+  env_["DISPATCHD_TOKEN_FILE"] = path;
+  EXPECT_EQ(Parse({"agent"})->token, "from-file");
+  EXPECT_THAT(Parse({"agent", "--token", "x"}).status().message(), HasSubstr("not both"));
+  env_["DISPATCHD_TOKEN_FILE"] = "/nonexistent/token";
+  EXPECT_THAT(Parse({"agent"}).status().message(), HasSubstr("/nonexistent/token"));
 }
 
 TEST_F(OptionsTest, ForwardingFlags) {
