@@ -3,7 +3,7 @@ BAZEL ?= bazel
 EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
 
-.PHONY: deps build run test tsan bench clean demo-image
+.PHONY: deps build run test tsan bench clean demo-image image
 
 deps:
 	@scripts/install-deps.sh
@@ -16,6 +16,18 @@ run: build
 	@scripts/ensure-docker.sh
 	@mkdir -p $(EVENTS_DIR)
 	exec bazel-bin/cmd/dispatchd/dispatchd all-in-one --events-dir $(EVENTS_DIR) $(DISPATCHD_FLAGS)
+
+# The image dispatchd:<version> and dispatchd:latest, built with -c opt from
+# this tree into the local engine (DOCKER_HOST honoured): no registry, no
+# network. The legacy builder needs nothing but the engine (no buildx).
+image: deps
+	@scripts/ensure-docker.sh
+	$(BAZEL) build -c opt //:image_context //:dispatchd
+	@bin=$$($(BAZEL) info -c opt bazel-bin 2>/dev/null); \
+	  version=$$($$bin/cmd/dispatchd/dispatchd --version | awk '{print $$2}'); \
+	  DOCKER_BUILDKIT=0 docker build -q -t dispatchd:$$version -t dispatchd:latest \
+	    - < $$bin/deploy/image/context.tar >/dev/null && \
+	  echo "built dispatchd:$$version and dispatchd:latest ($$(docker image inspect -f '{{.Size}}' dispatchd:latest | awk '{printf "%.1f MB", $$1/1e6}'))"
 
 # A tiny local image (dispatchd/busybox) for the README's quick start, no registry needed.
 demo-image: deps
