@@ -6,8 +6,9 @@
 #  2. the hardening and service settings the units promise are in effect
 #     (the last assignment of each setting wins in systemd, so that is the
 #     one checked);
-#  3. the environment files set only variables dispatchd reads, and the
-#     agent's events directory is the one its unit makes writable.
+#  3. the environment files set only variables dispatchd reads, with values
+#     it accepts (the commented examples too), and the agent's events
+#     directory is the one its unit makes writable.
 #
 # verify insists that ExecStart's binary exists, so each unit is copied to
 # $TEST_TMPDIR with ExecStart pointing at the dispatchd built here instead of
@@ -173,10 +174,17 @@ fi
 help="$("$DISPATCHD" --help)"
 for mode in controller agent; do
   env_file="$HERE/$mode.env"
+  active=()
+  examples=()
   while IFS= read -r line; do
     # Assignments, active or commented out as an example.
-    if [[ "$line" =~ ^#?([A-Z][A-Z0-9_]*)=(.*)$ ]]; then
-      name="${BASH_REMATCH[1]}"
+    if [[ "$line" =~ ^(#?)([A-Z][A-Z0-9_]*)=(.*)$ ]]; then
+      name="${BASH_REMATCH[2]}"
+      if [[ -z "${BASH_REMATCH[1]}" ]]; then
+        active+=("$name=${BASH_REMATCH[3]}")
+      else
+        examples+=("$name=${BASH_REMATCH[3]}")
+      fi
       case "$name" in
         DISPATCHD_*)
           flag="${name#DISPATCHD_}"
@@ -193,6 +201,15 @@ for mode in controller agent; do
       fail "$env_file: not a VAR=value line or a comment: $line"
     fi
   done <"$env_file"
+  # dispatchd parses its whole environment before it looks at --version, so
+  # this exits 0 only if every value is valid (a log level, a number, ...).
+  for set in active examples; do
+    declare -n vars="$set"
+    if ! output="$(env -i "${vars[@]}" "$DISPATCHD" "$mode" --version 2>&1)"; then
+      fail "$env_file: dispatchd $mode rejects the $set settings: $output"
+    fi
+    unset -n vars
+  done
 done
 
 events_dir="$(grep -E '^DISPATCHD_EVENTS_DIR=' "$HERE/agent.env" | tail -n 1)" || true
