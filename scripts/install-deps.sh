@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libboost-dev libssl-dev nlohmann-json3-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  docker.io busybox-static prometheus inotify-tools curl openssl
+  docker.io busybox-static prometheus inotify-tools curl openssl systemd
 )
 
 missing=()
