@@ -5,6 +5,7 @@
 
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/event_id.h"
@@ -404,7 +405,8 @@ bool Agent::RunSession() {
     }
     grpc::Status status = stream->Finish();
     LOG(WARNING) << "controller session failed to open: " << status.error_message() << " ("
-                 << status.error_code() << ")";
+                 << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
+                 << ")";
     return false;
   }
   heartbeat_period_ns_.store(
@@ -454,7 +456,8 @@ bool Agent::RunSession() {
   absl::MutexLock lock(&mu_);
   if (!stopping_) {
     LOG(WARNING) << "controller session ended: " << status.error_message() << " ("
-                 << status.error_code() << "); reconnecting";
+                 << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
+                 << "); reconnecting";
   }
   return true;
 }

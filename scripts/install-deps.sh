@@ -8,7 +8,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libboost-dev libssl-dev nlohmann-json3-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  docker.io busybox-static prometheus inotify-tools curl openssl systemd
+  docker.io docker-compose busybox-static prometheus inotify-tools curl openssl ca-certificates
+  systemd
 )
 
 missing=()
