@@ -8,9 +8,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "agent/event_id.h"
+#include "contract/event_id.h"
 #include "common/logging.h"
-#include "controller/labels.h"
+#include "contract/labels.h"
 
 namespace dispatchd {
 namespace agent {
@@ -58,11 +58,11 @@ AgentMessage SnapshotMessage(uint64_t seq, const std::vector<ContainerInfo>& all
 // labels declare for this event id.
 absl::Status CheckAgainstLabels(const ContainerInfo& info, const dispatch::v1::Command& command,
                                 absl::string_view label_namespace) {
-  controller::ParsedLabels parsed =
-      controller::ParseSubscriptionLabels(info.labels, label_namespace);
-  for (const controller::Subscription& sub : parsed.subscriptions) {
+  contract::ParsedLabels parsed =
+      contract::ParseSubscriptionLabels(info.labels, label_namespace);
+  for (const contract::Subscription& sub : parsed.subscriptions) {
     if (sub.event_id != command.event_id()) continue;
-    const bool start = sub.start == controller::StartPolicy::kStartIfStopped;
+    const bool start = sub.start == contract::StartPolicy::kStartIfStopped;
     if (start != command.start_container()) {
       return absl::PermissionDeniedError("container.start differs from the container's label");
     }
@@ -315,7 +315,7 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   pending.identity = *identity;
   dispatch::v1::ObservedEvent& event = pending.event;
   event.set_key(relative_path);
-  event.set_event_id(EventIdFromRelativePath(relative_path, options_.event_namespace));
+  event.set_event_id(contract::EventIdFromRelativePath(relative_path, options_.event_namespace));
   event.set_payload(std::move(payload->data));
   event.set_payload_truncated(payload->truncated);
   event.set_observed_unix_nanos(absl::ToUnixNanos(observed));

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "agent/event_id.h"
+#include "contract/event_id.h"
 #include "common/status_macros.h"
 
 namespace dispatchd::agent {
@@ -64,8 +64,8 @@ absl::Status ErrnoStatus(int error, absl::string_view what) {
 }
 
 absl::Status CheckRelative(absl::string_view rel) {
-  RETURN_IF_ERROR(ValidateRelativePath(rel));
-  if (IsIgnoredRelativePath(rel)) {
+  RETURN_IF_ERROR(contract::ValidateRelativePath(rel));
+  if (contract::IsIgnoredRelativePath(rel)) {
     return absl::InvalidArgumentError(absl::StrCat("hidden path is not an event file: ", rel));
   }
   return absl::OkStatus();

@@ -6,10 +6,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "agent/event_id.h"
+#include "contract/event_id.h"
 #include "benchmark/benchmark.h"
 #include "controller/debouncer.h"
-#include "controller/labels.h"
+#include "contract/labels.h"
 #include "controller/subscription_index.h"
 
 namespace dispatchd {
@@ -30,7 +30,7 @@ std::map<std::string, std::string> Labels(int subscriptions) {
 void BM_ParseSubscriptionLabels(benchmark::State& state) {
   const auto labels = Labels(static_cast<int>(state.range(0)));
   for (auto _ : state) {
-    benchmark::DoNotOptimize(controller::ParseSubscriptionLabels(labels, "subscription"));
+    benchmark::DoNotOptimize(contract::ParseSubscriptionLabels(labels, "subscription"));
   }
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
@@ -39,7 +39,7 @@ BENCHMARK(BM_ParseSubscriptionLabels)->Arg(1)->Arg(10)->Arg(100);
 void BM_SplitCommand(benchmark::State& state) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(
-        controller::SplitCommand("sh -c 'echo \"$DISPATCH_EVENT_PAYLOAD\" >> /log' a\\ b"));
+        contract::SplitCommand("sh -c 'echo \"$DISPATCH_EVENT_PAYLOAD\" >> /log' a\\ b"));
   }
 }
 BENCHMARK(BM_SplitCommand);
@@ -47,7 +47,7 @@ BENCHMARK(BM_SplitCommand);
 void BM_EventIdFromRelativePath(benchmark::State& state) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(
-        agent::EventIdFromRelativePath("some-dir/some-sub-dir/the-event-file.txt", "ns"));
+        contract::EventIdFromRelativePath("some-dir/some-sub-dir/the-event-file.txt", "ns"));
   }
 }
 BENCHMARK(BM_EventIdFromRelativePath);
@@ -55,8 +55,8 @@ BENCHMARK(BM_EventIdFromRelativePath);
 void BM_ValidateAndIgnoreRelativePath(benchmark::State& state) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(
-        agent::ValidateRelativePath("some-dir/some-sub-dir/the-event-file.txt"));
-    benchmark::DoNotOptimize(agent::IsIgnoredRelativePath("some-dir/some-sub-dir/the-event-file.txt"));
+        contract::ValidateRelativePath("some-dir/some-sub-dir/the-event-file.txt"));
+    benchmark::DoNotOptimize(contract::IsIgnoredRelativePath("some-dir/some-sub-dir/the-event-file.txt"));
   }
 }
 BENCHMARK(BM_ValidateAndIgnoreRelativePath);

@@ -40,16 +40,16 @@ ContainerState ToApiState(dispatch::v1::Container::State state) {
 }
 
 void FillSubscription(const Target& target, SubscriptionInfo* out) {
-  const Subscription& s = target.subscription;
+  const contract::Subscription& s = target.subscription;
   out->set_event_id(s.event_id);
   out->set_agent_id(target.agent_id);
   out->set_container_id(target.container_id);
   out->set_container_name(target.container_name);
   out->set_container_state(ToApiState(target.state));
   for (const std::string& word : s.argv) out->add_argv(word);
-  out->set_start_container(s.start == StartPolicy::kStartIfStopped);
+  out->set_start_container(s.start == contract::StartPolicy::kStartIfStopped);
   out->set_debounce_ms(absl::ToInt64Milliseconds(s.debounce));
-  out->set_scope(s.scope == Scope::kHost ? SubscriptionInfo::SCOPE_HOST
+  out->set_scope(s.scope == contract::Scope::kHost ? SubscriptionInfo::SCOPE_HOST
                                          : SubscriptionInfo::SCOPE_CLUSTER);
   for (const auto& [key, value] : s.labels) (*out->mutable_labels())[key] = value;
 }

@@ -414,7 +414,7 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     }
     if (agent->second.link == nullptr) return;  // away: pumped again when it is back
     const EventRecord& event = record->second;
-    const Subscription& sub = *current->subscription;
+    const contract::Subscription& sub = *current->subscription;
     const uint64_t command_id = next_command_id_++;
     ControllerMessage message;
     dispatch::v1::Command* command = message.mutable_command();
@@ -422,7 +422,7 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     command->set_event_id(event.event.event_id());
     command->set_container_id(to.container_id);
     for (const std::string& arg : sub.argv) command->add_argv(arg);
-    command->set_start_container(sub.start == StartPolicy::kStartIfStopped);
+    command->set_start_container(sub.start == contract::StartPolicy::kStartIfStopped);
     command->add_env(absl::StrCat("DISPATCH_EVENT_ID=", event.event.event_id()));
     command->add_env(absl::StrCat("DISPATCH_EVENT_HOST=", event.origin_host));
     command->add_env(absl::StrCat("DISPATCH_EVENT_PATH=", event.event.key()));

@@ -47,7 +47,7 @@ void SubscriptionIndex::UpsertContainer(const std::string& agent_id,
   entry.state = container.state();
   if (!inserted && entry.name == container.name() && entry.labels == labels) return;
 
-  std::vector<InvalidSubscription> previously_invalid;
+  std::vector<contract::InvalidSubscription> previously_invalid;
   if (inserted) {
     ++container_count_;
   } else {
@@ -55,16 +55,16 @@ void SubscriptionIndex::UpsertContainer(const std::string& agent_id,
     previously_invalid = std::move(entry.invalid);
   }
 
-  ParsedLabels parsed = ParseSubscriptionLabels(labels, label_namespace_);
+  contract::ParsedLabels parsed = contract::ParseSubscriptionLabels(labels, label_namespace_);
   entry.name = container.name();
   entry.labels = std::move(labels);
   entry.subscriptions.clear();
-  for (Subscription& s : parsed.subscriptions) {
+  for (contract::Subscription& s : parsed.subscriptions) {
     std::string event_id = s.event_id;
     entry.subscriptions.emplace(std::move(event_id), std::move(s));
   }
   entry.invalid = std::move(parsed.invalid);
-  for (const InvalidSubscription& inv : entry.invalid) {
+  for (const contract::InvalidSubscription& inv : entry.invalid) {
     if (std::find(previously_invalid.begin(), previously_invalid.end(), inv) !=
         previously_invalid.end()) {
       continue;
@@ -112,8 +112,8 @@ void SubscriptionIndex::LookupRefs(absl::string_view event_id, absl::string_view
     auto agent = agents_.find(ref.agent_id);
     auto container = agent->second.find(ref.container_id);
     const ContainerEntry& entry = container->second;
-    const Subscription& sub = entry.subscriptions.find(event_id)->second;
-    if (sub.scope == Scope::kHost && ref.agent_id != origin_agent_id) continue;
+    const contract::Subscription& sub = entry.subscriptions.find(event_id)->second;
+    if (sub.scope == contract::Scope::kHost && ref.agent_id != origin_agent_id) continue;
     out->push_back(TargetRef{&agent->first, &container->first, &entry.name, entry.state, &sub});
   }
 }
@@ -167,7 +167,7 @@ std::vector<InvalidEntry> SubscriptionIndex::Invalid() const {
   std::vector<InvalidEntry> out;
   out.reserve(invalid_count_);
   for (const auto& [key, entry] : sorted) {
-    for (const InvalidSubscription& inv : entry->invalid) {
+    for (const contract::InvalidSubscription& inv : entry->invalid) {
       out.push_back({std::get<0>(key), std::get<2>(key), entry->name, inv});
     }
   }

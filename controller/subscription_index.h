@@ -26,7 +26,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "controller/labels.h"
+#include "contract/labels.h"
 #include "proto/dispatch/v1/session.pb.h"
 
 namespace dispatchd {
@@ -38,7 +38,7 @@ struct Target {
   std::string container_id;
   std::string container_name;
   dispatch::v1::Container::State state = dispatch::v1::Container::STATE_UNSPECIFIED;
-  Subscription subscription;
+  contract::Subscription subscription;
 };
 
 // A subscriber as the index holds it, without copies: the pointers stay
@@ -48,7 +48,7 @@ struct TargetRef {
   const std::string* container_id = nullptr;
   const std::string* container_name = nullptr;
   dispatch::v1::Container::State state = dispatch::v1::Container::STATE_UNSPECIFIED;
-  const Subscription* subscription = nullptr;
+  const contract::Subscription* subscription = nullptr;
 
   Target ToTarget() const {
     return Target{*agent_id, *container_id, *container_name, state, *subscription};
@@ -60,7 +60,7 @@ struct InvalidEntry {
   std::string agent_id;
   std::string container_id;
   std::string container_name;
-  InvalidSubscription invalid;
+  contract::InvalidSubscription invalid;
 };
 
 class SubscriptionIndex {
@@ -116,8 +116,8 @@ class SubscriptionIndex {
     dispatch::v1::Container::State state = dispatch::v1::Container::STATE_UNSPECIFIED;
     // Only the labels under the namespace: all that parsing depends on.
     std::map<std::string, std::string> labels;
-    absl::flat_hash_map<std::string, Subscription> subscriptions;  // by event id
-    std::vector<InvalidSubscription> invalid;
+    absl::flat_hash_map<std::string, contract::Subscription> subscriptions;  // by event id
+    std::vector<contract::InvalidSubscription> invalid;
   };
   using AgentContainers = absl::flat_hash_map<std::string, ContainerEntry>;  // by container id
 

@@ -11,8 +11,8 @@
 // exact, never by prefix.
 //
 // Everything here is a pure function of its arguments: thread-safe.
-#ifndef DISPATCHD_CONTROLLER_LABELS_H_
-#define DISPATCHD_CONTROLLER_LABELS_H_
+#ifndef DISPATCHD_CONTRACT_LABELS_H_
+#define DISPATCHD_CONTRACT_LABELS_H_
 
 #include <map>
 #include <string>
@@ -23,7 +23,7 @@
 #include "absl/time/time.h"
 
 namespace dispatchd {
-namespace controller {
+namespace contract {
 
 // Label suffixes (after `${ns}.${eventId}.`).
 inline constexpr absl::string_view kCommandSuffix = "container.command";
@@ -116,7 +116,7 @@ absl::StatusOr<absl::Duration> ParseDebounce(absl::string_view value);
 // `cluster` or `host`; anything else InvalidArgument.
 absl::StatusOr<Scope> ParseScope(absl::string_view value);
 
-}  // namespace controller
+}  // namespace contract
 }  // namespace dispatchd
 
-#endif  // DISPATCHD_CONTROLLER_LABELS_H_
+#endif  // DISPATCHD_CONTRACT_LABELS_H_

@@ -1,9 +1,9 @@
-#include "agent/event_id.h"
+#include "contract/event_id.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace dispatchd::agent {
+namespace dispatchd::contract {
 namespace {
 
 TEST(EventIdTest, SlashesBecomeDots) {
@@ -69,4 +69,4 @@ TEST(ValidateRelativePathTest, RejectsNulBytes) {
 }
 
 }  // namespace
-}  // namespace dispatchd::agent
+}  // namespace dispatchd::contract

@@ -1,4 +1,4 @@
-#include "controller/labels.h"
+#include "contract/labels.h"
 
 #include <map>
 #include <string>
@@ -9,7 +9,7 @@
 #include "gtest/gtest.h"
 
 namespace dispatchd {
-namespace controller {
+namespace contract {
 namespace {
 
 using ::testing::ElementsAre;
@@ -351,5 +351,5 @@ TEST(ParseSubscriptionLabelsTest, CustomNamespaceWithDots) {
 }
 
 }  // namespace
-}  // namespace controller
+}  // namespace contract
 }  // namespace dispatchd

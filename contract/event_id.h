@@ -6,15 +6,15 @@
 //   with namespace "ns": a/b.txt         -> ns.a.b.txt
 //
 // Pure functions; thread-safe.
-#ifndef DISPATCHD_AGENT_EVENT_ID_H_
-#define DISPATCHD_AGENT_EVENT_ID_H_
+#ifndef DISPATCHD_CONTRACT_EVENT_ID_H_
+#define DISPATCHD_CONTRACT_EVENT_ID_H_
 
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace dispatchd::agent {
+namespace dispatchd::contract {
 
 // Maps a path relative to the events directory to its event id: every '/'
 // becomes '.', everything else (dots, extensions) is kept. A non-empty
@@ -33,6 +33,6 @@ bool IsIgnoredRelativePath(absl::string_view relative_path);
 // NUL byte. InvalidArgument otherwise.
 absl::Status ValidateRelativePath(absl::string_view relative_path);
 
-}  // namespace dispatchd::agent
+}  // namespace dispatchd::contract
 
-#endif  // DISPATCHD_AGENT_EVENT_ID_H_
+#endif  // DISPATCHD_CONTRACT_EVENT_ID_H_

@@ -1,11 +1,11 @@
-#include "agent/event_id.h"
+#include "contract/event_id.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace dispatchd::agent {
+namespace dispatchd::contract {
 
 std::string EventIdFromRelativePath(absl::string_view relative_path,
                                     absl::string_view event_namespace) {
@@ -46,4 +46,4 @@ absl::Status ValidateRelativePath(absl::string_view relative_path) {
   return absl::OkStatus();
 }
 
-}  // namespace dispatchd::agent
+}  // namespace dispatchd::contract

@@ -1,4 +1,4 @@
-#include "controller/labels.h"
+#include "contract/labels.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -12,7 +12,7 @@
 #include "absl/strings/str_join.h"
 
 namespace dispatchd {
-namespace controller {
+namespace contract {
 namespace {
 
 bool IsSeparator(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -253,5 +253,5 @@ absl::StatusOr<Scope> ParseScope(absl::string_view value) {
       absl::StrCat("\"", value, "\" is not a scope (expected cluster or host)"));
 }
 
-}  // namespace controller
+}  // namespace contract
 }  // namespace dispatchd
