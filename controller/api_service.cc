@@ -17,15 +17,6 @@ using dispatch::v1::SubscriptionInfo;
 
 constexpr absl::string_view kBearerPrefix = "Bearer ";
 
-// Compares in time independent of where the strings differ.
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  }
-  return diff == 0;
-}
-
 ContainerState ToApiState(dispatch::v1::Container::State state) {
   switch (state) {
     case dispatch::v1::Container::CREATED: return dispatch::v1::CONTAINER_STATE_CREATED;
@@ -115,27 +106,29 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 ApiService::ApiService(const Dispatcher* dispatcher, ApiServiceOptions options)
-    : dispatcher_(dispatcher), options_(std::move(options)) {}
+    : dispatcher_(dispatcher), options_(std::move(options)), access_(options_.access) {}
 
-absl::Status ApiService::Authorize(const grpc::CallbackServerContext& context) const {
-  if (options_.token.empty()) return absl::OkStatus();
+absl::Status ApiService::Authorize(const grpc::CallbackServerContext& context,
+                                   Permission needed) const {
+  if (access_.api_open()) return absl::OkStatus();
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return absl::UnauthenticatedError(
-        "this controller requires a token: send 'authorization: Bearer <token>'");
+  absl::string_view value;
+  if (it != metadata.end()) {
+    value = absl::string_view(it->second.data(), it->second.size());
+    if (!absl::ConsumePrefix(&value, kBearerPrefix)) {
+      return absl::UnauthenticatedError("the authorization metadata must be 'Bearer <token>'");
+    }
   }
-  absl::string_view value(it->second.data(), it->second.size());
-  if (!absl::ConsumePrefix(&value, kBearerPrefix) || !ConstantTimeEquals(value, options_.token)) {
-    return absl::UnauthenticatedError("wrong token");
-  }
-  return absl::OkStatus();
+  return access_.Check(needed, value);
 }
 
 grpc::ServerUnaryReactor* ApiService::ListSubscriptions(
     grpc::CallbackServerContext* context, const dispatch::v1::ListSubscriptionsRequest* /*request*/,
     dispatch::v1::ListSubscriptionsResponse* response) {
-  if (absl::Status status = Authorize(*context); !status.ok()) return Finish(context, status);
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return Finish(context, status);
+  }
   for (const Target& target : dispatcher_->Subscriptions()) {
     FillSubscription(target, response->add_subscriptions());
   }
@@ -148,7 +141,9 @@ grpc::ServerUnaryReactor* ApiService::ListSubscriptions(
 grpc::ServerUnaryReactor* ApiService::ListAgents(grpc::CallbackServerContext* context,
                                                  const dispatch::v1::ListAgentsRequest* /*request*/,
                                                  dispatch::v1::ListAgentsResponse* response) {
-  if (absl::Status status = Authorize(*context); !status.ok()) return Finish(context, status);
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return Finish(context, status);
+  }
   for (const controller::AgentInfo& agent : dispatcher_->Agents()) {
     FillAgent(agent, response->add_agents());
   }
@@ -158,7 +153,9 @@ grpc::ServerUnaryReactor* ApiService::ListAgents(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* ApiService::GetStatus(grpc::CallbackServerContext* context,
                                                 const dispatch::v1::GetStatusRequest* /*request*/,
                                                 dispatch::v1::GetStatusResponse* response) {
-  if (absl::Status status = Authorize(*context); !status.ok()) return Finish(context, status);
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return Finish(context, status);
+  }
   FillStatus(dispatcher_->stats(), response);
   return Finish(context, absl::OkStatus());
 }

@@ -3,8 +3,10 @@
 // the Dispatcher's current view (subscriptions, invalid subscriptions,
 // agents, counters) into the response; it decides nothing itself.
 //
-// With a token configured, every call must carry the metadata
-// `authorization: Bearer <token>`; any other call fails UNAUTHENTICATED.
+// With tokens configured (ApiServiceOptions::access), every call must carry
+// the metadata `authorization: Bearer <token>` with a token that grants it
+// (controller/access_policy.h): UNAUTHENTICATED without one or with an
+// unknown one, PERMISSION_DENIED with a token of another role.
 //
 // Thread-safe. Does not own the Dispatcher, which must outlive the
 // grpc::Server this service is registered on.
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "controller/access_policy.h"
 #include "controller/dispatcher.h"
 #include "proto/dispatch/v1/api.grpc.pb.h"
 
@@ -21,8 +24,8 @@ namespace dispatchd {
 namespace controller {
 
 struct ApiServiceOptions {
-  // When non-empty, callers must send `authorization: Bearer <token>`.
-  std::string token;
+  // The tokens callers may present (AccessPolicy decides).
+  AccessTokens access;
 };
 
 class ApiService final : public dispatch::v1::Dispatch::CallbackService {
@@ -40,12 +43,12 @@ class ApiService final : public dispatch::v1::Dispatch::CallbackService {
                                       dispatch::v1::GetStatusResponse* response) override;
 
  private:
-  // OK, or Unauthenticated when a token is configured and the call does not
-  // carry it.
-  absl::Status Authorize(const grpc::CallbackServerContext& context) const;
+  // OK when the call's bearer token grants `needed`.
+  absl::Status Authorize(const grpc::CallbackServerContext& context, Permission needed) const;
 
   const Dispatcher* const dispatcher_;
   const ApiServiceOptions options_;
+  const AccessPolicy access_;
 };
 
 // The gRPC status for an absl::Status (the codes map one to one).

@@ -240,7 +240,7 @@ TEST_F(ApiServiceTest, WithoutATokenConfiguredNoMetadataIsNeeded) {
 }
 
 TEST_F(ApiServiceTest, WithATokenEveryCallMustCarryIt) {
-  StartServer(ApiServiceOptions{.token = "s3cret"});
+  StartServer(ApiServiceOptions{.access = {.shared = "s3cret"}});
   ConnectAgent({MakeContainer("c1", "handler", {{"subscription.a.container.command", "true"}},
                               dispatch::v1::Container::RUNNING)});
 

@@ -17,8 +17,9 @@ class SessionReactor final
     : public grpc::ServerBidiReactor<AgentMessage, ControllerMessage>,
       public AgentLink {
  public:
-  SessionReactor(Dispatcher* dispatcher, const SessionServiceOptions* options, std::string peer)
-      : dispatcher_(dispatcher), options_(options), peer_(std::move(peer)) {
+  SessionReactor(Dispatcher* dispatcher, const SessionServiceOptions* options,
+                 const AccessPolicy* access, std::string peer)
+      : dispatcher_(dispatcher), options_(options), access_(access), peer_(std::move(peer)) {
     StartRead(&incoming_);
   }
 
@@ -56,10 +57,12 @@ class SessionReactor final
         StartRead(&incoming_);
         return;
       }
-      if (!options_->token.empty() && incoming_.hello().token() != options_->token) {
+      if (absl::Status access = access_->Check(Permission::kAgentSession, incoming_.hello().token());
+          !access.ok()) {
         LOG(WARNING) << "session from " << peer_ << " (agent " << incoming_.hello().agent_id()
-                     << ") presented a wrong token";
-        RequestFinish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong token"));
+                     << ") refused: " << access.message();
+        RequestFinish(grpc::Status(static_cast<grpc::StatusCode>(access.code()),
+                                   std::string(access.message())));
         StartRead(&incoming_);
         return;
       }
@@ -201,6 +204,7 @@ class SessionReactor final
 
   Dispatcher* const dispatcher_;
   const SessionServiceOptions* const options_;
+  const AccessPolicy* const access_;
   const std::string peer_;
   AgentMessage incoming_;  // only touched by the read path
   std::string agent_id_;   // set by the first read, then constant
@@ -221,11 +225,11 @@ class SessionReactor final
 }  // namespace
 
 SessionService::SessionService(Dispatcher* dispatcher, SessionServiceOptions options)
-    : dispatcher_(dispatcher), options_(std::move(options)) {}
+    : dispatcher_(dispatcher), options_(std::move(options)), access_(options_.access) {}
 
 grpc::ServerBidiReactor<AgentMessage, ControllerMessage>* SessionService::Session(
     grpc::CallbackServerContext* context) {
-  return new SessionReactor(dispatcher_, &options_, context->peer());
+  return new SessionReactor(dispatcher_, &options_, &access_, context->peer());
 }
 
 }  // namespace controller

@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "controller/access_policy.h"
 #include "controller/dispatcher.h"
 #include "proto/dispatch/v1/session.grpc.pb.h"
 
@@ -21,8 +22,8 @@ namespace dispatchd {
 namespace controller {
 
 struct SessionServiceOptions {
-  // When non-empty, agents must present this bearer token in Hello.
-  std::string token;
+  // The tokens agents may present in Hello (AccessPolicy decides).
+  AccessTokens access;
   // Bounds of one ControllerBatch: at most this many messages, and no more
   // messages once it holds this many bytes (a single larger message still
   // goes, alone). Well under gRPC's 4 MiB default receive limit.
@@ -40,6 +41,7 @@ class SessionService final : public dispatch::v1::AgentSession::CallbackService 
  private:
   Dispatcher* const dispatcher_;
   const SessionServiceOptions options_;
+  const AccessPolicy access_;
 };
 
 }  // namespace controller

@@ -121,7 +121,8 @@ Commands:
 
 Flags:
   --controller ADDR   the controller's --listen address (default 127.0.0.1:7700)
-  --token TOKEN       the controller's bearer token ($DISPATCHD_TOKEN)
+  --token TOKEN       the controller's bearer token, or its API token
+                      ($DISPATCHD_API_TOKEN, else $DISPATCHD_TOKEN)
   --token-file FILE   read the token from FILE ($DISPATCHD_TOKEN_FILE)
   --json              print the API's response as JSON (proto3 JSON mapping)
   --timeout D         give up after D (default 5s)
@@ -144,6 +145,10 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
                                                            const EnvLookup& env) {
   DispatchctlOptions o;
   if (const char* token = env("DISPATCHD_TOKEN"); token != nullptr) o.token = token;
+  // A controller with tokens per role gives API callers their own.
+  if (const char* token = env("DISPATCHD_API_TOKEN"); token != nullptr && *token != '\0') {
+    o.token = token;
+  }
   std::string token_file;
   if (const char* v = env("DISPATCHD_TOKEN_FILE"); v != nullptr) token_file = v;
   if (const char* v = env("DISPATCHD_CONTROLLER"); v != nullptr && *v != '\0') o.controller = v;

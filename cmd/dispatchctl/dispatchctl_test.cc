@@ -55,6 +55,8 @@ TEST(ParseDispatchctlOptionsTest, DefaultsAndFlags) {
 TEST(ParseDispatchctlOptionsTest, TokenFromTheEnvironmentUnlessTheFlagIsGiven) {
   EXPECT_EQ(Parse({"status"}, {{"DISPATCHD_TOKEN", "env"}})->token, "env");
   EXPECT_EQ(Parse({"status", "--token", "flag"}, {{"DISPATCHD_TOKEN", "env"}})->token, "flag");
+  EXPECT_EQ(Parse({"status"}, {{"DISPATCHD_TOKEN", "env"}, {"DISPATCHD_API_TOKEN", "api"}})->token,
+            "api");
 }
 
 TEST(ParseDispatchctlOptionsTest, HealthAsksTheMetricsAddressFromFlagOrEnvironment) {

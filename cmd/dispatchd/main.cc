@@ -25,6 +25,7 @@
 #include "common/metrics.h"
 #include "common/process_metrics.h"
 #include "common/tls.h"
+#include "controller/access_policy.h"
 #include "controller/api_service.h"
 #include "controller/dispatcher.h"
 #include "controller/dispatcher_metrics.h"
@@ -115,11 +116,16 @@ int Run(const DispatchdOptions& options) {
   std::unique_ptr<controller::ApiService> api_service;
   std::unique_ptr<grpc::Server> server;
   if (run_controller) {
-    if (!options.listen.empty() && !IsLoopback(options.listen) && options.token.empty() &&
-        options.tls_ca.empty() && !options.insecure) {
-      LOG(ERROR) << "refusing to listen on " << options.listen
-                 << " without --token or TLS client certificates (--tls-ca); pass --insecure"
-                 << " to do it anyway";
+    const controller::AccessTokens access{options.token, options.agent_token, options.api_token,
+                                          options.api_read_token};
+    // Off loopback, both agents and API callers must authenticate.
+    const controller::AccessPolicy policy(access);
+    if (!options.listen.empty() && !IsLoopback(options.listen) && options.tls_ca.empty() &&
+        (policy.agent_sessions_open() || policy.api_open()) && !options.insecure) {
+      LOG(ERROR) << "refusing to listen on " << options.listen << " without "
+                 << (policy.agent_sessions_open() ? "a token for agents (--token or --agent-token)"
+                                                  : "a token for the API (--token or --api-token)")
+                 << " or TLS client certificates (--tls-ca); pass --insecure to do it anyway";
       return 2;
     }
     controller::DispatcherOptions dispatcher_options;
@@ -140,9 +146,9 @@ int Run(const DispatchdOptions& options) {
     controller::ExportDispatcherGauges(registry, dispatcher.get(), dispatcher_metrics.get());
     dispatcher->Start();
     service = std::make_unique<controller::SessionService>(
-        dispatcher.get(), controller::SessionServiceOptions{options.token});
+        dispatcher.get(), controller::SessionServiceOptions{.access = access});
     api_service = std::make_unique<controller::ApiService>(
-        dispatcher.get(), controller::ApiServiceOptions{options.token});
+        dispatcher.get(), controller::ApiServiceOptions{.access = access});
     grpc::ServerBuilder builder;
     builder.RegisterService(service.get());
     builder.RegisterService(api_service.get());
@@ -229,7 +235,7 @@ int Run(const DispatchdOptions& options) {
     agent_options.event_namespace = options.event_namespace;
     agent_options.label_namespace = options.label_namespace;
     agent_options.max_payload_bytes = options.max_payload_bytes;
-    agent_options.token = options.token;
+    agent_options.token = options.agent_token.empty() ? options.token : options.agent_token;
     agent_options.exec_workers = options.exec_workers;
     agent = std::make_unique<agent::Agent>(agent_options, instrumented_docker.get(), Clock::Real(),
                                            channel);

@@ -50,6 +50,8 @@ constexpr const char* kValueFlags[] = {
     "events-dir", "docker-host", "agent-id", "controller", "max-payload-bytes",
     "exec-workers", "listen", "heartbeat", "max-attempts", "retry-min-backoff",
     "retry-max-backoff", "label-namespace", "event-namespace", "token", "token-file",
+    "agent-token", "agent-token-file", "api-token", "api-token-file", "api-read-token",
+    "api-read-token-file",
     "tls-cert", "tls-key", "tls-ca", "forward-destination", "forward-delimiter",
     "forward-queue-size", "log-level", "metrics-listen", "insecure"};
 
@@ -92,6 +94,11 @@ Common flags:
   --event-namespace NS      prefix added to every event id ($DISPATCHER_EVENT_NAMESPACE)
   --token TOKEN             bearer token agents present to the controller ($DISPATCHD_TOKEN)
   --token-file FILE         read the token from FILE (a container secret, a 0600 file)
+  --agent-token TOKEN       a token for agent sessions only (an agent presents it
+                            instead of --token)
+  --api-token TOKEN         a token for the API only (reads and writes)
+  --api-read-token TOKEN    a token for the API's read calls only
+                            (each also as --...-token-file FILE)
   --tls-cert FILE           PEM certificate: the controller's, or the agent's client certificate
   --tls-key FILE            PEM private key of --tls-cert
   --tls-ca FILE             PEM CA: on the controller, agents must present a certificate it
@@ -148,7 +155,7 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
   if (delimiter.empty()) delimiter = ",";
   std::string docker_host = getenv("DOCKER_HOST");
   std::string log_level;
-  std::string token_file;
+  std::map<std::string, std::string> token_files;  // "api-token-file" -> path
 
   size_t i = 0;
   if (i < args.size() && !absl::StartsWith(args[i], "-")) {
@@ -177,7 +184,10 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     else if (name == "label-namespace") o.label_namespace = value;
     else if (name == "event-namespace") o.event_namespace = value;
     else if (name == "token") o.token = value;
-    else if (name == "token-file") token_file = value;
+    else if (name == "agent-token") o.agent_token = value;
+    else if (name == "api-token") o.api_token = value;
+    else if (name == "api-read-token") o.api_read_token = value;
+    else if (absl::EndsWith(name, "token-file")) token_files[name] = value;
     else if (name == "tls-cert") o.tls_cert = value;
     else if (name == "tls-key") o.tls_key = value;
     else if (name == "tls-ca") o.tls_ca = value;
@@ -248,11 +258,17 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
   if (o.label_namespace.empty()) {
     return absl::InvalidArgumentError("the label namespace must not be empty");
   }
-  if (!token_file.empty()) {
-    if (!o.token.empty()) {
-      return absl::InvalidArgumentError("give the token once: --token or --token-file, not both");
+  for (const auto& [flag, path] : token_files) {
+    const std::string token_flag(absl::StripSuffix(flag, "-file"));
+    std::string* token = token_flag == "token"       ? &o.token
+                         : token_flag == "agent-token" ? &o.agent_token
+                         : token_flag == "api-token"   ? &o.api_token
+                                                       : &o.api_read_token;
+    if (!token->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "give the token once: --", token_flag, " or --", flag, ", not both"));
     }
-    ASSIGN_OR_RETURN(o.token, ReadSecretFile(token_file));
+    ASSIGN_OR_RETURN(*token, ReadSecretFile(path));
   }
   if (!log_level.empty() && !ParseLogLevel(log_level, &o.log_level)) {
     return BadValue("log-level", log_level, "expected debug, info, warning or error");

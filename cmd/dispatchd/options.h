@@ -50,7 +50,13 @@ struct DispatchdOptions {
   // Both.
   std::string label_namespace = "subscription";
   std::string event_namespace;
+  // Bearer tokens (controller/access_policy.h): `token` is shared by agents
+  // and the API, as before; the others are for one role each. An agent
+  // presents agent_token when set, else token.
   std::string token;
+  std::string agent_token;
+  std::string api_token;
+  std::string api_read_token;
   // TLS for the agent <-> controller session (PEM files). Controller: its
   // certificate and key, and a CA that agents' certificates must chain to.
   // Agent: a CA that verifies the controller, and optionally its own

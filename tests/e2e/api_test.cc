@@ -130,6 +130,40 @@ TEST_F(ApiTest, DispatchctlShowsSubscriptionsInvalidLabelsAgentsAndStatus) {
               HasSubstr("cannot reach the controller at " + address_));
 }
 
+// Least privilege: one token per role, and every cross use is refused.
+TEST_F(ApiTest, AgentAndApiTokensAreSeparate) {
+  StartDispatchd({"--agent-token", "agent-secret", "--api-token", "api-secret",
+                  "--api-read-token", "read-secret", "--agent-id", "api-host"});
+  ASSERT_TRUE(WaitFor([&] { return !ListeningAddress(Log()).empty(); })) << Log();
+  address_ = ListeningAddress(Log());
+  // The in-process agent presented the agent token and is in.
+  EXPECT_THAT(Log(), HasSubstr("agent api-host inventory:"));
+
+  // API callers: the API token and the read-only token may read...
+  EXPECT_TRUE(Dispatchctl({"--token", "api-secret", "status"}).ok());
+  EXPECT_TRUE(Dispatchctl({"--token", "read-secret", "agents"}).ok());
+  // ...an agent's token may not, and an unknown one is not known.
+  auto agent_token = Dispatchctl({"--token", "agent-secret", "status"});
+  ASSERT_FALSE(agent_token.ok());
+  EXPECT_THAT(agent_token.status().message(), HasSubstr("may not call the API"));
+  auto unknown = Dispatchctl({"--token", "guess", "status"});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(unknown.status().message(), HasSubstr("wrong token"));
+
+  // An agent presenting an API token cannot open a session.
+  auto intruder = DispatchdProcess::Start(
+      {"agent", "--controller", address_, "--token", "api-secret", "--agent-id", "intruder",
+       "--events-dir", dir_ + "/intruder-events", "--docker-host", daemon_->host()},
+      dir_ + "/intruder.log");
+  ASSERT_TRUE(intruder.ok()) << intruder.status();
+  EXPECT_TRUE(WaitFor([&] {
+    return (*intruder)->Log().find("PERMISSION_DENIED") != std::string::npos;
+  })) << (*intruder)->Log();
+  EXPECT_THAT((*intruder)->Log(), HasSubstr("may not open an agent session"));
+  EXPECT_THAT(Log(), HasSubstr("(agent intruder) refused"));
+  EXPECT_THAT(Log(), Not(HasSubstr("agent intruder (host")));
+}
+
 }  // namespace
 }  // namespace testing
 }  // namespace dispatchd
