@@ -8,11 +8,17 @@
 #include <iostream>
 #include <memory>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <functional>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "agent/agent.h"
 #include "agent/agent_metrics.h"
 #include "agent/docker_client.h"
@@ -52,6 +58,51 @@ std::string HostName() {
 }
 
 void IgnoreSignal(int) {}
+
+// Ready as /readyz and grpc.health.v1.Health report it: every connected
+// agent's inventory fresh (controller), the session up and the inventory
+// fresh (agent). Either may be null (that half does not run here).
+Readiness CurrentReadiness(const controller::Dispatcher* d, const agent::Agent* a) {
+  Readiness controller_ready{true, ""};
+  if (d != nullptr) {
+    const controller::DispatcherStats stats = d->stats();
+    if (stats.agents_fresh < stats.agents_connected) {
+      controller_ready = {false, absl::StrCat(stats.agents_connected - stats.agents_fresh, " of ",
+                                              stats.agents_connected,
+                                              " agents' inventories are not fresh")};
+    }
+  }
+  Readiness agent_ready{true, ""};
+  if (a != nullptr) {
+    if (std::string reason = a->NotReadyReason(); !reason.empty()) {
+      agent_ready = {false, std::move(reason)};
+    }
+  }
+  return Both(controller_ready, agent_ready);
+}
+
+// Keeps grpc.health.v1.Health (service "" and the API's name) in step with
+// CurrentReadiness, checked every `period` until destroyed.
+class HealthUpdater {
+ public:
+  HealthUpdater(grpc::HealthCheckServiceInterface* health, std::function<Readiness()> readiness,
+                absl::Duration period)
+      : thread_([this, health, readiness = std::move(readiness), period] {
+          do {
+            const bool ready = readiness().ready;
+            health->SetServingStatus("", ready);
+            health->SetServingStatus("dispatch.v1.Dispatch", ready);
+          } while (!done_.WaitForNotificationWithTimeout(period));
+        }) {}
+  ~HealthUpdater() {
+    done_.Notify();
+    thread_.join();
+  }
+
+ private:
+  absl::Notification done_;
+  std::thread thread_;
+};
 
 int WaitForSignal(const sigset_t& signals) {
   int signal = 0;
@@ -149,6 +200,9 @@ int Run(const DispatchdOptions& options) {
         dispatcher.get(), controller::SessionServiceOptions{.access = access});
     api_service = std::make_unique<controller::ApiService>(
         dispatcher.get(), controller::ApiServiceOptions{.access = access});
+    // Generic gRPC tools can check health and list and call the API.
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     builder.RegisterService(service.get());
     builder.RegisterService(api_service.get());
@@ -248,29 +302,21 @@ int Run(const DispatchdOptions& options) {
               << ".*";
   }
 
+  std::unique_ptr<HealthUpdater> health;
+  if (server != nullptr && server->GetHealthCheckService() != nullptr) {
+    const controller::Dispatcher* d = dispatcher.get();
+    const agent::Agent* a = agent.get();
+    health = std::make_unique<HealthUpdater>(
+        server->GetHealthCheckService(), [d, a] { return CurrentReadiness(d, a); },
+        absl::Seconds(1));
+  }
+
   std::unique_ptr<HttpServer> metrics_server;
   if (!options.metrics_listen.empty()) {
     const controller::Dispatcher* d = dispatcher.get();
     const agent::Agent* a = agent.get();
     absl::StatusOr<std::unique_ptr<HttpServer>> started = StartMetricsServer(
-        options.metrics_listen, &registry, [d, a] {
-          Readiness controller_ready{true, ""};
-          if (d != nullptr) {
-            const controller::DispatcherStats stats = d->stats();
-            if (stats.agents_fresh < stats.agents_connected) {
-              controller_ready = {false, absl::StrCat(stats.agents_connected - stats.agents_fresh,
-                                                      " of ", stats.agents_connected,
-                                                      " agents' inventories are not fresh")};
-            }
-          }
-          Readiness agent_ready{true, ""};
-          if (a != nullptr) {
-            if (std::string reason = a->NotReadyReason(); !reason.empty()) {
-              agent_ready = {false, std::move(reason)};
-            }
-          }
-          return Both(controller_ready, agent_ready);
-        });
+        options.metrics_listen, &registry, [d, a] { return CurrentReadiness(d, a); });
     if (!started.ok()) {
       LOG(ERROR) << "cannot serve metrics on " << options.metrics_listen << ": "
                  << started.status()
@@ -287,6 +333,7 @@ int Run(const DispatchdOptions& options) {
   const int signal = WaitForSignal(signals);
   LOG(INFO) << "received " << (signal == SIGTERM ? "SIGTERM" : "SIGINT") << ": shutting down";
   if (metrics_server != nullptr) metrics_server->Stop();
+  health.reset();
   if (agent != nullptr) agent->Stop();
   if (server != nullptr) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (dispatcher != nullptr) dispatcher->Stop();

@@ -13,6 +13,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include <google/protobuf/unknown_field_set.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/codegen/client_unary_call.h>
+#include <grpcpp/impl/codegen/sync_stream.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
@@ -128,6 +133,99 @@ TEST_F(ApiTest, DispatchctlShowsSubscriptionsInvalidLabelsAgentsAndStatus) {
   EXPECT_THAT(unreachable.status().message(), HasSubstr("exit 1"));
   EXPECT_THAT(unreachable.status().message(),
               HasSubstr("cannot reach the controller at " + address_));
+}
+
+// Message bytes for the generic calls below: the standard services' messages
+// are built and read field by field, so the test needs no copy of their
+// .proto files.
+grpc::ByteBuffer Bytes(const std::string& data) {
+  grpc::Slice slice(data);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string Bytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  (void)buffer.Dump(&slices);
+  std::string out;
+  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// grpc.health.v1.Health/Check for `service`: the status enum (1 SERVING,
+// 2 NOT_SERVING), or -1 when the call failed.
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  google::protobuf::UnknownFieldSet request;
+  if (!service.empty()) request.AddLengthDelimited(1, service);
+  std::string request_bytes;
+  request.SerializeToString(&request_bytes);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::ByteBuffer response;
+  grpc::Status status = grpc::internal::BlockingUnaryCall(
+      channel.get(),
+      grpc::internal::RpcMethod("/grpc.health.v1.Health/Check",
+                                grpc::internal::RpcMethod::NORMAL_RPC),
+      &context, Bytes(request_bytes), &response);
+  if (!status.ok()) return -1;
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromString(Bytes(response))) return -1;
+  for (int i = 0; i < fields.field_count(); ++i) {
+    if (fields.field(i).number() == 1) return static_cast<int>(fields.field(i).varint());
+  }
+  return 0;  // UNKNOWN is the default, omitted on the wire
+}
+
+// The service names grpc.reflection.v1alpha.ServerReflection lists.
+std::vector<std::string> ReflectedServices(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+          channel.get(),
+          grpc::internal::RpcMethod("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                    grpc::internal::RpcMethod::BIDI_STREAMING),
+          &context));
+  google::protobuf::UnknownFieldSet request;
+  request.AddLengthDelimited(7, "");  // list_services
+  std::string request_bytes;
+  request.SerializeToString(&request_bytes);
+  std::vector<std::string> names;
+  if (!stream->Write(Bytes(request_bytes))) return names;
+  stream->WritesDone();
+  grpc::ByteBuffer response;
+  while (stream->Read(&response)) {
+    google::protobuf::UnknownFieldSet top;
+    if (!top.ParseFromString(Bytes(response))) continue;
+    for (int i = 0; i < top.field_count(); ++i) {
+      if (top.field(i).number() != 6) continue;  // list_services_response
+      google::protobuf::UnknownFieldSet list;
+      if (!list.ParseFromString(top.field(i).length_delimited())) continue;
+      for (int j = 0; j < list.field_count(); ++j) {
+        google::protobuf::UnknownFieldSet service;
+        if (list.field(j).number() == 1 && service.ParseFromString(list.field(j).length_delimited())) {
+          for (int k = 0; k < service.field_count(); ++k) {
+            if (service.field(k).number() == 1) names.push_back(service.field(k).length_delimited());
+          }
+        }
+      }
+    }
+  }
+  stream->Finish().IgnoreError();
+  return names;
+}
+
+// Generic gRPC tools: health follows /readyz, reflection lists the API.
+TEST_F(ApiTest, StandardHealthAndReflectionServicesAnswer) {
+  StartDispatchd({"--agent-id", "api-host"});
+  ASSERT_TRUE(WaitFor([&] { return !ListeningAddress(Log()).empty(); })) << Log();
+  address_ = ListeningAddress(Log());
+  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  EXPECT_TRUE(WaitFor([&] { return HealthStatus(channel, "") == 1; })) << HealthStatus(channel, "");
+  EXPECT_EQ(HealthStatus(channel, "dispatch.v1.Dispatch"), 1);
+  EXPECT_EQ(HealthStatus(channel, "no.such.Service"), -1) << "NOT_FOUND";
+  EXPECT_THAT(ReflectedServices(channel),
+              ::testing::IsSupersetOf({"dispatch.v1.Dispatch", "dispatch.v1.AgentSession",
+                                       "grpc.health.v1.Health"}));
 }
 
 // Least privilege: one token per role, and every cross use is refused.
