@@ -3,7 +3,7 @@ BAZEL ?= bazel
 EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
 
-.PHONY: deps build run test tsan bench clean demo-image image
+.PHONY: deps build run test tsan bench clean demo-image image format
 
 deps:
 	@scripts/install-deps.sh
@@ -55,6 +55,11 @@ bench: deps
 		--benchmark_report_aggregates_only=true > bench/micro_results.txt
 	@{ printf '\n### 6. Microbenchmarks (Google Benchmark)\n\n```\n'; \
 	  cat bench/micro_results.txt; printf '```\n'; } | tee -a bench/results.md
+
+# Formats the C++ sources with .clang-format (Debian's clang-format).
+format:
+	@command -v clang-format >/dev/null || { echo "apt-get install clang-format" >&2; exit 1; }
+	clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
 	$(BAZEL) clean

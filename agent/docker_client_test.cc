@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/docker_daemon.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace agent {
@@ -471,7 +472,7 @@ TEST_F(DockerClientTest, ExecInStoppedOrPausedContainerIsFailedPrecondition) {
       << on_paused.status();
   EXPECT_THAT(std::string(on_paused.status().message()), HasSubstr("is paused"));
   auto inspected = client_->InspectContainer(paused);
-  ASSERT_TRUE(inspected.ok());
+  ASSERT_OK(inspected);
   EXPECT_EQ(inspected->state, ContainerState::kPaused);
   Docker({"unpause", "exec-paused"});
 }

@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "sinks/testing/test_sinks.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace events {
@@ -21,7 +22,7 @@ TEST(ChannelTest, UnbufferedWriteReturnsOnlyOnceTaken) {
     returned = true;
   });
   absl::StatusOr<EventPtr> got = channel.Receive();
-  ASSERT_TRUE(got.ok());
+  ASSERT_OK(got);
   EXPECT_EQ((*got)->id, "1");
   writer.join();
   EXPECT_TRUE(returned.load());
@@ -54,7 +55,7 @@ TEST(ChannelTest, BufferedEventsStayReadableAfterClose) {
   EXPECT_TRUE(channel.closed());
   EXPECT_TRUE(IsClosed(channel.Write(MakeEvent("3"))));
   absl::StatusOr<EventPtr> second = channel.Receive();
-  ASSERT_TRUE(second.ok());
+  ASSERT_OK(second);
   EXPECT_EQ((*second)->id, "2");
   EXPECT_TRUE(IsClosed(channel.Receive().status()));
 }

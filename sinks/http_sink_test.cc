@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "sinks/testing/test_sinks.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace events {
@@ -131,14 +132,14 @@ TEST(HttpSinkTest, StatusCodesOtherThan2xxAreErrors) {
   }
   Receiver created(201);
   auto sink = HttpSink::Create(created.url());
-  ASSERT_TRUE(sink.ok());
+  ASSERT_OK(sink);
   EXPECT_TRUE((*sink)->Write(MakeEvent("a")).ok());
 }
 
 TEST(HttpSinkTest, UnknownPathIsA404Error) {
   Receiver receiver;
   auto sink = HttpSink::Create(receiver.url("/elsewhere"));
-  ASSERT_TRUE(sink.ok());
+  ASSERT_OK(sink);
   EXPECT_EQ((*sink)->Write(MakeEvent("a")).code(), absl::StatusCode::kNotFound);
 }
 
@@ -148,7 +149,7 @@ TEST(HttpSinkTest, ReceiverDownIsUnavailableAndRecoversWhenItComesBack) {
   const std::string url = receiver->url();
   receiver.reset();  // nothing listens there now
   auto sink = HttpSink::Create(url);
-  ASSERT_TRUE(sink.ok());
+  ASSERT_OK(sink);
   absl::Status status = (*sink)->Write(MakeEvent("a"));
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
   EXPECT_NE(status.message().find("connect"), absl::string_view::npos) << status;
@@ -205,7 +206,7 @@ class SilentListener {
 TEST(HttpSinkTest, SilentReceiverTimesOut) {
   SilentListener listener;
   auto sink = HttpSink::Create(listener.url(), {.timeout = absl::Milliseconds(200)});
-  ASSERT_TRUE(sink.ok());
+  ASSERT_OK(sink);
   absl::Status status = (*sink)->Write(MakeEvent("a"));
   EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
 }
@@ -214,7 +215,7 @@ TEST(HttpSinkTest, CloseCancelsAWriteInProgress) {
   SilentListener listener;
   listener.SetNonBlocking();
   auto sink = HttpSink::Create(listener.url(), {.timeout = absl::Hours(1)});
-  ASSERT_TRUE(sink.ok());
+  ASSERT_OK(sink);
   std::shared_ptr<HttpSink> http = *sink;
   std::future<absl::Status> write =
       std::async(std::launch::async, [http] { return http->Write(MakeEvent("a")); });

@@ -4,6 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace agent {
@@ -74,10 +75,10 @@ TEST(FakeDockerApiTest, ScriptedFailuresRunOut) {
 TEST(FakeDockerApiTest, StreamsGetPushedEventsThenBreak) {
   FakeDockerApi docker;
   auto stream = docker.OpenEventStream();
-  ASSERT_TRUE(stream.ok());
+  ASSERT_OK(stream);
   EXPECT_EQ(docker.open_streams(), 1);
   auto none = (*stream)->Next(absl::Milliseconds(1));
-  ASSERT_TRUE(none.ok());
+  ASSERT_OK(none);
   EXPECT_FALSE(none->has_value());
 
   DockerEvent event;
@@ -98,7 +99,7 @@ TEST(FakeDockerApiTest, StreamsGetPushedEventsThenBreak) {
   EXPECT_EQ(docker.open_streams(), 0);
 
   auto second = docker.OpenEventStream();
-  ASSERT_TRUE(second.ok());
+  ASSERT_OK(second);
   EXPECT_TRUE(docker.AwaitOpenStreams(1, absl::Seconds(1)));
   second->reset();
   EXPECT_EQ(docker.open_streams(), 0);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace ctl {
@@ -397,7 +398,7 @@ TEST(RunDispatchctlUnreachableTest, NamesTheAddress) {
   const int port = UnusedPort();
   ASSERT_GT(port, 0);
   auto options = Parse({"--controller", absl::StrCat("127.0.0.1:", port), "status"});
-  ASSERT_TRUE(options.ok());
+  ASSERT_OK(options);
   auto channel = grpc::CreateChannel(options->controller, grpc::InsecureChannelCredentials());
   auto out = RunDispatchctl(*options, channel, absl::Now());
   ASSERT_FALSE(out.ok());

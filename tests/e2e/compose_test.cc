@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace testing {
@@ -171,7 +172,7 @@ TEST_F(ComposeTest, ControllerAndTwoAgentsWithATokenAndNothingLeftAfterDown) {
   EXPECT_THAT(Dispatchctl("agents"), Not(HasSubstr("agent-bad")));
   // The token never shows in a container's configuration.
   auto inspect = host_a_->Docker({"inspect", "ctl_controller_1"});
-  ASSERT_TRUE(inspect.ok());
+  ASSERT_OK(inspect);
   EXPECT_THAT(*inspect, Not(HasSubstr("compose-test-token")));
 
   for (const std::string& project : {"agent-bad", "agent-b", "agent-a", "ctl"}) {
@@ -184,7 +185,7 @@ TEST_F(ComposeTest, ControllerAndTwoAgentsWithATokenAndNothingLeftAfterDown) {
   ASSERT_TRUE(left.ok()) << left.status();
   EXPECT_EQ(*left, "") << "containers left after docker-compose down";
   auto networks = host_a_->Docker({"network", "ls", "--format", "{{.Name}}"});
-  ASSERT_TRUE(networks.ok());
+  ASSERT_OK(networks);
   for (absl::string_view network : absl::StrSplit(*networks, '\n', absl::SkipEmpty())) {
     EXPECT_THAT(network, ::testing::AnyOf("host", "none", "bridge")) << "network left behind";
   }

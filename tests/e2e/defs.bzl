@@ -12,6 +12,7 @@ def dispatchd_e2e_test(name, data = [], deps = []):
         data = ["//cmd/dispatchd"] + data,
         tags = ["local", "exclusive"],
         deps = [
+            "//common/testing:status_matchers",
             "//tests/testing:dispatchd_process",
             "//tests/testing:docker_daemon",
             "//third_party/system:absl",

@@ -7,6 +7,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace testing {
@@ -59,7 +60,7 @@ TEST(DockerRestartTest, RecoversWithoutRestartingAndDeliversWhatArrivedMeanwhile
       << dispatchd.Log();
   EXPECT_TRUE(dispatchd.Running());
   auto status = dispatchd.Terminate();
-  ASSERT_TRUE(status.ok());
+  ASSERT_OK(status);
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
   (*daemon)->Docker({"rm", "-f", "handler"}).IgnoreError();
   RemoveTree(dir);

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace testing {
@@ -148,7 +149,7 @@ TEST_F(MultiHostTest, AgentKeepsEventsWhileTheControllerIsAwayAndResendsThem) {
   ASSERT_TRUE(WaitFor([&] { return AllInventoriesIn(); })) << controller_->Log();
 
   auto stopped = controller_->Terminate();
-  ASSERT_TRUE(stopped.ok());
+  ASSERT_OK(stopped);
   WriteFile(a.events + "/later", "kept");
   // Nobody to settle it: the file stays.
   ASSERT_TRUE(WaitFor([&] { return a.agent->Log().find("controller session ended") !=
@@ -170,7 +171,7 @@ TEST_F(MultiHostTest, WrongTokenIsRefused) {
       {"agent", "--controller", address_, "--token", "wrong", "--agent-id", a.name,
        "--events-dir", a.events, "--docker-host", a.docker->host()},
       dir_ + "/intruder.log");
-  ASSERT_TRUE(process.ok());
+  ASSERT_OK(process);
   a.agent = *std::move(process);
   ASSERT_TRUE(WaitFor([&] { return a.agent->Log().find("wrong token") != std::string::npos; }))
       << a.agent->Log();

@@ -18,6 +18,7 @@
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
 #include "tests/testing/e2e_fixture.h"
+#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace testing {
@@ -71,7 +72,7 @@ TEST_F(SingleHostTest, StoppedContainerWithoutStartIsSkippedAndFileDeleted) {
   ASSERT_TRUE(WaitFor([&] { return Gone("skip"); })) << Log();
   EXPECT_THAT(Log(), HasSubstr("skipped_not_running"));
   auto state = daemon_->Docker({"inspect", "-f", "{{.State.Running}}", handler});
-  ASSERT_TRUE(state.ok());
+  ASSERT_OK(state);
   EXPECT_EQ(*state, "false");
 }
 
