@@ -71,4 +71,16 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
   return grpc::SslCredentials(options);
 }
 
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags(
+    const TlsFiles& files) {
+  if (!files.enabled()) return grpc::InsecureServerCredentials();
+  return ServerCredentials(files);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFromFlags(
+    const TlsFiles& files) {
+  if (!files.enabled()) return grpc::InsecureChannelCredentials();
+  return ChannelCredentials(files);
+}
+
 }  // namespace dispatchd

@@ -32,6 +32,13 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const TlsFiles& files);
 
+// What a process builds from its --tls-* flags: plaintext credentials when
+// no file is given, else ServerCredentials / ChannelCredentials above.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags(
+    const TlsFiles& files);
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFromFlags(
+    const TlsFiles& files);
+
 // Reads a whole file; errors name it.
 absl::StatusOr<std::string> ReadPemFile(const std::string& path);
 

@@ -34,18 +34,14 @@ int main(int argc, char** argv) {
     std::cout << *health;
     return 0;
   }
-  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  const dispatchd::TlsFiles tls{options->tls_cert, options->tls_key, options->tls_ca};
-  if (tls.enabled()) {
-    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls_credentials =
-        dispatchd::ChannelCredentials(tls);
-    if (!tls_credentials.ok()) {
-      std::cerr << "dispatchctl: " << tls_credentials.status().message() << "\n";
-      return 2;
-    }
-    credentials = *tls_credentials;
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      dispatchd::ChannelCredentialsFromFlags(
+          dispatchd::TlsFiles{options->tls_cert, options->tls_key, options->tls_ca});
+  if (!credentials.ok()) {
+    std::cerr << "dispatchctl: " << credentials.status().message() << "\n";
+    return 2;
   }
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(options->controller, credentials);
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(options->controller, *credentials);
   absl::StatusOr<std::string> output = dispatchd::ctl::RunDispatchctl(*options, channel, absl::Now());
   if (!output.ok()) {
     std::cerr << "dispatchctl: " << output.status().message() << "\n";

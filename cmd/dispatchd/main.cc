@@ -211,18 +211,13 @@ int Run(const DispatchdOptions& options) {
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     int port = 0;
     if (!options.listen.empty()) {
-      std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-      const TlsFiles tls{options.tls_cert, options.tls_key, options.tls_ca};
-      if (tls.enabled()) {
-        absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls_credentials =
-            ServerCredentials(tls);
-        if (!tls_credentials.ok()) {
-          LOG(ERROR) << "TLS: " << tls_credentials.status().message();
-          return 2;
-        }
-        credentials = *tls_credentials;
+      absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+          ServerCredentialsFromFlags(TlsFiles{options.tls_cert, options.tls_key, options.tls_ca});
+      if (!credentials.ok()) {
+        LOG(ERROR) << "TLS: " << credentials.status().message();
+        return 2;
       }
-      builder.AddListeningPort(options.listen, credentials, &port);
+      builder.AddListeningPort(options.listen, *credentials, &port);
     }
     server = builder.BuildAndStart();
     if (server == nullptr || (!options.listen.empty() && port == 0)) {
@@ -252,16 +247,11 @@ int Run(const DispatchdOptions& options) {
         run_controller ? server->InProcessChannel(grpc::ChannelArguments())
                        : nullptr;
     if (channel == nullptr) {
-      std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-      const TlsFiles tls{options.tls_cert, options.tls_key, options.tls_ca};
-      if (tls.enabled()) {
-        absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls_credentials =
-            ChannelCredentials(tls);
-        if (!tls_credentials.ok()) {
-          LOG(ERROR) << "TLS: " << tls_credentials.status().message();
-          return 2;
-        }
-        credentials = *tls_credentials;
+      absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+          ChannelCredentialsFromFlags(TlsFiles{options.tls_cert, options.tls_key, options.tls_ca});
+      if (!credentials.ok()) {
+        LOG(ERROR) << "TLS: " << credentials.status().message();
+        return 2;
       }
       // The agent retries its session on its own schedule (AgentOptions'
       // reconnect backoff, 100 ms doubling to 10 s); gRPC's channel would
@@ -277,7 +267,7 @@ int Run(const DispatchdOptions& options) {
       channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                           static_cast<int>(absl::ToInt64Milliseconds(
                               agent_defaults.reconnect_max_backoff)));
-      channel = grpc::CreateCustomChannel(options.controller, credentials, channel_args);
+      channel = grpc::CreateCustomChannel(options.controller, *credentials, channel_args);
     }
     agent::AgentOptions agent_options;
     agent_options.agent_id = options.agent_id.empty() ? HostName() : options.agent_id;
