@@ -307,7 +307,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   if (options_.forward != nullptr) {
     // Forwarding is done once the destinations' queues took the event; the
     // file is not settled before that.
-    auto forwarded = std::make_shared<events::Event>();
+    auto forwarded = std::make_shared<sinks::Event>();
     forwarded->id = event.event_id();
     forwarded->payload = event.payload();
     forwarded->payload_truncated = event.payload_truncated();
@@ -495,9 +495,9 @@ absl::Duration Dispatcher::Backoff(int attempts) {
   // Full jitter below a ceiling that doubles from the minimum and saturates
   // at the maximum: the same computation as the sinks' ExponentialBackoff.
   const absl::Duration bound =
-      events::FullJitterBound(absl::ZeroDuration(), options_.retry_min_backoff,
+      sinks::FullJitterBound(absl::ZeroDuration(), options_.retry_min_backoff,
                               options_.retry_max_backoff, static_cast<uint64_t>(attempts));
-  return events::FullJitter(bound, [this](int64_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  return sinks::FullJitter(bound, [this](int64_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return absl::Uniform<int64_t>(bitgen_, 0, n);  // called below, with mu_ held
   });
 }

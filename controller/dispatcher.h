@@ -72,7 +72,7 @@ struct DispatcherOptions {
   size_t max_env_payload_bytes = 4096;
   // Every observed event is written here once, when first seen (forwarding
   // destinations). Must not block: a Queue per destination. May be null.
-  std::shared_ptr<events::Sink> forward;
+  std::shared_ptr<sinks::Sink> forward;
   // Prometheus metrics, updated as things happen. May be null; must outlive
   // the Dispatcher. (Gauges: ExportDispatcherGauges.)
   DispatcherMetrics* metrics = nullptr;

@@ -414,14 +414,14 @@ TEST_F(DispatcherTest, LabelChangeIsFollowedWithoutRestart) {
   EXPECT_EQ(link_.TakeCommands().size(), 1u);
 }
 
-class RecordingSink : public events::Sink {
+class RecordingSink : public sinks::Sink {
  public:
-  absl::Status Write(events::EventPtr event) override {
+  absl::Status Write(sinks::EventPtr event) override {
     events.push_back(std::move(event));
     return absl::OkStatus();
   }
   absl::Status Close() override { return absl::OkStatus(); }
-  std::vector<events::EventPtr> events;
+  std::vector<sinks::EventPtr> events;
 };
 
 TEST(DispatcherForwardTest, EveryEventIsForwardedOnce) {

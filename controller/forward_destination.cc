@@ -47,7 +47,7 @@ absl::StatusOr<ForwardDestination> ParseForwardDestination(absl::string_view uri
   ForwardDestination out;
   out.uri = std::string(uri);
   if (scheme == "http" || scheme == "https") {
-    absl::StatusOr<events::HttpUrl> url = events::ParseHttpUrl(uri);
+    absl::StatusOr<sinks::HttpUrl> url = sinks::ParseHttpUrl(uri);
     if (!url.ok()) return Malformed(uri, url.status().message());
     out.kind = ForwardDestination::Kind::kHttp;
     out.target = std::string(uri);
@@ -89,19 +89,19 @@ absl::StatusOr<ForwardDestination> ParseForwardDestination(absl::string_view uri
                                                  kSupported, ")"));
 }
 
-absl::StatusOr<std::shared_ptr<events::Sink>> NewDestinationSink(
+absl::StatusOr<std::shared_ptr<sinks::Sink>> NewDestinationSink(
     const ForwardDestination& destination, const DestinationSinkOptions& options) {
   switch (destination.kind) {
     case ForwardDestination::Kind::kHttp: {
-      absl::StatusOr<std::shared_ptr<events::HttpSink>> sink = events::HttpSink::Create(
+      absl::StatusOr<std::shared_ptr<sinks::HttpSink>> sink = sinks::HttpSink::Create(
           destination.target, {.timeout = options.http_timeout, .ca_file = options.ca_file});
       if (!sink.ok()) return sink.status();
-      return std::shared_ptr<events::Sink>(*std::move(sink));
+      return std::shared_ptr<sinks::Sink>(*std::move(sink));
     }
     case ForwardDestination::Kind::kFile:
-      return std::shared_ptr<events::Sink>(std::make_shared<events::FileSink>(destination.target));
+      return std::shared_ptr<sinks::Sink>(std::make_shared<sinks::FileSink>(destination.target));
     case ForwardDestination::Kind::kLog:
-      return std::shared_ptr<events::Sink>(std::make_shared<events::LogSink>(destination.target));
+      return std::shared_ptr<sinks::Sink>(std::make_shared<sinks::LogSink>(destination.target));
   }
   return absl::InternalError("unknown destination kind");
 }

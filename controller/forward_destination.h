@@ -42,7 +42,7 @@ struct DestinationSinkOptions {
 
 // The sink for `destination`: HttpSink, FileSink or LogSink. InvalidArgument
 // when it cannot be set up (e.g. an unreadable CA file).
-absl::StatusOr<std::shared_ptr<events::Sink>> NewDestinationSink(
+absl::StatusOr<std::shared_ptr<sinks::Sink>> NewDestinationSink(
     const ForwardDestination& destination, const DestinationSinkOptions& options);
 
 }  // namespace controller

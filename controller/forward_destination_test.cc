@@ -77,10 +77,10 @@ TEST(NewDestinationSinkTest, FileDestinationAppendsToThePath) {
   std::string dir = ::testing::TempDir() + "/forward_destination_XXXXXX";
   ASSERT_NE(mkdtemp(dir.data()), nullptr);
   const std::string path = dir + "/out.jsonl";
-  absl::StatusOr<std::shared_ptr<events::Sink>> sink =
+  absl::StatusOr<std::shared_ptr<sinks::Sink>> sink =
       NewDestinationSink(Parse("file:" + path), DestinationSinkOptions());
   ASSERT_TRUE(sink.ok()) << sink.status();
-  auto event = std::make_shared<events::Event>();
+  auto event = std::make_shared<sinks::Event>();
   event->id = "demo.x";
   ASSERT_TRUE((*sink)->Write(event).ok());
   std::ifstream in(path);

@@ -16,12 +16,12 @@ namespace {
 
 // Sits in front of a destination: counts its successes and failures and logs
 // when it starts failing and when it recovers. Forwards Close.
-class MeteredSink final : public events::Sink {
+class MeteredSink final : public sinks::Sink {
  public:
-  MeteredSink(std::string name, std::shared_ptr<events::Sink> dst)
+  MeteredSink(std::string name, std::shared_ptr<sinks::Sink> dst)
       : name_(std::move(name)), dst_(std::move(dst)) {}
 
-  absl::Status Write(events::EventPtr event) override {
+  absl::Status Write(sinks::EventPtr event) override {
     absl::Status status = dst_->Write(event);
     if (status.ok()) {
       sent_.fetch_add(1, std::memory_order_relaxed);
@@ -29,7 +29,7 @@ class MeteredSink final : public events::Sink {
         LOG(INFO) << "forwarding to " << name_ << " works again after " << failures
                   << " failed attempts";
       }
-    } else if (event != nullptr && !events::IsClosed(status)) {
+    } else if (event != nullptr && !sinks::IsClosed(status)) {
       failed_.fetch_add(1, std::memory_order_relaxed);
       const uint64_t failures = failing_.fetch_add(1) + 1;
       LOG(WARNING) << "forwarding " << event->id << " to " << name_ << " failed (attempt "
@@ -45,7 +45,7 @@ class MeteredSink final : public events::Sink {
 
  private:
   const std::string name_;
-  const std::shared_ptr<events::Sink> dst_;
+  const std::shared_ptr<sinks::Sink> dst_;
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t> failed_{0};
   std::atomic<uint64_t> failing_{0};  // consecutive failures
@@ -56,7 +56,7 @@ class MeteredSink final : public events::Sink {
 struct Forwarder::Pipeline {
   std::string name;
   std::shared_ptr<MeteredSink> metered;
-  std::shared_ptr<events::Queue> queue;
+  std::shared_ptr<sinks::Queue> queue;
 };
 
 absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
@@ -83,9 +83,9 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
     }
     parsed.push_back(*std::move(destination));
   }
-  std::vector<std::shared_ptr<events::Sink>> sinks;
+  std::vector<std::shared_ptr<sinks::Sink>> sinks;
   for (const ForwardDestination& destination : parsed) {
-    absl::StatusOr<std::shared_ptr<events::Sink>> sink = make_sink(destination);
+    absl::StatusOr<std::shared_ptr<sinks::Sink>> sink = make_sink(destination);
     if (!sink.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("forwarding destination '", destination.uri,
                                                      "': ", sink.status().message()));
@@ -94,26 +94,26 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
   }
 
   std::vector<std::unique_ptr<Pipeline>> pipelines;
-  std::vector<std::shared_ptr<events::Sink>> members;
+  std::vector<std::shared_ptr<sinks::Sink>> members;
   for (size_t i = 0; i < parsed.size(); ++i) {
     auto pipeline = std::make_unique<Pipeline>();
     pipeline->name = parsed[i].uri;
     pipeline->metered = std::make_shared<MeteredSink>(pipeline->name, sinks[i]);
-    auto strategy = std::make_shared<events::ExponentialBackoff>(events::ExponentialBackoffOptions{
+    auto strategy = std::make_shared<sinks::ExponentialBackoff>(sinks::ExponentialBackoffOptions{
         .base = absl::ZeroDuration(),
         .factor = options.retry_min_backoff,
         .max = options.retry_max_backoff,
         .random = options.random,
     });
-    auto retrying = std::make_shared<events::RetryingSink>(pipeline->metered, std::move(strategy),
-                                                           events::RetryingSinkOptions{clock});
+    auto retrying = std::make_shared<sinks::RetryingSink>(pipeline->metered, std::move(strategy),
+                                                           sinks::RetryingSinkOptions{clock});
     const std::string name = pipeline->name;
-    pipeline->queue = std::make_shared<events::Queue>(
-        retrying, events::QueueOptions{
+    pipeline->queue = std::make_shared<sinks::Queue>(
+        retrying, sinks::QueueOptions{
                       .capacity = options.queue_size,
-                      .policy = events::OverflowPolicy::kDropOldest,
+                      .policy = sinks::OverflowPolicy::kDropOldest,
                       .dead_letter =
-                          [name](const events::EventPtr& event, const absl::Status& reason) {
+                          [name](const sinks::EventPtr& event, const absl::Status& reason) {
                             LOG(WARNING) << "forwarding to " << name << ": dropped event "
                                          << event->id << " (" << event->path
                                          << "): " << reason;
@@ -125,10 +125,10 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
     LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of "
               << options.queue_size << ")";
   }
-  auto broadcaster = std::make_shared<events::Broadcaster>(
+  auto broadcaster = std::make_shared<sinks::Broadcaster>(
       std::move(members),
-      events::BroadcasterOptions{
-          .dead_letter = [](const events::EventPtr& event, const absl::Status& reason) {
+      sinks::BroadcasterOptions{
+          .dead_letter = [](const sinks::EventPtr& event, const absl::Status& reason) {
             LOG(WARNING) << "forwarding " << event->id << " failed: " << reason;
           }});
   return std::unique_ptr<Forwarder>(
@@ -136,7 +136,7 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
 }
 
 Forwarder::Forwarder(std::vector<std::unique_ptr<Pipeline>> pipelines,
-                     std::shared_ptr<events::Sink> broadcaster, const Clock* clock)
+                     std::shared_ptr<sinks::Sink> broadcaster, const Clock* clock)
     : pipelines_(std::move(pipelines)), broadcaster_(std::move(broadcaster)), clock_(clock) {}
 
 Forwarder::~Forwarder() { Close(clock_->Now() + absl::Seconds(5)).IgnoreError(); }

@@ -41,10 +41,10 @@ struct ForwarderOptions {
   absl::Duration retry_max_backoff = absl::Seconds(30);
   DestinationSinkOptions destination;  // HTTP timeout, CA file
   const Clock* clock = nullptr;        // not owned; null means Clock::Real()
-  events::RandomSource random;         // backoff jitter; empty: the default
+  sinks::RandomSource random;         // backoff jitter; empty: the default
   // Builds each destination's sink; empty means NewDestinationSink. Tests
   // substitute their own.
-  std::function<absl::StatusOr<std::shared_ptr<events::Sink>>(const ForwardDestination&)>
+  std::function<absl::StatusOr<std::shared_ptr<sinks::Sink>>(const ForwardDestination&)>
       make_sink;
 };
 
@@ -72,7 +72,7 @@ class Forwarder {
 
   // Where events go (DispatcherOptions::forward). Shared; stays valid after
   // Close (writes then return ClosedError()).
-  std::shared_ptr<events::Sink> sink() const { return broadcaster_; }
+  std::shared_ptr<sinks::Sink> sink() const { return broadcaster_; }
 
   // In the order the destinations were given.
   std::vector<ForwardDestinationStats> stats() const;
@@ -87,10 +87,10 @@ class Forwarder {
 
  private:
   Forwarder(std::vector<std::unique_ptr<Pipeline>> pipelines,
-            std::shared_ptr<events::Sink> broadcaster, const Clock* clock);
+            std::shared_ptr<sinks::Sink> broadcaster, const Clock* clock);
 
   const std::vector<std::unique_ptr<Pipeline>> pipelines_;
-  const std::shared_ptr<events::Sink> broadcaster_;
+  const std::shared_ptr<sinks::Sink> broadcaster_;
   const Clock* const clock_;
 };
 

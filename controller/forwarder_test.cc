@@ -18,8 +18,8 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-events::EventPtr MakeEvent(const std::string& id) {
-  auto event = std::make_shared<events::Event>();
+sinks::EventPtr MakeEvent(const std::string& id) {
+  auto event = std::make_shared<sinks::Event>();
   event->id = id;
   event->path = id;
   event->payload = "payload-" + id;
@@ -32,16 +32,16 @@ void SpinUntil(const std::function<bool()>& done) {
 
 // A destination a test switches between down (every Write fails), up
 // (records) and stuck (Write blocks until up or Close).
-class ScriptedSink final : public events::Sink {
+class ScriptedSink final : public sinks::Sink {
  public:
   enum class Mode { kUp, kDown, kStuck };
   explicit ScriptedSink(Mode mode) : mode_(mode) {}
 
-  absl::Status Write(events::EventPtr event) override {
+  absl::Status Write(sinks::EventPtr event) override {
     std::unique_lock<std::mutex> lock(mu_);
     ++attempts_;
     cv_.wait(lock, [&] { return mode_ != Mode::kStuck || closed_; });
-    if (closed_) return events::ClosedError();
+    if (closed_) return sinks::ClosedError();
     if (mode_ == Mode::kDown) return absl::UnavailableError("receiver down");
     ids_.push_back(event->id);
     return absl::OkStatus();
@@ -89,7 +89,7 @@ class ForwarderTest : public ::testing::Test {
     options.clock = &clock_;
     options.random = [](int64_t bound) { return bound - 1; };  // always the longest wait
     options.make_sink = [this, next = 0](const ForwardDestination&) mutable
-        -> absl::StatusOr<std::shared_ptr<events::Sink>> { return sinks_[next++]; };
+        -> absl::StatusOr<std::shared_ptr<sinks::Sink>> { return sinks_[next++]; };
     absl::StatusOr<std::unique_ptr<Forwarder>> forwarder = Forwarder::Create(uris, options);
     EXPECT_TRUE(forwarder.ok()) << forwarder.status();
     return forwarder.ok() ? *std::move(forwarder) : nullptr;
@@ -177,7 +177,7 @@ TEST_F(ForwarderTest, AStuckDestinationDelaysNeitherWritersNorOtherDestinations)
   stats = forwarder->stats();
   EXPECT_EQ(stats[0].dropped, 10u);
   EXPECT_EQ(stats[1].dropped, 0u);
-  EXPECT_TRUE(events::IsClosed(forwarder->sink()->Write(MakeEvent("late"))));
+  EXPECT_TRUE(sinks::IsClosed(forwarder->sink()->Write(MakeEvent("late"))));
   EXPECT_TRUE(forwarder->Close(clock_.Now()).ok()) << "idempotent";
 }
 

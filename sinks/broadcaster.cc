@@ -4,7 +4,7 @@
 #include <utility>
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 Broadcaster::Broadcaster(Options options) : options_(std::move(options)) {}
 
@@ -91,5 +91,5 @@ size_t Broadcaster::size() const {
   return sinks_.size();
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -25,7 +25,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 struct BroadcasterOptions {
   DeadLetterFn dead_letter;  // member write failures; may be empty
@@ -62,7 +62,7 @@ class Broadcaster final : public Sink {
   SinkCounters counters_;
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_BROADCASTER_H_

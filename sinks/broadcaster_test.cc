@@ -9,12 +9,12 @@
 #include "sinks/testing/test_sinks.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
-using ::dispatchd::events::testing::FailingSink;
-using ::dispatchd::events::testing::MakeEvent;
-using ::dispatchd::events::testing::RecordingSink;
+using ::dispatchd::sinks::testing::FailingSink;
+using ::dispatchd::sinks::testing::MakeEvent;
+using ::dispatchd::sinks::testing::RecordingSink;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
@@ -100,5 +100,5 @@ TEST(BroadcasterTest, CloseClosesMembersAndRefusesAdd) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

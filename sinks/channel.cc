@@ -4,7 +4,7 @@
 #include <utility>
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 Channel::Channel(size_t capacity) : capacity_(capacity) {}
 
@@ -72,5 +72,5 @@ bool Channel::closed() const {
   return closed_;
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -22,7 +22,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 class Channel final : public Sink {
  public:
@@ -57,7 +57,7 @@ class Channel final : public Sink {
   SinkCounters counters_;
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_CHANNEL_H_

@@ -8,11 +8,11 @@
 #include "common/testing/status_matchers.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
-using ::dispatchd::events::testing::MakeEvent;
-using ::dispatchd::events::testing::SpinUntil;
+using ::dispatchd::sinks::testing::MakeEvent;
+using ::dispatchd::sinks::testing::SpinUntil;
 
 TEST(ChannelTest, UnbufferedWriteReturnsOnlyOnceTaken) {
   Channel channel(0);
@@ -81,5 +81,5 @@ TEST(ChannelTest, TryReceiveOnEmptyIsUnavailable) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -1,7 +1,7 @@
 #include "sinks/clock_notification.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 bool ClockNotification::Notify() {
   const bool first = !notified_.exchange(true, std::memory_order_acq_rel);
@@ -21,5 +21,5 @@ bool ClockNotification::WaitUntil(const Clock& clock, absl::Time deadline) {
   return clock.AwaitWithDeadline(&wait_mu_, notified, deadline);
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -20,7 +20,7 @@
 #include "common/clock.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 class ClockNotification {
  public:
@@ -48,7 +48,7 @@ class ClockNotification {
   std::atomic<uint64_t> waits_{0};
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_CLOCK_NOTIFICATION_H_

@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 TEST(ClockNotificationTest, WaitEndsAtDeadlineOnTheFakeClock) {
@@ -48,5 +48,5 @@ TEST(ClockNotificationTest, NotifyWakesWaiterOnTheRealClock) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -21,11 +21,11 @@
 #include "sinks/testing/test_sinks.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
-using ::dispatchd::events::testing::MakeEvent;
-using ::dispatchd::events::testing::RecordingSink;
+using ::dispatchd::sinks::testing::MakeEvent;
+using ::dispatchd::sinks::testing::RecordingSink;
 
 // A component under test, the recorders at its far end, and any reader
 // thread that must finish after Close.
@@ -186,5 +186,5 @@ INSTANTIATE_TEST_SUITE_P(AllComponents, ConformanceTest, ::testing::ValuesIn(Com
                          });
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -10,7 +10,7 @@
 #include "absl/time/time.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 struct Event {
   std::string id;       // event id, e.g. "some-dir.the-event-file"
@@ -23,7 +23,7 @@ struct Event {
 
 using EventPtr = std::shared_ptr<const Event>;
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_EVENT_H_

@@ -6,7 +6,7 @@
 #include "nlohmann/json.hpp"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 bool IsValidUtf8(absl::string_view text) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
@@ -62,5 +62,5 @@ std::string EventToJson(const Event& event) {
   return json.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

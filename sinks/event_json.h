@@ -18,7 +18,7 @@
 #include "sinks/event.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 // The object above, without a trailing newline. Never fails.
 std::string EventToJson(const Event& event);
@@ -30,7 +30,7 @@ bool IsValidUtf8(absl::string_view text);
 // "2024-05-01T10:00:00.123Z": RFC 3339, UTC.
 std::string FormatRfc3339Utc(absl::Time time);
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_EVENT_JSON_H_

@@ -4,7 +4,7 @@
 #include "nlohmann/json.hpp"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 Event MakeEvent(std::string payload) {
@@ -87,5 +87,5 @@ TEST(IsValidUtf8Test, AcceptsWellFormedRejectsTheRest) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

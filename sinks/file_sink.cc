@@ -10,7 +10,7 @@
 #include "sinks/event_json.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 absl::Status OsError(int error, absl::string_view what, absl::string_view path) {
@@ -58,5 +58,5 @@ absl::Status FileSink::Close() {
   return absl::OkStatus();
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

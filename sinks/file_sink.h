@@ -17,7 +17,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 class FileSink final : public Sink {
  public:
@@ -33,7 +33,7 @@ class FileSink final : public Sink {
   std::atomic<bool> closed_{false};
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_FILE_SINK_H_

@@ -15,7 +15,7 @@
 #include "sinks/testing/test_sinks.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 using testing::MakeEvent;
@@ -89,5 +89,5 @@ TEST_F(FileSinkTest, ClosedAndNullFollowTheSinkContract) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

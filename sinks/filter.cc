@@ -5,7 +5,7 @@
 #include "common/logging.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 Filter::Filter(std::shared_ptr<Sink> dst, Matcher matcher)
     : dst_(std::move(dst)), matcher_(std::move(matcher)) {
@@ -32,5 +32,5 @@ absl::Status Filter::Close() {
   return dst_->Close();
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -14,7 +14,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 class Filter final : public Sink {
  public:
@@ -35,7 +35,7 @@ class Filter final : public Sink {
   SinkCounters counters_;
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_FILTER_H_

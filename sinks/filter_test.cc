@@ -7,12 +7,12 @@
 #include "sinks/testing/test_sinks.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
-using ::dispatchd::events::testing::FailingSink;
-using ::dispatchd::events::testing::MakeEvent;
-using ::dispatchd::events::testing::RecordingSink;
+using ::dispatchd::sinks::testing::FailingSink;
+using ::dispatchd::sinks::testing::MakeEvent;
+using ::dispatchd::sinks::testing::RecordingSink;
 using ::testing::ElementsAre;
 
 TEST(FilterTest, PassesOnlyMatchingEvents) {
@@ -45,5 +45,5 @@ TEST(FilterTest, CloseClosesDestinationOnce) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

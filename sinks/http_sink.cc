@@ -26,7 +26,7 @@
 #include "sinks/event_json.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 namespace asio = boost::asio;
@@ -319,5 +319,5 @@ absl::Status HttpSink::Close() {
   return absl::OkStatus();
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

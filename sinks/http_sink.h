@@ -27,7 +27,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 // An http:// or https:// URL taken apart.
 struct HttpUrl {
@@ -68,7 +68,7 @@ class HttpSink final : public Sink {
   const std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_HTTP_SINK_H_

@@ -22,7 +22,7 @@
 #include "common/testing/status_matchers.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 using testing::MakeEvent;
@@ -243,5 +243,5 @@ TEST(HttpSinkTest, UnreadableCaFileIsRejectedAtCreation) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

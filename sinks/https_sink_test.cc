@@ -19,7 +19,7 @@
 #include "sinks/http_sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 constexpr char kReceiver[] = R"(
@@ -134,5 +134,5 @@ TEST_F(HttpsSinkTest, RefusesAReceiverAnotherCaSigned) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -4,7 +4,7 @@
 #include "sinks/event_json.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 absl::Status LogSink::Write(EventPtr event) {
   if (event == nullptr) return absl::InvalidArgumentError("null event");
@@ -18,5 +18,5 @@ absl::Status LogSink::Close() {
   return absl::OkStatus();
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

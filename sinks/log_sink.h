@@ -11,7 +11,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 class LogSink final : public Sink {
  public:
@@ -26,7 +26,7 @@ class LogSink final : public Sink {
   std::atomic<bool> closed_{false};
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_LOG_SINK_H_

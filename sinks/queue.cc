@@ -12,7 +12,7 @@
 #include "sinks/clock_notification.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 // Everything the worker touches. The worker holds its own reference, so a
 // worker abandoned by Close (stuck in the destination's Write) never
@@ -182,5 +182,5 @@ size_t Queue::size() const {
 
 SinkStats Queue::stats() const { return state_->counters.Snapshot(); }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

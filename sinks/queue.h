@@ -30,7 +30,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 enum class OverflowPolicy {
   kBlock,       // Write waits for room (or for Close)
@@ -77,7 +77,7 @@ class Queue final : public Sink {
   std::thread worker_;
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_QUEUE_H_

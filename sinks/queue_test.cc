@@ -13,14 +13,14 @@
 #include "sinks/testing/test_sinks.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
-using ::dispatchd::events::testing::BlockingSink;
-using ::dispatchd::events::testing::FailingSink;
-using ::dispatchd::events::testing::MakeEvent;
-using ::dispatchd::events::testing::RecordingSink;
-using ::dispatchd::events::testing::SpinUntil;
+using ::dispatchd::sinks::testing::BlockingSink;
+using ::dispatchd::sinks::testing::FailingSink;
+using ::dispatchd::sinks::testing::MakeEvent;
+using ::dispatchd::sinks::testing::RecordingSink;
+using ::dispatchd::sinks::testing::SpinUntil;
 using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
 
@@ -208,5 +208,5 @@ TEST(QueueTest, DestructorClosesAndDrains) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

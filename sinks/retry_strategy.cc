@@ -6,7 +6,7 @@
 #include <utility>
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 Breaker::Breaker(int threshold, absl::Duration backoff, const Clock* clock)
     : threshold_(threshold),
@@ -82,5 +82,5 @@ RetryDecision ExponentialBackoff::Failure(const Event&, const absl::Status&) {
 
 void ExponentialBackoff::Success(const Event&) { failures_.store(0, std::memory_order_relaxed); }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -21,7 +21,7 @@
 #include "sinks/event.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 enum class RetryDecision { kRetry, kGiveUp };
 
@@ -111,7 +111,7 @@ class ExponentialBackoff final : public RetryStrategy {
   std::atomic<uint64_t> failures_{0};
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_RETRY_STRATEGY_H_

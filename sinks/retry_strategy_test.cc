@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 const Event kEvent{};
@@ -134,5 +134,5 @@ TEST(ExponentialBackoffTest, ZeroBaseDoesNotCrash) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

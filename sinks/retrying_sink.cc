@@ -5,7 +5,7 @@
 #include "common/logging.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 RetryingSink::RetryingSink(std::shared_ptr<Sink> dst, std::shared_ptr<RetryStrategy> strategy,
                            Options options)
@@ -50,5 +50,5 @@ absl::Status RetryingSink::Close() {
   return dst_->Close();
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -25,7 +25,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 struct RetryingSinkOptions {
   const Clock* clock = nullptr;  // not owned; null means Clock::Real()
@@ -54,7 +54,7 @@ class RetryingSink final : public Sink {
   SinkCounters counters_;
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_RETRYING_SINK_H_

@@ -11,13 +11,13 @@
 #include "sinks/testing/test_sinks.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
-using ::dispatchd::events::testing::FailingSink;
-using ::dispatchd::events::testing::MakeEvent;
-using ::dispatchd::events::testing::RecordingSink;
-using ::dispatchd::events::testing::SpinUntil;
+using ::dispatchd::sinks::testing::FailingSink;
+using ::dispatchd::sinks::testing::MakeEvent;
+using ::dispatchd::sinks::testing::RecordingSink;
+using ::dispatchd::sinks::testing::SpinUntil;
 using ::testing::ElementsAre;
 
 TEST(RetryingSinkTest, BreakerScheduleOnFakeClock) {
@@ -125,5 +125,5 @@ TEST(RetryingSinkTest, ClosedDestinationIsTerminal) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

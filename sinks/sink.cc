@@ -3,7 +3,7 @@
 #include "absl/strings/cord.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 constexpr char kClosedPayloadUrl[] = "type.dispatchd.dev/dispatchd.events.SinkClosed";
@@ -30,5 +30,5 @@ SinkStats SinkCounters::Snapshot() const {
   return stats;
 }
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

@@ -21,7 +21,7 @@
 #include "sinks/event.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 
 class Sink {
  public:
@@ -81,7 +81,7 @@ class SinkCounters {
   std::atomic<uint64_t> retried_{0};
 };
 
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_SINK_H_

@@ -3,7 +3,7 @@
 #include "gtest/gtest.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 TEST(ClosedErrorTest, IsRecognisedAndDistinct) {
@@ -29,5 +29,5 @@ TEST(SinkCountersTest, SnapshotReadsEveryCounter) {
 }
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

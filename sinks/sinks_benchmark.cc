@@ -11,7 +11,7 @@
 #include "sinks/queue.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace {
 
 // The cheapest possible destination, so the figures measure the sinks.
@@ -99,5 +99,5 @@ void BM_QueueMultiProducer(benchmark::State& state) {
 BENCHMARK(BM_QueueMultiProducer)->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
 
 }  // namespace
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

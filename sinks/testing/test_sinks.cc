@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace testing {
 
 EventPtr MakeEvent(absl::string_view id) {
@@ -136,5 +136,5 @@ int FailingSink::close_calls() const {
 }
 
 }  // namespace testing
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd

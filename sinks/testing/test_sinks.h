@@ -14,7 +14,7 @@
 #include "sinks/sink.h"
 
 namespace dispatchd {
-namespace events {
+namespace sinks {
 namespace testing {
 
 // A new event with `id` and payload "payload-<id>".
@@ -86,7 +86,7 @@ class FailingSink final : public Sink {
 };
 
 }  // namespace testing
-}  // namespace events
+}  // namespace sinks
 }  // namespace dispatchd
 
 #endif  // DISPATCHD_SINKS_TESTING_TEST_SINKS_H_
