@@ -16,7 +16,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
+#include "common/flags.h"
 #include "common/secret_file.h"
+#include "common/status_macros.h"
 
 namespace dispatchd {
 namespace ctl {
@@ -101,10 +103,54 @@ bool IsPlainWord(const std::string& word) {
   return true;
 }
 
+// Every flag of dispatchctl, once: parsing, the environment and --help. The
+// same table type and environment variables as dispatchd (common/flags.h).
+void DeclareFlags(FlagSet& flags, DispatchctlOptions& o, std::string& token_file, bool& json) {
+  flags.Custom("controller", [&o](const std::string& v) {
+    if (v.empty()) return absl::InvalidArgumentError("--controller needs an address");
+    o.controller = v;
+    return absl::OkStatus();
+  }, "ADDR", "the controller's --listen address (default 127.0.0.1:7700)");
+  flags.Custom("token", [&o, &token_file](const std::string& v) {
+    o.token = v;
+    token_file.clear();
+    return absl::OkStatus();
+  }, "TOKEN", "the controller's bearer token, or its API token\n"
+              "($DISPATCHD_API_TOKEN, else $DISPATCHD_TOKEN)");
+  // A controller with tokens per role gives API callers their own.
+  flags.Environment("token", {"DISPATCHD_API_TOKEN", "DISPATCHD_TOKEN"});
+  flags.String("token-file", &token_file, "FILE", "read the token from FILE ($DISPATCHD_TOKEN_FILE)");
+  flags.Bool("json", &json, "print the API's response as JSON (proto3 JSON mapping)");
+  flags.Environment("json", {});
+  flags.Duration("timeout", &o.timeout, "D", "give up after D (default 5s)");
+  flags.Environment("timeout", {});
+  flags.String("tls-ca", &o.tls_ca, "FILE", "verify a controller that serves TLS against this CA (PEM)");
+  flags.String("tls-cert", &o.tls_cert, "FILE",
+               "client certificate, when the controller requires one (PEM)");
+  flags.String("tls-key", &o.tls_key, "FILE", "private key of --tls-cert");
+  flags.Custom("metrics", [&o](const std::string& v) {
+    if (v.empty()) return absl::InvalidArgumentError("--metrics needs an address");
+    o.metrics = v;
+    return absl::OkStatus();
+  }, "ADDR", "dispatchd's --metrics-listen address, for health\n"
+             "(default 127.0.0.1:9477; $DISPATCHD_METRICS_LISTEN)");
+  flags.Environment("metrics", {"DISPATCHD_METRICS_LISTEN"});
+  flags.Bool("help", &o.help, "this text");
+}
+
+std::string FlagsUsage() {
+  DispatchctlOptions o;
+  std::string token_file;
+  bool json = false;
+  FlagSet flags("DISPATCHD_");
+  DeclareFlags(flags, o, token_file, json);
+  return flags.Usage();
+}
+
 }  // namespace
 
 std::string DispatchctlUsage() {
-  return R"(dispatchctl: asks a running dispatchd controller what it knows.
+  return std::string(R"(dispatchctl: asks a running dispatchd controller what it knows.
 
 Usage:
   dispatchctl [FLAGS] COMMAND
@@ -120,98 +166,31 @@ Commands:
                   1 with the reason when not (a container health check)
 
 Flags:
-  --controller ADDR   the controller's --listen address (default 127.0.0.1:7700)
-  --token TOKEN       the controller's bearer token, or its API token
-                      ($DISPATCHD_API_TOKEN, else $DISPATCHD_TOKEN)
-  --token-file FILE   read the token from FILE ($DISPATCHD_TOKEN_FILE)
-  --json              print the API's response as JSON (proto3 JSON mapping)
-  --timeout D         give up after D (default 5s)
-  --metrics ADDR      dispatchd's --metrics-listen address, for health
-                      (default 127.0.0.1:9477; $DISPATCHD_METRICS_LISTEN)
-  --tls-ca FILE       verify a controller that serves TLS against this CA (PEM)
-  --tls-cert FILE     client certificate, when the controller requires one (PEM)
-  --tls-key FILE      private key of --tls-cert
-  --help              this text
-
+)" + FlagsUsage() + R"(
 The controller's address and token can also come from $DISPATCHD_CONTROLLER
 and $DISPATCHD_TOKEN, as for dispatchd; flags win.
 
 Exit status: 0 on success, 1 when the controller cannot be reached or
 refuses the call (health: not ready), 2 for bad usage.
-)";
+)");
 }
 
 absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std::string>& args,
                                                            const EnvLookup& env) {
   DispatchctlOptions o;
-  if (const char* token = env("DISPATCHD_TOKEN"); token != nullptr) o.token = token;
-  // A controller with tokens per role gives API callers their own.
-  if (const char* token = env("DISPATCHD_API_TOKEN"); token != nullptr && *token != '\0') {
-    o.token = token;
-  }
   std::string token_file;
-  if (const char* v = env("DISPATCHD_TOKEN_FILE"); v != nullptr) token_file = v;
-  if (const char* v = env("DISPATCHD_CONTROLLER"); v != nullptr && *v != '\0') o.controller = v;
-  if (const char* v = env("DISPATCHD_METRICS_LISTEN"); v != nullptr && *v != '\0') o.metrics = v;
-  std::vector<std::string> commands;
-  for (size_t i = 0; i < args.size(); ++i) {
-    absl::string_view arg = args[i];
-    if (arg == "-h" || arg == "--help" || arg == "help") {
-      o.help = true;
-      continue;
-    }
-    if (!absl::ConsumePrefix(&arg, "--")) {
-      commands.push_back(args[i]);
-      continue;
-    }
-    std::string name(arg), value;
-    bool has_value = false;
-    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
-      name = std::string(arg.substr(0, eq));
-      value = std::string(arg.substr(eq + 1));
-      has_value = true;
-    }
-    if (name == "json") {
-      if (has_value) return absl::InvalidArgumentError("--json takes no value");
-      o.format = OutputFormat::kJson;
-      continue;
-    }
-    if (name != "controller" && name != "token" && name != "timeout" && name != "tls-ca" &&
-        name != "tls-cert" && name != "tls-key" && name != "metrics" && name != "token-file") {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
-    }
-    if (!has_value) {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
-      }
-      value = args[++i];
-    }
-    if (name == "controller") {
-      if (value.empty()) return absl::InvalidArgumentError("--controller needs an address");
-      o.controller = value;
-    } else if (name == "token") {
-      o.token = value;
-      token_file.clear();
-    } else if (name == "token-file") {
-      token_file = value;
-    } else if (name == "tls-ca") {
-      o.tls_ca = value;
-    } else if (name == "tls-cert") {
-      o.tls_cert = value;
-    } else if (name == "tls-key") {
-      o.tls_key = value;
-    } else if (name == "metrics") {
-      if (value.empty()) return absl::InvalidArgumentError("--metrics needs an address");
-      o.metrics = value;
-    } else {
-      absl::Duration d;
-      if (!absl::ParseDuration(value, &d) || d <= absl::ZeroDuration()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "invalid value '", value, "' for --timeout: expected a positive duration such as 5s"));
-      }
-      o.timeout = d;
-    }
-  }
+  bool json = false;
+  FlagSet flags("DISPATCHD_");
+  DeclareFlags(flags, o, token_file, json);
+  ASSIGN_OR_RETURN(std::vector<std::string> commands, flags.Parse(args, env));
+  if (json) o.format = OutputFormat::kJson;
+  commands.erase(std::remove_if(commands.begin(), commands.end(),
+                                [&o](const std::string& c) {
+                                  if (c != "help") return false;
+                                  o.help = true;
+                                  return true;
+                                }),
+                 commands.end());
   if (o.help) return o;
   if (!token_file.empty()) {
     absl::StatusOr<std::string> token = ReadSecretFile(token_file);

@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/flags.h"
 #include "proto/dispatch/v1/api.grpc.pb.h"
 
 namespace dispatchd {
@@ -45,8 +46,6 @@ struct DispatchctlOptions {
   // A wildcard host (0.0.0.0, [::] or none) is asked on loopback.
   std::string metrics = "127.0.0.1:9477";
 };
-
-using EnvLookup = std::function<const char*(const char*)>;
 
 // Parses argv[1..] and the environment (DISPATCHD_TOKEN, DISPATCHD_CONTROLLER,
 // DISPATCHD_METRICS_LISTEN: the same variables dispatchd reads; flags win).

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/flags.h"
 #include "common/logging.h"
 
 namespace dispatchd {
@@ -70,8 +71,6 @@ struct DispatchdOptions {
   // HTTP address of /metrics, /healthz, /readyz; empty turns the server off.
   std::string metrics_listen = "127.0.0.1:9477";
 };
-
-using EnvLookup = std::function<const char*(const char*)>;
 
 // Parses argv[1..] and the environment. InvalidArgument names the bad flag
 // or value.
