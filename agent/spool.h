@@ -1,6 +1,6 @@
 // Spool: the event files under the events directory, seen as the agent's
 // spool: read an event's payload, delete it once settled, or move it to
-// `.dead-letter/` when it cannot be delivered (DESIGN.md §1, "Event files").
+// `.dead-letter/` when it cannot be delivered (README.md, "Event files").
 //
 // Every `rel` is a path relative to the root. It must pass
 // ValidateRelativePath and must not be hidden (IsIgnoredRelativePath):

@@ -1,5 +1,5 @@
 // Watcher: reports every regular file that appears under an events directory,
-// recursively, using inotify (DESIGN.md §1, "Event files").
+// recursively, using inotify (README.md, "Event files").
 //
 // A file "appears" when it is written and closed (IN_CLOSE_WRITE) or renamed
 // into the tree (IN_MOVED_TO), so a writer that writes `x.tmp` elsewhere, or

@@ -1,4 +1,4 @@
-// Benchmarks against a real Docker engine (DESIGN.md §6), each comparing
+// Benchmarks against a real Docker engine (docs/benchmarks.md), each comparing
 // dispatchd all-in-one with what a user would otherwise run, in the same run
 // and alternating, so machine noise cancels in the ratios:
 //   - latency: file closed -> handler command running in the container, for

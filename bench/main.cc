@@ -1,4 +1,4 @@
-// dispatchd_bench: runs the benchmarks of DESIGN.md §6 on a private real
+// dispatchd_bench: runs the benchmarks of docs/benchmarks.md on a private real
 // dockerd and writes the results table (Markdown) to stdout and --out.
 //
 //   bazel run -c opt //bench:dispatchd_bench -- --out=$PWD/bench/results.md

@@ -1,5 +1,5 @@
 // Event ids: how a file's path under the events directory becomes the id
-// that subscriptions name (DESIGN.md §1, "Event files").
+// that subscriptions name (README.md, "Event files").
 //
 //   some-dir/some-sub-dir/the-event-file -> some-dir.some-sub-dir.the-event-file
 //   a/b.txt                              -> a.b.txt

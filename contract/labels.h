@@ -1,5 +1,5 @@
 // Subscription labels: turns a container's labels into the subscriptions it
-// declares (DESIGN.md §1 "Subscriptions").
+// declares (README.md, "Labels (subscriptions)").
 //
 // Keys are `${ns}.${eventId}.${suffix}` with suffix one of
 //   container.command      argv to exec, split by SplitCommand (no shell)

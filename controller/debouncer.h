@@ -1,4 +1,4 @@
-// Debouncer: per-key debounce schedule (DESIGN.md §1 "Debounce"). A key is
+// Debouncer: per-key debounce schedule (README.md, "Debounce"). A key is
 // the caller's (event id, container) pair; an Item is the caller's handle
 // for one event. The Debouncer only decides when; it delivers nothing.
 //

@@ -1,6 +1,6 @@
 // SubscriptionIndex: the controller's level-triggered view of who
 // subscribes to what, derived from the agents' container inventories
-// (DESIGN.md §1 "Subscriptions are level-triggered").
+// (README.md, "Labels (subscriptions)": level-triggered).
 //
 // Agents report containers (snapshots and deltas); each container's labels
 // are parsed once when they change, and every subscription is indexed by

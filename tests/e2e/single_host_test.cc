@@ -145,7 +145,7 @@ TEST_F(SingleHostTest, DirectoryMovedInWithFilesIsPickedUp) {
   EXPECT_TRUE(WaitFor([&] { return Gone("batch/x") && Gone("batch/y"); }));
 }
 
-// DESIGN.md §1, debounce D=1000: events every 200 ms for 800 ms give the
+// README.md, "Debounce", D=1000: events every 200 ms for 800 ms give the
 // first at once and the latest at the end of the period, nothing in between.
 TEST_F(SingleHostTest, DebounceTimelineInsideTheContainer) {
   const std::string handler = Name("debounced");
