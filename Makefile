@@ -7,6 +7,7 @@ DISPATCHD_FLAGS ?=
 
 deps:
 	@scripts/install-deps.sh
+	@scripts/ensure-npm.sh
 
 build: deps
 	$(BAZEL) build //...
