@@ -162,13 +162,15 @@ TEST_F(ImageTest, WithoutTheSocketItStaysUpSaysWhyAndPicksItUpLater) {
   // The health check's own output says why.
   EXPECT_THAT(Inspect(dispatchd, "{{json .State.Health}}"), HasSubstr("no Docker socket at"));
 
+  // The handler exists before the socket appears, so the first inventory
+  // dispatchd lists has it (healthy means that inventory is in).
+  const std::string handler = Name("late-handler");
+  Run(handler, {{"subscription.late.container.command", "touch /late"}});
   // A hard link is the daemon's socket under another name.
   ASSERT_EQ(link(daemon_->socket_path().c_str(), (run_dir + "/docker.sock").c_str()), 0);
   ASSERT_TRUE(WaitFor([&] { return Inspect(dispatchd, "{{.State.Health.Status}}") == "healthy"; },
                       absl::Seconds(60)))
       << Inspect(dispatchd, "{{json .State.Health}}");
-  const std::string handler = Name("late-handler");
-  Run(handler, {{"subscription.late.container.command", "touch /late"}});
   WriteFile(events_ + "/late", "");
   EXPECT_TRUE(WaitFor([&] { return InContainer(handler, "/late"); }));
   EXPECT_TRUE(WaitFor([&] { return Gone("late"); }));
