@@ -1,15 +1,18 @@
 #include "agent/spool.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "contract/event_id.h"
@@ -21,7 +24,9 @@ namespace {
 constexpr absl::string_view kDeadLetterDir = ".dead-letter";
 constexpr absl::string_view kErrorSuffix = ".error.json";
 constexpr int kMaxDeadLetterSuffix = 10000;
+constexpr absl::string_view kEmitDir = ".dispatchd-emit";
 constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kMaxNoteBytes = 64 * 1024;
 
 // Owns a file descriptor.
 class ScopedFd {
@@ -136,8 +141,9 @@ bool Exists(int parent, const std::string& name) {
   return fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
 }
 
+enum class Sync { kNo, kYes };
 absl::Status WriteWholeFile(int parent, const std::string& name, absl::string_view content,
-                            absl::string_view what) {
+                            absl::string_view what, Sync sync = Sync::kNo) {
   ScopedFd fd(
       openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (fd.get() < 0) return ErrnoStatus(errno, what);
@@ -149,7 +155,81 @@ absl::Status WriteWholeFile(int parent, const std::string& name, absl::string_vi
     }
     content.remove_prefix(n);
   }
+  if (sync == Sync::kYes && fsync(fd.get()) != 0) return ErrnoStatus(errno, what);
   return absl::OkStatus();
+}
+
+// fsync of the directory `dir` (an O_PATH descriptor cannot be synced).
+absl::Status SyncDir(int dir, absl::string_view what) {
+  ScopedFd fd(openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || fsync(fd.get()) != 0) return ErrnoStatus(errno, what);
+  return absl::OkStatus();
+}
+
+// Up to `limit` bytes of parent/name; "" when it cannot be read.
+std::string ReadSmallFile(int parent, const std::string& name, size_t limit) {
+  ScopedFd fd(openat(parent, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (fd.get() < 0) return "";
+  std::string data(limit, '\0');
+  size_t length = 0;
+  while (length < limit) {
+    ssize_t n = read(fd.get(), &data[length], limit - length);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    length += n;
+  }
+  data.resize(length);
+  return data;
+}
+
+// Collects the dead letters below `dir` (relative path `prefix`).
+void CollectDeadLetters(int dir, const std::string& prefix, std::vector<DeadLetterEntry>* out) {
+  const int listing = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (listing < 0) return;
+  DIR* d = fdopendir(listing);  // owns `listing` from here on
+  if (d == nullptr) {
+    close(listing);
+    return;
+  }
+  std::vector<std::pair<std::string, struct stat>> entries;
+  while (struct dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (fstatat(dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    entries.emplace_back(name, st);
+  }
+  for (const auto& [name, st] : entries) {
+    const std::string rel = prefix.empty() ? name : absl::StrCat(prefix, "/", name);
+    if (S_ISDIR(st.st_mode)) {
+      int sub = openat(dirfd(d), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0) continue;
+      ScopedFd sub_fd(sub);
+      CollectDeadLetters(sub_fd.get(), rel, out);
+      continue;
+    }
+    if (!S_ISREG(st.st_mode)) continue;
+    const std::string note = absl::StrCat(name, kErrorSuffix);
+    // x.error.json is x's note, unless it is a dead letter with a note of its own.
+    if (absl::EndsWith(name, kErrorSuffix)) {
+      const std::string owner = name.substr(0, name.size() - kErrorSuffix.size());
+      if (Exists(dirfd(d), owner) && !Exists(dirfd(d), note)) continue;
+    }
+    DeadLetterEntry entry;
+    entry.rel = rel;
+    entry.size = st.st_size;
+    entry.dead_lettered = absl::FromUnixNanos(static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 +
+                                              st.st_ctim.tv_nsec);
+    struct stat note_st;
+    if (fstatat(dirfd(d), note.c_str(), &note_st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(note_st.st_mode)) {
+      entry.error_json = ReadSmallFile(dirfd(d), note, kMaxNoteBytes);
+      entry.dead_lettered = absl::FromUnixNanos(
+          static_cast<int64_t>(note_st.st_mtim.tv_sec) * 1000000000 + note_st.st_mtim.tv_nsec);
+    }
+    out->push_back(std::move(entry));
+  }
+  closedir(d);
 }
 
 // Moves without replacing an existing target; AlreadyExists if there is one.
@@ -169,6 +249,80 @@ absl::Status RenameNoReplace(int from_dir, const std::string& from, int to_dir,
 }  // namespace
 
 Spool::Spool(std::string root) : root_(std::move(root)) {}
+
+absl::Status Spool::Write(absl::string_view rel, absl::string_view content) const {
+  RETURN_IF_ERROR(CheckRelative(rel));
+  const std::string what = absl::StrCat("writing event file ", rel);
+  SplitPath split = Split(rel);
+  ASSIGN_OR_RETURN(ScopedFd root_fd, OpenDir(AT_FDCWD, root_, Follow::kYes, what));
+  ASSIGN_OR_RETURN(ScopedFd scratch, OpenDir(root_fd.get(), ".", Follow::kNo, what));
+  ASSIGN_OR_RETURN(scratch, WalkDirs(std::move(scratch), {std::string(kEmitDir)}, Create::kYes,
+                                     what));
+  static std::atomic<uint64_t> counter{0};
+  const std::string temp = absl::StrCat(getpid(), ".", counter.fetch_add(1), ".tmp");
+  absl::Status written = WriteWholeFile(scratch.get(), temp, content, what, Sync::kYes);
+  if (written.ok()) {
+    absl::StatusOr<ScopedFd> parent = WalkDirs(std::move(root_fd), split.dirs, Create::kYes, what);
+    if (!parent.ok()) {
+      written = parent.status();
+    } else if (renameat(scratch.get(), temp.c_str(), parent->get(), split.base.c_str()) != 0) {
+      written = ErrnoStatus(errno, what);
+    } else {
+      return SyncDir(parent->get(), what);
+    }
+  }
+  unlinkat(scratch.get(), temp.c_str(), 0);
+  return written;
+}
+
+absl::StatusOr<std::vector<DeadLetterEntry>> Spool::ListDeadLetters() const {
+  const std::string what = "listing dead letters";
+  ASSIGN_OR_RETURN(ScopedFd root_fd, OpenDir(AT_FDCWD, root_, Follow::kYes, what));
+  absl::StatusOr<ScopedFd> dir = OpenDir(root_fd.get(), std::string(kDeadLetterDir), Follow::kNo,
+                                         what);
+  std::vector<DeadLetterEntry> out;
+  if (absl::IsNotFound(dir.status())) return out;
+  if (!dir.ok()) return dir.status();
+  CollectDeadLetters(dir->get(), "", &out);
+  std::sort(out.begin(), out.end(),
+            [](const DeadLetterEntry& a, const DeadLetterEntry& b) { return a.rel < b.rel; });
+  return out;
+}
+
+absl::Status Spool::ReplayDeadLetter(absl::string_view rel) const {
+  RETURN_IF_ERROR(CheckRelative(rel));
+  const std::string what = absl::StrCat("replaying dead letter ", rel);
+  SplitPath split = Split(rel);
+  std::vector<std::string> source_dirs = {std::string(kDeadLetterDir)};
+  source_dirs.insert(source_dirs.end(), split.dirs.begin(), split.dirs.end());
+  ASSIGN_OR_RETURN(ScopedFd root_fd, OpenDir(AT_FDCWD, root_, Follow::kYes, what));
+  ASSIGN_OR_RETURN(ScopedFd root_copy, OpenDir(root_fd.get(), ".", Follow::kNo, what));
+  ASSIGN_OR_RETURN(ScopedFd source, WalkDirs(std::move(root_copy), source_dirs, Create::kNo, what));
+  RETURN_IF_ERROR(CheckRegularFile(source.get(), split.base, what));
+  ASSIGN_OR_RETURN(ScopedFd target, WalkDirs(std::move(root_fd), split.dirs, Create::kYes, what));
+  absl::Status moved = RenameNoReplace(source.get(), split.base, target.get(), split.base, what);
+  if (absl::IsAlreadyExists(moved)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(what, ": an event file ", rel, " is pending; replay it once that is settled"));
+  }
+  RETURN_IF_ERROR(moved);
+  unlinkat(source.get(), absl::StrCat(split.base, kErrorSuffix).c_str(), 0);
+  return absl::OkStatus();
+}
+
+absl::Status Spool::PurgeDeadLetter(absl::string_view rel) const {
+  RETURN_IF_ERROR(CheckRelative(rel));
+  const std::string what = absl::StrCat("purging dead letter ", rel);
+  SplitPath split = Split(rel);
+  std::vector<std::string> dirs = {std::string(kDeadLetterDir)};
+  dirs.insert(dirs.end(), split.dirs.begin(), split.dirs.end());
+  ASSIGN_OR_RETURN(ScopedFd root_fd, OpenDir(AT_FDCWD, root_, Follow::kYes, what));
+  ASSIGN_OR_RETURN(ScopedFd dir, WalkDirs(std::move(root_fd), dirs, Create::kNo, what));
+  RETURN_IF_ERROR(CheckRegularFile(dir.get(), split.base, what));
+  if (unlinkat(dir.get(), split.base.c_str(), 0) != 0) return ErrnoStatus(errno, what);
+  unlinkat(dir.get(), absl::StrCat(split.base, kErrorSuffix).c_str(), 0);
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) const {
   RETURN_IF_ERROR(CheckRelative(rel));

@@ -17,12 +17,22 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace dispatchd::agent {
+
+// A file in `.dead-letter/`, as ListDeadLetters finds it.
+struct DeadLetterEntry {
+  std::string rel;         // relative to .dead-letter/: where a replay puts it back
+  std::string error_json;  // <rel>.error.json (at most 64 KiB; empty if missing)
+  int64_t size = 0;
+  absl::Time dead_lettered;  // the note's modification time (else the file's)
+};
 
 // An event file's content, bounded.
 struct Payload {
@@ -54,6 +64,26 @@ class Spool {
   // fails, root/rel stays in place (a stale .error.json may remain and is
   // overwritten by the next attempt).
   absl::Status DeadLetter(absl::string_view rel, absl::string_view error_json) const;
+
+  // Writes root/rel with `content` atomically and durably, as an event file
+  // emitted through the API: a temporary file in root/.dispatchd-emit/ (a
+  // hidden directory, so never an event itself, on the same file system)
+  // is written and fsync'd, missing directories of `rel` are created, the
+  // file is renamed into place (replacing a file of that name, as a writer
+  // would) and the directory is fsync'd. The watcher then sees one event.
+  // On error nothing is left at root/rel.
+  absl::Status Write(absl::string_view rel, absl::string_view content) const;
+
+  // Every dead letter under root/.dead-letter/ (recursively, never
+  // following symlinks), with its note; sorted by rel. Empty when there is
+  // no .dead-letter/ directory.
+  absl::StatusOr<std::vector<DeadLetterEntry>> ListDeadLetters() const;
+  // Moves root/.dead-letter/<rel> back to root/<rel>, where it is a new
+  // event, and removes its note. NotFound if there is no such dead letter;
+  // AlreadyExists if an event file root/<rel> is pending (nothing moves).
+  absl::Status ReplayDeadLetter(absl::string_view rel) const;
+  // Deletes root/.dead-letter/<rel> and its note. NotFound if missing.
+  absl::Status PurgeDeadLetter(absl::string_view rel) const;
 
   const std::string& root() const { return root_; }
 

@@ -260,6 +260,78 @@ TEST_F(SpoolTest, InvalidOrHiddenPathsAreRejected) {
   EXPECT_EQ(ReadFile(InRoot(".dead-letter/kept")), "dead");
 }
 
+TEST_F(SpoolTest, WriteCreatesTheFileAtomicallyAndLeavesNoTemporary) {
+  Spool spool(root_);
+  ASSERT_TRUE(spool.Write("emit/a/b.txt", "payload").ok());
+  EXPECT_EQ(ReadFile(root_ + "/emit/a/b.txt"), "payload");
+  // The temporary's directory is hidden (never an event) and left empty.
+  EXPECT_TRUE(Exists(root_ + "/.dispatchd-emit"));
+  auto read = spool.Read("emit/a/b.txt", 100);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->data, "payload");
+  // A second write replaces the file, as a writer would.
+  ASSERT_TRUE(spool.Write("emit/a/b.txt", "second").ok());
+  EXPECT_EQ(ReadFile(root_ + "/emit/a/b.txt"), "second");
+  ASSERT_TRUE(spool.Write("top", "").ok());
+  EXPECT_EQ(ReadFile(root_ + "/top"), "");
+}
+
+TEST_F(SpoolTest, WriteRefusesBadPathsAndSymlinkedDirectoriesAndWritesNothing) {
+  Spool spool(root_);
+  for (const char* bad : {"", "/abs", "../up", "a/../b", ".hidden", "a/.h/b", "a//b"}) {
+    EXPECT_EQ(spool.Write(bad, "x").code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  const std::string outside = base_ + "/outside";
+  MakeDir(outside);
+  ASSERT_EQ(symlink(outside.c_str(), (root_ + "/link").c_str()), 0);
+  EXPECT_FALSE(spool.Write("link/x", "x").ok());
+  EXPECT_FALSE(Exists(outside + "/x"));
+}
+
+TEST_F(SpoolTest, DeadLettersAreListedReplayedAndPurged) {
+  Spool spool(root_);
+  MakeDir(root_ + "/d");
+  WriteFile(root_ + "/d/one", "1");
+  WriteFile(root_ + "/two", "22");
+  ASSERT_TRUE(spool.DeadLetter("d/one", R"({"errors":["x: gave up"]})").ok());
+  ASSERT_TRUE(spool.DeadLetter("two", "{}").ok());
+  auto listed = spool.ListDeadLetters();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].rel, "d/one");
+  EXPECT_EQ((*listed)[0].error_json, R"({"errors":["x: gave up"]})");
+  EXPECT_EQ((*listed)[0].size, 1);
+  EXPECT_GT((*listed)[0].dead_lettered, absl::UnixEpoch());
+  EXPECT_EQ((*listed)[1].rel, "two");
+
+  // A pending event of the same name blocks the replay; nothing moves.
+  WriteFile(root_ + "/d/one", "pending");
+  EXPECT_EQ(spool.ReplayDeadLetter("d/one").code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ReadFile(root_ + "/d/one"), "pending");
+  ASSERT_TRUE(spool.Delete("d/one").ok());
+  ASSERT_TRUE(spool.ReplayDeadLetter("d/one").ok());
+  EXPECT_EQ(ReadFile(root_ + "/d/one"), "1");
+  EXPECT_FALSE(Exists(root_ + "/.dead-letter/d/one"));
+  EXPECT_FALSE(Exists(root_ + "/.dead-letter/d/one.error.json"));
+
+  ASSERT_TRUE(spool.PurgeDeadLetter("two").ok());
+  EXPECT_FALSE(Exists(root_ + "/.dead-letter/two"));
+  EXPECT_FALSE(Exists(root_ + "/.dead-letter/two.error.json"));
+  EXPECT_EQ(spool.PurgeDeadLetter("two").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(spool.ReplayDeadLetter("nothing").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(spool.ReplayDeadLetter("../escape").code(), absl::StatusCode::kInvalidArgument);
+  listed = spool.ListDeadLetters();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->empty());
+}
+
+TEST_F(SpoolTest, NoDeadLetterDirectoryIsAnEmptyList) {
+  Spool spool(root_);
+  auto listed = spool.ListDeadLetters();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_TRUE(listed->empty());
+}
+
 TEST_F(SpoolTest, NegativeLimitIsRejected) {
   WriteFile(InRoot("x"), "x");
   auto payload = Spool(root_).Read("x", -1);
