@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace dispatchd::contract {
@@ -32,6 +33,22 @@ bool IsIgnoredRelativePath(absl::string_view relative_path);
 // directory: not empty, not absolute, no empty, "." or ".." components, no
 // NUL byte. InvalidArgument otherwise.
 absl::Status ValidateRelativePath(absl::string_view relative_path);
+
+// The longest file name component and relative path an Emit may write.
+inline constexpr size_t kMaxEmitComponentBytes = 255;
+inline constexpr size_t kMaxEmitPathBytes = 1024;
+
+// The relative path an Emit through the API writes, from the event id or the
+// path it names (exactly one non-empty). An id becomes one file at the top
+// of the events directory, named by the id (without the agent's
+// `event_namespace` and its '.', which the id must then start with), so
+// that the file's event id is the id asked for. InvalidArgument naming the
+// rule broken: neither or both given; empty, absolute, '.' or '..'
+// components; a hidden component (such files are never events); a NUL
+// byte; a '/' in an id; a component over kMaxEmitComponentBytes or a path
+// over kMaxEmitPathBytes; an id outside the namespace.
+absl::StatusOr<std::string> EmitRelativePath(absl::string_view event_id, absl::string_view path,
+                                             absl::string_view event_namespace);
 
 }  // namespace dispatchd::contract
 

@@ -6,6 +6,8 @@
 namespace dispatchd::contract {
 namespace {
 
+using ::testing::HasSubstr;
+
 TEST(EventIdTest, SlashesBecomeDots) {
   EXPECT_EQ(EventIdFromRelativePath("some-dir/some-sub-dir/the-event-file", ""),
             "some-dir.some-sub-dir.the-event-file");
@@ -69,4 +71,37 @@ TEST(ValidateRelativePathTest, RejectsNulBytes) {
 }
 
 }  // namespace
+TEST(EmitRelativePathTest, AnIdIsOneFileAtTheTopAndAPathIsKept) {
+  EXPECT_EQ(*EmitRelativePath("a.b.c", "", ""), "a.b.c");
+  EXPECT_EQ(EventIdFromRelativePath(*EmitRelativePath("a.b.c", "", ""), ""), "a.b.c");
+  EXPECT_EQ(*EmitRelativePath("", "a/b/c.txt", ""), "a/b/c.txt");
+  // With the agent's namespace the id starts with it; the file does not.
+  EXPECT_EQ(*EmitRelativePath("ns.a.b", "", "ns"), "a.b");
+  EXPECT_EQ(EventIdFromRelativePath("a.b", "ns"), "ns.a.b");
+}
+
+TEST(EmitRelativePathTest, EveryBadInputNamesItsRule) {
+  auto message = [](absl::string_view id, absl::string_view path, absl::string_view ns = "") {
+    absl::StatusOr<std::string> r = EmitRelativePath(id, path, ns);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << id << "|" << path;
+    return std::string(r.status().message());
+  };
+  EXPECT_THAT(message("", ""), HasSubstr("give an event id or a path"));
+  EXPECT_THAT(message("a", "a"), HasSubstr("not both"));
+  EXPECT_THAT(message(std::string(256, 'x'), ""), HasSubstr("longer than 255"));
+  EXPECT_THAT(message("", std::string(1025, 'x')), HasSubstr("longer than 1024"));
+  EXPECT_THAT(message("", "a/" + std::string(256, 'x')), HasSubstr("longer than 255"));
+  EXPECT_THAT(message("", "a/../b"), HasSubstr("'..'"));
+  EXPECT_THAT(message("", ".."), HasSubstr("'..'"));
+  EXPECT_THAT(message("", "/etc/passwd"), HasSubstr("absolute"));
+  EXPECT_THAT(message("", "a/.hidden"), HasSubstr("hidden"));
+  EXPECT_THAT(message(".hidden", ""), HasSubstr("hidden"));
+  EXPECT_THAT(message("", "a//b"), HasSubstr("empty component"));
+  EXPECT_THAT(message(std::string("a\0b", 3), ""), HasSubstr("NUL"));
+  EXPECT_THAT(message("", std::string("a\0b", 3)), HasSubstr("NUL"));
+  EXPECT_THAT(message("a/b", ""), HasSubstr("no '/'"));
+  EXPECT_THAT(message("other.a", "", "ns"), HasSubstr("must start with 'ns.'"));
+  EXPECT_THAT(message("ns.", "", "ns"), HasSubstr("must start with 'ns.'"));
+}
+
 }  // namespace dispatchd::contract
