@@ -175,7 +175,7 @@ TEST_F(ComposeTest, ControllerAndTwoAgentsWithATokenAndNothingLeftAfterDown) {
   ASSERT_OK(inspect);
   EXPECT_THAT(*inspect, Not(HasSubstr("compose-test-token")));
 
-  for (const std::string& project : {"agent-bad", "agent-b", "agent-a", "ctl"}) {
+  for (const char* project : {"agent-bad", "agent-b", "agent-a", "ctl"}) {
     auto down = Compose(project, project == std::string("ctl") ? "controller.yml" : "agent.yml",
                         {"down"}, {});
     ASSERT_TRUE(down.ok()) << down.status();
@@ -193,7 +193,7 @@ TEST_F(ComposeTest, ControllerAndTwoAgentsWithATokenAndNothingLeftAfterDown) {
 
 // Every compose file parses, with the variables a user sets.
 TEST_F(ComposeTest, EveryComposeFileIsValid) {
-  for (const std::string& file : {"all-in-one.yml", "controller.yml", "agent.yml"}) {
+  for (const char* file : {"all-in-one.yml", "controller.yml", "agent.yml"}) {
     auto config = Compose("check", file, {"config", "-q"}, {});
     EXPECT_TRUE(config.ok()) << file << ": " << config.status();
   }
