@@ -1,6 +1,9 @@
 #include "cmd/dispatchctl/dispatchctl.h"
 
 #include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <iterator>
 #include <cctype>
 #include <utility>
 
@@ -14,6 +17,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
 #include "common/flags.h"
@@ -93,6 +98,38 @@ std::unique_ptr<grpc::ClientContext> MakeContext(const DispatchctlOptions& optio
   return context;
 }
 
+absl::StatusOr<std::string> ReadPayloadFile(const std::string& path) {
+  std::string data;
+  if (path == "-") {
+    data.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    return data;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read payload file ", path));
+  data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return data;
+}
+
+std::string TimeCell(int64_t unix_nanos) {
+  if (unix_nanos == 0) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixNanos(unix_nanos),
+                          absl::UTCTimeZone());
+}
+
+std::string Lower(absl::string_view prefix, const std::string& name) {
+  std::string out(absl::StripPrefix(name, prefix));
+  for (char& c : out) c = c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string OutcomeName(dispatch::v1::DeliveryOutcome outcome) {
+  return Lower("DELIVERY_OUTCOME_", dispatch::v1::DeliveryOutcome_Name(outcome));
+}
+
+std::string RecipientCell(const dispatch::v1::Recipient& r) {
+  return absl::StrCat(ContainerCell(r.container_name(), r.container_id()), "@", r.agent_id());
+}
+
 bool IsPlainWord(const std::string& word) {
   if (word.empty()) return false;
   for (char c : word) {
@@ -101,6 +138,43 @@ bool IsPlainWord(const std::string& word) {
     }
   }
   return true;
+}
+
+struct CommandSpec {
+  const char* name;
+  Command command;
+  size_t min_args;
+  size_t max_args;
+  const char* usage;
+};
+
+constexpr CommandSpec kCommands[] = {
+    {"subscriptions", Command::kSubscriptions, 0, 0, ""},
+    {"invalid", Command::kInvalid, 0, 0, ""},
+    {"agents", Command::kAgents, 0, 0, ""},
+    {"status", Command::kStatus, 0, 0, ""},
+    {"health", Command::kHealth, 0, 0, ""},
+    {"emit", Command::kEmit, 0, 2, "[ID] [PAYLOAD]"},
+    {"watch", Command::kWatch, 0, 1, "[ID]"},
+    {"events", Command::kEvents, 0, 0, ""},
+    {"event", Command::kEvent, 1, 1, "ID"},
+    {"explain", Command::kExplain, 1, 1, "ID"},
+    {"dead-letters", Command::kDeadLetters, 0, 0, ""},
+    {"replay", Command::kReplay, 2, 2, "HOST PATH"},
+    {"purge", Command::kPurge, 2, 2, "HOST PATH"},
+};
+
+const CommandSpec* FindCommand(absl::string_view name) {
+  for (const CommandSpec& c : kCommands) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+
+std::string CommandNames() {
+  std::vector<std::string> names;
+  for (const CommandSpec& c : kCommands) names.push_back(c.name);
+  return absl::StrJoin(names, ", ");
 }
 
 // Every flag of dispatchctl, once: parsing, the environment and --help. The
@@ -135,6 +209,39 @@ void DeclareFlags(FlagSet& flags, DispatchctlOptions& o, std::string& token_file
   }, "ADDR", "dispatchd's --metrics-listen address, for health\n"
              "(default 127.0.0.1:9477; $DISPATCHD_METRICS_LISTEN)");
   flags.Environment("metrics", {"DISPATCHD_METRICS_LISTEN"});
+  flags.String("host", &o.host, "AGENT",
+               "emit, explain, dead-letters: the agent (host) concerned");
+  flags.Environment("host", {});
+  flags.String("path", &o.path, "PATH", "emit: write this path (a/b/c) instead of an id");
+  flags.Environment("path", {});
+  flags.String("idempotency-key", &o.idempotency_key, "KEY",
+               "emit: a retry with the same key writes nothing new");
+  flags.Environment("idempotency-key", {});
+  flags.String("payload-file", &o.payload_file, "FILE",
+               "emit: the payload from FILE ('-': standard input)");
+  flags.Environment("payload-file", {});
+  flags.Bool("prefix", &o.prefix, "watch: ID is a prefix of the event ids to watch");
+  flags.Environment("prefix", {});
+  flags.Custom("kind", [&o](const std::string& v) {
+    for (absl::string_view k : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+      std::string name = absl::AsciiStrToUpper(k);
+      std::replace(name.begin(), name.end(), '-', '_');
+      dispatch::v1::WatchUpdate::Kind kind;
+      if (!dispatch::v1::WatchUpdate::Kind_Parse(name, &kind) ||
+          kind == dispatch::v1::WatchUpdate::KIND_UNSPECIFIED) {
+        return absl::InvalidArgumentError(
+            "expected observed, held, routed, delivery, retry, exec-exit, settled or "
+            "dead-lettered");
+      }
+      o.kinds.push_back(name);
+    }
+    return absl::OkStatus();
+  }, "K[,K]", "watch: only these kinds (observed, held, routed, delivery, retry,\n"
+              "exec-exit, settled, dead-lettered)");
+  flags.Environment("kind", {});
+  flags.Positive("buffer", &o.buffer, "N",
+                 "watch: updates the controller keeps while this watcher lags (default 1024)");
+  flags.Environment("buffer", {});
   flags.Bool("help", &o.help, "this text");
 }
 
@@ -164,6 +271,18 @@ Commands:
                   retries, events in flight and held, agents, subscriptions
   health          asks dispatchd's /readyz (--metrics): exit 0 when ready,
                   1 with the reason when not (a container health check)
+  emit [ID] [PAYLOAD]
+                  emits an event: an agent writes the file (--path, --host,
+                  --idempotency-key, --payload-file); answers once it is on disk
+  watch [ID]      what happens to events, as it happens (--prefix, --kind);
+                  one line each, or JSON lines with --json; Ctrl-C stops it
+  events          events not settled yet, and their recipients
+  event ID        one of them in detail
+  explain ID      why each container would or would not get event ID (--host)
+  dead-letters    events that exhausted their attempts, per agent (--host)
+  replay HOST PATH
+                  moves a dead letter back into the events directory (a new event)
+  purge HOST PATH deletes a dead letter
 
 Flags:
 )" + FlagsUsage() + R"(
@@ -197,24 +316,28 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
     if (!token.ok()) return token.status();
     o.token = *std::move(token);
   }
-  if (commands.size() != 1) {
+  if (commands.empty()) {
     return absl::InvalidArgumentError(
-        commands.empty()
-            ? "no command given: expected subscriptions, invalid, agents, status or health "
-              "(see --help)"
-            : absl::StrCat("expected one command, got '", absl::StrJoin(commands, " "),
-                           "' (see --help)"));
+        absl::StrCat("no command given: expected ", CommandNames(), " (see --help)"));
   }
-  const std::string& command = commands[0];
-  if (command == "subscriptions") o.command = Command::kSubscriptions;
-  else if (command == "invalid") o.command = Command::kInvalid;
-  else if (command == "agents") o.command = Command::kAgents;
-  else if (command == "status") o.command = Command::kStatus;
-  else if (command == "health") o.command = Command::kHealth;
-  else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown command '", command,
-        "' (expected subscriptions, invalid, agents, status or health; see --help)"));
+  const CommandSpec* spec = FindCommand(commands[0]);
+  if (spec == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown command '", commands[0],
+                                                   "' (expected ", CommandNames(),
+                                                   "; see --help)"));
+  }
+  o.command = spec->command;
+  o.args.assign(commands.begin() + 1, commands.end());
+  if (o.args.size() < spec->min_args || o.args.size() > spec->max_args) {
+    if (spec->max_args == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected one command, got '", absl::StrJoin(commands, " "), "' (see --help)"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("usage: dispatchctl ", spec->name, " ", spec->usage, " (see --help)"));
+  }
+  if (o.command == Command::kEmit && o.args.empty() && o.path.empty()) {
+    return absl::InvalidArgumentError("emit needs an event id, or --path PATH (see --help)");
   }
   return o;
 }
@@ -251,8 +374,127 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
     }
     case Command::kHealth:
       return CheckHealth(options);
+    case Command::kEmit: {
+      dispatch::v1::EmitRequest request;
+      if (!options.path.empty()) {
+        request.set_path(options.path);
+      } else {
+        request.set_event_id(options.args[0]);
+      }
+      const size_t payload_arg = options.path.empty() ? 1 : 0;
+      if (!options.payload_file.empty()) {
+        ASSIGN_OR_RETURN(std::string payload, ReadPayloadFile(options.payload_file));
+        request.set_payload(std::move(payload));
+      } else if (options.args.size() > payload_arg) {
+        request.set_payload(options.args[payload_arg]);
+      }
+      request.set_host(options.host);
+      request.set_idempotency_key(options.idempotency_key);
+      dispatch::v1::EmitResponse response;
+      grpc::Status status = stub->Emit(context.get(), request, &response);
+      if (!status.ok()) return CallError(options, status);
+      if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
+      return absl::StrCat("emitted ", response.event_id(), " (", response.path(), " on ",
+                          response.agent_id(), response.duplicate() ? ", already written" : "",
+                          ")\n");
+    }
+    case Command::kWatch:
+      return absl::InternalError("watch streams: use RunWatch");
+    case Command::kEvents: {
+      dispatch::v1::ListEventsResponse response;
+      grpc::Status status =
+          stub->ListEvents(context.get(), dispatch::v1::ListEventsRequest(), &response);
+      if (!status.ok()) return CallError(options, status);
+      return FormatEvents(response, now, options.format);
+    }
+    case Command::kEvent: {
+      dispatch::v1::GetEventRequest request;
+      request.set_event_id(options.args[0]);
+      request.set_agent_id(options.host);
+      dispatch::v1::EventInfo response;
+      grpc::Status status = stub->GetEvent(context.get(), request, &response);
+      if (!status.ok()) return CallError(options, status);
+      if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
+      dispatch::v1::ListEventsResponse one;
+      *one.add_events() = response;
+      return FormatEvents(one, now, options.format);
+    }
+    case Command::kExplain: {
+      dispatch::v1::ExplainRequest request;
+      request.set_event_id(options.args[0]);
+      request.set_host(options.host);
+      dispatch::v1::ExplainResponse response;
+      grpc::Status status = stub->Explain(context.get(), request, &response);
+      if (!status.ok()) return CallError(options, status);
+      return FormatExplain(response, now, options.format);
+    }
+    case Command::kDeadLetters: {
+      dispatch::v1::ListDeadLettersRequest request;
+      request.set_host(options.host);
+      dispatch::v1::ListDeadLettersResponse response;
+      grpc::Status status = stub->ListDeadLetters(context.get(), request, &response);
+      if (!status.ok()) return CallError(options, status);
+      return FormatDeadLetters(response, now, options.format);
+    }
+    case Command::kReplay: {
+      dispatch::v1::ReplayDeadLetterRequest request;
+      request.set_host(options.args[0]);
+      request.set_path(options.args[1]);
+      dispatch::v1::ReplayDeadLetterResponse response;
+      grpc::Status status = stub->ReplayDeadLetter(context.get(), request, &response);
+      if (!status.ok()) return CallError(options, status);
+      if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
+      return absl::StrCat("replayed ", options.args[1], " on ", options.args[0], ": event ",
+                          response.event_id(), "\n");
+    }
+    case Command::kPurge: {
+      dispatch::v1::PurgeDeadLetterRequest request;
+      request.set_host(options.args[0]);
+      request.set_path(options.args[1]);
+      dispatch::v1::PurgeDeadLetterResponse response;
+      grpc::Status status = stub->PurgeDeadLetter(context.get(), request, &response);
+      if (!status.ok()) return CallError(options, status);
+      if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
+      return absl::StrCat("purged ", options.args[1], " on ", options.args[0], "\n");
+    }
   }
   return absl::InternalError("unknown command");
+}
+
+absl::Status RunWatch(const DispatchctlOptions& options,
+                      const std::shared_ptr<grpc::ChannelInterface>& channel,
+                      const std::function<bool(const std::string&)>& print) {
+  std::unique_ptr<dispatch::v1::Dispatch::Stub> stub = dispatch::v1::Dispatch::NewStub(channel);
+  grpc::ClientContext context;  // no deadline: a watch runs until stopped
+  if (!options.token.empty()) {
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
+  }
+  dispatch::v1::WatchRequest request;
+  if (!options.args.empty()) {
+    if (options.prefix) {
+      request.set_event_id_prefix(options.args[0]);
+    } else {
+      request.set_event_id(options.args[0]);
+    }
+  }
+  for (const std::string& kind : options.kinds) {
+    dispatch::v1::WatchUpdate::Kind k;
+    if (dispatch::v1::WatchUpdate::Kind_Parse(kind, &k)) request.add_kinds(k);
+  }
+  request.set_buffer(static_cast<uint32_t>(options.buffer));
+  std::unique_ptr<grpc::ClientReader<dispatch::v1::WatchUpdate>> reader =
+      stub->Watch(&context, request);
+  dispatch::v1::WatchUpdate update;
+  while (reader->Read(&update)) {
+    if (!print(FormatWatchUpdate(update, options.format))) {
+      context.TryCancel();
+      break;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (status.error_code() == grpc::StatusCode::CANCELLED) return absl::OkStatus();
+  if (status.ok()) return absl::UnavailableError("the controller ended the watch");
+  return CallError(options, status);
 }
 
 absl::StatusOr<std::string> CheckHealth(const DispatchctlOptions& options) {
@@ -432,6 +674,109 @@ std::string FormatStatus(const dispatch::v1::GetStatusResponse& r, OutputFormat 
       {"subscriptions valid", n(r.subscriptions_valid())},
       {"subscriptions invalid", n(r.subscriptions_invalid())},
   });
+}
+
+std::string FormatWatchUpdate(const dispatch::v1::WatchUpdate& u, OutputFormat format) {
+  if (format == OutputFormat::kJson) return ToJson(u).dump();
+  std::string line = absl::StrCat(TimeCell(u.time_unix_nanos()), "  ",
+                                  Lower("", dispatch::v1::WatchUpdate::Kind_Name(u.kind())), "  ",
+                                  u.event_id());
+  switch (u.kind()) {
+    case dispatch::v1::WatchUpdate::OBSERVED:
+      absl::StrAppend(&line, "  ", u.path(), " on ", u.agent_id(), ", ", u.size(), " bytes",
+                      u.payload_truncated() ? " (payload truncated)" : "");
+      break;
+    case dispatch::v1::WatchUpdate::ROUTED: {
+      std::vector<std::string> to;
+      for (const auto& r : u.recipients()) to.push_back(RecipientCell(r));
+      absl::StrAppend(&line, "  -> ", to.empty() ? "no subscribers" : absl::StrJoin(to, ", "));
+      break;
+    }
+    case dispatch::v1::WatchUpdate::DELIVERY:
+      absl::StrAppend(&line, "  ", RecipientCell(u.recipient()), " ", OutcomeName(u.outcome()));
+      if (!u.exec_id().empty()) absl::StrAppend(&line, " exec ", ShortId(u.exec_id()));
+      break;
+    case dispatch::v1::WatchUpdate::RETRY:
+      absl::StrAppend(&line, "  ", RecipientCell(u.recipient()), " attempt ", u.attempt(),
+                      ", next at ", TimeCell(u.retry_at_unix_nanos()));
+      break;
+    case dispatch::v1::WatchUpdate::EXEC_EXIT:
+      absl::StrAppend(&line, "  ", RecipientCell(u.recipient()), " exit ", u.exit_code(),
+                      " after ", u.duration_ms(), " ms");
+      break;
+    default:
+      break;
+  }
+  if (!u.detail().empty()) absl::StrAppend(&line, "  (", u.detail(), ")");
+  return line;
+}
+
+std::string FormatEvents(const dispatch::v1::ListEventsResponse& response, absl::Time now,
+                         OutputFormat format) {
+  if (format == OutputFormat::kJson) return Dump(ToJson(response));
+  std::vector<std::vector<std::string>> rows = {
+      {"EVENT", "AGENT", "PATH", "STATE", "OBSERVED", "RECIPIENTS"}};
+  for (const auto& e : response.events()) {
+    std::vector<std::string> recipients;
+    for (const auto& r : e.recipients()) {
+      std::string cell = absl::StrCat(RecipientCell(r.recipient()), " ",
+                                      Lower("", dispatch::v1::RecipientState::State_Name(r.state())));
+      if (r.state() == dispatch::v1::RecipientState::DONE) {
+        absl::StrAppend(&cell, ":", OutcomeName(r.outcome()));
+      }
+      if (r.attempts() > 0) absl::StrAppend(&cell, " (", r.attempts(), " attempts)");
+      recipients.push_back(cell);
+    }
+    std::string state = Lower("", dispatch::v1::EventInfo::State_Name(e.state()));
+    if (!e.held_reason().empty()) absl::StrAppend(&state, ": ", e.held_reason());
+    rows.push_back({e.event_id(), e.agent_id(), e.path(), state,
+                    Ago(e.observed_unix_nanos(), now),
+                    recipients.empty() ? "-" : absl::StrJoin(recipients, ", ")});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatExplain(const dispatch::v1::ExplainResponse& response, absl::Time now,
+                          OutputFormat format) {
+  if (format == OutputFormat::kJson) return Dump(ToJson(response));
+  std::string out = absl::StrCat("event ", response.event_id(), ": ",
+                                 response.would_route_now()
+                                     ? "would be routed now"
+                                     : absl::StrCat("would be held: ", response.held_reason()),
+                                 "\n");
+  if (response.containers().empty()) {
+    return absl::StrCat(out, "no container has a label for it\n");
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"CONTAINER", "AGENT", "STATE", "VERDICT", "WHY"}};
+  for (const auto& x : response.containers()) {
+    std::string why = x.reason() == dispatch::v1::Explanation::REASON_UNSPECIFIED
+                          ? ""
+                          : Lower("", dispatch::v1::Explanation::Reason_Name(x.reason()));
+    if (!x.detail().empty()) absl::StrAppend(&why, why.empty() ? "" : ": ", x.detail());
+    if (x.due_unix_nanos() != 0) absl::StrAppend(&why, " (at ", TimeCell(x.due_unix_nanos()), ")");
+    rows.push_back({ContainerCell(x.container().container_name(), x.container().container_id()),
+                    x.container().agent_id(), StateName(x.container_state()),
+                    Lower("", dispatch::v1::Explanation::Verdict_Name(x.verdict())),
+                    why.empty() ? "-" : why});
+  }
+  (void)now;
+  return absl::StrCat(out, FormatTable(rows));
+}
+
+std::string FormatDeadLetters(const dispatch::v1::ListDeadLettersResponse& response,
+                              absl::Time now, OutputFormat format) {
+  if (format == OutputFormat::kJson) return Dump(ToJson(response));
+  std::vector<std::vector<std::string>> rows = {{"AGENT", "PATH", "EVENT", "DEAD-LETTERED", "ERROR"}};
+  for (const auto& d : response.dead_letters()) {
+    rows.push_back({d.agent_id(), d.path(), d.event_id(), Ago(d.dead_lettered_unix_nanos(), now),
+                    d.errors().empty() ? "-" : absl::StrJoin(d.errors(), "; ")});
+  }
+  std::string out = FormatTable(rows);
+  for (const std::string& agent : response.unanswered_agents()) {
+    absl::StrAppend(&out, "agent ", agent, " did not answer\n");
+  }
+  return out;
 }
 
 }  // namespace ctl

@@ -26,7 +26,21 @@
 namespace dispatchd {
 namespace ctl {
 
-enum class Command { kSubscriptions, kInvalid, kAgents, kStatus, kHealth };
+enum class Command {
+  kSubscriptions,
+  kInvalid,
+  kAgents,
+  kStatus,
+  kHealth,
+  kEmit,         // emit [ID] [PAYLOAD]
+  kWatch,        // watch [ID]
+  kEvents,       // events
+  kEvent,        // event ID
+  kExplain,      // explain ID
+  kDeadLetters,  // dead-letters
+  kReplay,       // replay HOST PATH
+  kPurge,        // purge HOST PATH
+};
 enum class OutputFormat { kTable, kJson };
 
 struct DispatchctlOptions {
@@ -45,6 +59,20 @@ struct DispatchctlOptions {
   // `health`: dispatchd's --metrics-listen address, whose /readyz it asks.
   // A wildcard host (0.0.0.0, [::] or none) is asked on loopback.
   std::string metrics = "127.0.0.1:9477";
+  // The command's words after its name (event id, payload, host, path).
+  std::vector<std::string> args;
+  // emit / explain / dead-letters: the agent (host) concerned.
+  std::string host;
+  // emit: a path instead of an event id; the key that makes retries safe;
+  // the payload from a file ("-": standard input) instead of the argument.
+  std::string path;
+  std::string idempotency_key;
+  std::string payload_file;
+  // watch: the id is a prefix; only these kinds (names as in the proto,
+  // e.g. "delivery,settled"); the server-side buffer.
+  bool prefix = false;
+  std::vector<std::string> kinds;
+  int buffer = 0;
 };
 
 // Parses argv[1..] and the environment (DISPATCHD_TOKEN, DISPATCHD_CONTROLLER,
@@ -67,6 +95,18 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
                                            const std::shared_ptr<grpc::ChannelInterface>& channel,
                                            absl::Time now);
 
+// `watch`: calls `print` with one line per update (a JSON object per line
+// with --json) until the stream ends or `print` returns false. The end of
+// the stream is an error: RESOURCE_EXHAUSTED (fell behind, with the count
+// missed) or whatever ended it.
+absl::Status RunWatch(const DispatchctlOptions& options,
+                      const std::shared_ptr<grpc::ChannelInterface>& channel,
+                      const std::function<bool(const std::string&)>& print);
+
+// One watch update as a line (no newline): time, kind, event id, and what
+// the kind carries.
+std::string FormatWatchUpdate(const dispatch::v1::WatchUpdate& update, OutputFormat format);
+
 // `health`: GET /readyz on options.metrics (plain HTTP) within
 // options.timeout. Returns the answer's body on 200; Unavailable with the
 // body (dispatchd's reason) on any other status, or with what failed when
@@ -83,6 +123,12 @@ std::string FormatInvalid(const dispatch::v1::ListSubscriptionsResponse& respons
 std::string FormatAgents(const dispatch::v1::ListAgentsResponse& response, absl::Time now,
                          OutputFormat format);
 std::string FormatStatus(const dispatch::v1::GetStatusResponse& response, OutputFormat format);
+std::string FormatEvents(const dispatch::v1::ListEventsResponse& response, absl::Time now,
+                         OutputFormat format);
+std::string FormatExplain(const dispatch::v1::ExplainResponse& response, absl::Time now,
+                          OutputFormat format);
+std::string FormatDeadLetters(const dispatch::v1::ListDeadLettersResponse& response,
+                              absl::Time now, OutputFormat format);
 
 // Rows as columns separated by two spaces, each column as wide as its
 // widest cell; the last column is not padded. `rows[0]` is the header.

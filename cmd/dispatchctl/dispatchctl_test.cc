@@ -112,6 +112,73 @@ TEST(CheckHealthTest, NothingListeningNamesTheAddress) {
   EXPECT_EQ(CheckHealth(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ParseDispatchctlOptionsTest, CommandsWithArgumentsAndTheirFlags) {
+  auto emit = Parse({"emit", "demo.ping", "hello", "--host", "h1", "--idempotency-key", "k"});
+  ASSERT_OK(emit);
+  EXPECT_EQ(emit->command, Command::kEmit);
+  EXPECT_THAT(emit->args, ElementsAre("demo.ping", "hello"));
+  EXPECT_EQ(emit->host, "h1");
+  EXPECT_EQ(emit->idempotency_key, "k");
+  EXPECT_OK(Parse({"emit", "--path", "a/b"}));
+  EXPECT_THAT(Parse({"emit"}).status().message(), HasSubstr("emit needs an event id"));
+  auto watch = Parse({"watch", "demo.", "--prefix", "--kind", "delivery,dead-lettered"});
+  ASSERT_OK(watch);
+  EXPECT_TRUE(watch->prefix);
+  EXPECT_THAT(watch->kinds, ElementsAre("DELIVERY", "DEAD_LETTERED"));
+  EXPECT_THAT(Parse({"watch", "--kind", "sideways"}).status().message(), HasSubstr("--kind"));
+  EXPECT_EQ(Parse({"explain", "x"})->command, Command::kExplain);
+  EXPECT_EQ(Parse({"dead-letters"})->command, Command::kDeadLetters);
+  EXPECT_THAT(Parse({"replay", "h1"}).status().message(),
+              HasSubstr("usage: dispatchctl replay HOST PATH"));
+  EXPECT_THAT(Parse({"purge", "h1", "a/b"})->args, ElementsAre("h1", "a/b"));
+}
+
+TEST(FormatTest, WatchLinesSayWhatHappened) {
+  dispatch::v1::WatchUpdate u;
+  u.set_kind(dispatch::v1::WatchUpdate::DELIVERY);
+  u.set_event_id("demo.ping");
+  u.mutable_recipient()->set_container_name("handler");
+  u.mutable_recipient()->set_agent_id("h1");
+  u.set_outcome(dispatch::v1::DELIVERY_OUTCOME_DELIVERED);
+  u.set_exec_id("0123456789abcdef");
+  const std::string line = FormatWatchUpdate(u, OutputFormat::kTable);
+  EXPECT_THAT(line, HasSubstr("delivery  demo.ping  handler@h1 delivered exec 0123456789ab"));
+  nlohmann::json json = nlohmann::json::parse(FormatWatchUpdate(u, OutputFormat::kJson));
+  EXPECT_EQ(json["kind"], "DELIVERY");
+  EXPECT_EQ(json["outcome"], "DELIVERY_OUTCOME_DELIVERED");
+  u.Clear();
+  u.set_kind(dispatch::v1::WatchUpdate::ROUTED);
+  u.set_event_id("demo.none");
+  EXPECT_THAT(FormatWatchUpdate(u, OutputFormat::kTable), HasSubstr("-> no subscribers"));
+}
+
+TEST(FormatTest, ExplainAndDeadLetterTables) {
+  dispatch::v1::ExplainResponse explain;
+  explain.set_event_id("a.b");
+  explain.set_would_route_now(true);
+  auto* x = explain.add_containers();
+  x->mutable_container()->set_container_name("web");
+  x->mutable_container()->set_agent_id("h1");
+  x->set_verdict(dispatch::v1::Explanation::NOT_DELIVERED);
+  x->set_reason(dispatch::v1::Explanation::NOT_RUNNING);
+  x->set_detail("stopped, and container.start is not true");
+  const std::string table = FormatExplain(explain, absl::Now(), OutputFormat::kTable);
+  EXPECT_THAT(table, HasSubstr("event a.b: would be routed now"));
+  EXPECT_THAT(table, HasSubstr("not-delivered  not-running: stopped, and container.start"));
+
+  dispatch::v1::ListDeadLettersResponse dead;
+  auto* d = dead.add_dead_letters();
+  d->set_agent_id("h1");
+  d->set_path("jobs/x");
+  d->set_event_id("jobs.x");
+  d->add_errors("web: gave up after 8 attempts");
+  dead.add_unanswered_agents("h2");
+  const std::string listing = FormatDeadLetters(dead, absl::Now(), OutputFormat::kTable);
+  EXPECT_THAT(listing, HasSubstr("h1     jobs/x  jobs.x"));
+  EXPECT_THAT(listing, HasSubstr("web: gave up after 8 attempts"));
+  EXPECT_THAT(listing, HasSubstr("agent h2 did not answer"));
+}
+
 TEST(ParseDispatchctlOptionsTest, HelpNeedsNoCommand) {
   EXPECT_TRUE(Parse({"--help"})->help);
   EXPECT_TRUE(Parse({"-h"})->help);

@@ -42,6 +42,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(options->controller, *credentials);
+  if (options->command == dispatchd::ctl::Command::kWatch) {
+    absl::Status status = dispatchd::ctl::RunWatch(*options, channel, [](const std::string& line) {
+      std::cout << line << std::endl;  // as it happens
+      return static_cast<bool>(std::cout);
+    });
+    if (!status.ok()) {
+      std::cerr << "dispatchctl: " << status.message() << "\n";
+      return 1;
+    }
+    return 0;
+  }
   absl::StatusOr<std::string> output = dispatchd::ctl::RunDispatchctl(*options, channel, absl::Now());
   if (!output.ok()) {
     std::cerr << "dispatchctl: " << output.status().message() << "\n";
