@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_join.h"
 
 namespace dispatchd {
@@ -98,6 +99,37 @@ bool BuildSubscription(const std::string& event_id, const EventLabels& ev,
 }
 
 }  // namespace
+
+std::optional<std::string> LabelEventId(absl::string_view key,
+                                        absl::string_view label_namespace) {
+  const std::string prefix = absl::StrCat(label_namespace, ".");
+  if (!absl::ConsumePrefix(&key, prefix)) return std::nullopt;
+  for (absl::string_view suffix : kSuffixes) {
+    if (key.size() > suffix.size() + 1 && absl::EndsWith(key, suffix) &&
+        key[key.size() - suffix.size() - 1] == '.') {
+      return std::string(key.substr(0, key.size() - suffix.size() - 1));
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> NearMiss(absl::string_view label_event_id, absl::string_view event_id) {
+  if (label_event_id == event_id) return std::nullopt;
+  if (absl::EqualsIgnoreCase(label_event_id, event_id)) {
+    return absl::StrCat("subscribes to '", label_event_id, "', which differs from '", event_id,
+                        "' only in case (event ids are case-sensitive)");
+  }
+  if (absl::StartsWith(event_id, label_event_id) &&
+      event_id[label_event_id.size()] == '.') {
+    return absl::StrCat("subscribes to '", label_event_id, "', a prefix of '", event_id,
+                        "' (keys match exactly; the old dispatcher's prefix match does not apply)");
+  }
+  if (absl::StartsWith(label_event_id, event_id) && label_event_id[event_id.size()] == '.') {
+    return absl::StrCat("subscribes to '", label_event_id, "', which only starts with '",
+                        event_id, "'");
+  }
+  return std::nullopt;
+}
 
 ParsedLabels ParseSubscriptionLabels(const std::map<std::string, std::string>& labels,
                                      absl::string_view label_namespace) {

@@ -15,6 +15,7 @@
 #define DISPATCHD_CONTRACT_LABELS_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,17 @@ struct ParsedLabels {
 // event id is reported invalid and skipped.
 ParsedLabels ParseSubscriptionLabels(const std::map<std::string, std::string>& labels,
                                      absl::string_view label_namespace);
+
+// The event id a label key under `${label_namespace}.` declares, if it
+// ends in a known suffix with a non-empty event id before it.
+std::optional<std::string> LabelEventId(absl::string_view key, absl::string_view label_namespace);
+
+// Why a label for `label_event_id` almost, but not quite, subscribes to
+// `event_id` (for explaining a handler that did not run), or nothing when
+// the two are unrelated or equal: the same id in another case; one a
+// dot-separated prefix of the other (the old dispatcher matched prefixes,
+// keys now match exactly).
+std::optional<std::string> NearMiss(absl::string_view label_event_id, absl::string_view event_id);
 
 // Splits a container.command value into argv, without a shell:
 // - words are separated by unescaped spaces, tabs, newlines and carriage

@@ -350,6 +350,24 @@ TEST(ParseSubscriptionLabelsTest, CustomNamespaceWithDots) {
   EXPECT_THAT(parsed.subscriptions[0].argv, ElementsAre("make", "deploy"));
 }
 
+TEST(LabelEventIdTest, KnownSuffixAndANonEmptyId) {
+  EXPECT_EQ(LabelEventId("subscription.a.b.container.command", "subscription"), "a.b");
+  EXPECT_EQ(LabelEventId("subscription.x.dispatching.scope", "subscription"), "x");
+  EXPECT_EQ(LabelEventId("subscription.container.command", "subscription"), std::nullopt);
+  EXPECT_EQ(LabelEventId("subscription.a.container.comand", "subscription"), std::nullopt);
+  EXPECT_EQ(LabelEventId("other.a.container.command", "subscription"), std::nullopt);
+}
+
+TEST(NearMissTest, CaseAndPrefixesInBothDirections) {
+  EXPECT_EQ(NearMiss("a.b", "a.b"), std::nullopt);
+  EXPECT_EQ(NearMiss("x", "a.b"), std::nullopt);
+  EXPECT_EQ(NearMiss("a.bc", "a.b"), std::nullopt) << "not at a dot";
+  EXPECT_THAT(NearMiss("Demo.Ping", "demo.ping").value_or(""), HasSubstr("only in case"));
+  EXPECT_THAT(NearMiss("demo", "demo.ping").value_or(""), HasSubstr("a prefix of 'demo.ping'"));
+  EXPECT_THAT(NearMiss("demo.ping.x", "demo.ping").value_or(""),
+              HasSubstr("only starts with 'demo.ping'"));
+}
+
 }  // namespace
 }  // namespace contract
 }  // namespace dispatchd

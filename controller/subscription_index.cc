@@ -174,6 +174,47 @@ std::vector<InvalidEntry> SubscriptionIndex::Invalid() const {
   return out;
 }
 
+std::vector<LabelMatch> SubscriptionIndex::Near(absl::string_view event_id) const {
+  const std::string exact_prefix = absl::StrCat(label_namespace_, ".", event_id, ".");
+  std::map<std::tuple<std::string, std::string, std::string>, LabelMatch> sorted;
+  for (const auto& [agent_id, containers] : agents_) {
+    for (const auto& [id, entry] : containers) {
+      LabelMatch match;
+      for (const auto& [key, value] : entry.labels) {
+        std::optional<std::string> label_id = contract::LabelEventId(key, label_namespace_);
+        if (label_id.has_value() && *label_id == event_id) {
+          match.labels.emplace(key, value);
+        } else if (label_id.has_value()) {
+          if (std::optional<std::string> why = contract::NearMiss(*label_id, event_id)) {
+            match.labels.emplace(key, value);
+            match.near_misses.push_back(absl::StrCat(key, ": ", *why));
+          }
+        } else if (absl::StartsWith(key, exact_prefix)) {
+          match.labels.emplace(key, value);
+          match.near_misses.push_back(absl::StrCat(
+              key, ": no known suffix after the event id (expected container.command, "
+                   "container.start, dispatching.debounce or dispatching.scope)"));
+        }
+      }
+      if (match.labels.empty()) continue;
+      auto subscription = entry.subscriptions.find(event_id);
+      if (subscription != entry.subscriptions.end()) match.subscription = subscription->second;
+      for (const contract::InvalidSubscription& inv : entry.invalid) {
+        if (inv.event_id == event_id) match.invalid.push_back(inv);
+      }
+      match.agent_id = agent_id;
+      match.container_id = id;
+      match.container_name = entry.name;
+      match.state = entry.state;
+      sorted.emplace(std::make_tuple(agent_id, entry.name, id), std::move(match));
+    }
+  }
+  std::vector<LabelMatch> out;
+  out.reserve(sorted.size());
+  for (auto& [key, match] : sorted) out.push_back(std::move(match));
+  return out;
+}
+
 void SubscriptionIndex::Unindex(const std::string& agent_id, const std::string& container_id,
                                 const ContainerEntry& entry) {
   const Ref ref{agent_id, entry.name, container_id};

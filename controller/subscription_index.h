@@ -55,6 +55,21 @@ struct TargetRef {
   }
 };
 
+// A container with labels for an event id, or almost (for explaining what
+// an event would do): its labels for that id, its valid subscription to
+// exactly that id if any, its invalid entries for that id, and the labels
+// that almost match, each with why.
+struct LabelMatch {
+  std::string agent_id;
+  std::string container_id;
+  std::string container_name;
+  dispatch::v1::Container::State state = dispatch::v1::Container::STATE_UNSPECIFIED;
+  std::map<std::string, std::string> labels;
+  std::optional<contract::Subscription> subscription;
+  std::vector<contract::InvalidSubscription> invalid;
+  std::vector<std::string> near_misses;  // "<label key>: <why>"
+};
+
 // An invalid subscription (or stray label) and the container it is on.
 struct InvalidEntry {
   std::string agent_id;
@@ -105,6 +120,11 @@ class SubscriptionIndex {
   // Every invalid subscription, sorted by agent id, container name,
   // container id, then as ParseSubscriptionLabels orders them.
   std::vector<InvalidEntry> Invalid() const;
+
+  // Every container with a label of the namespace for `event_id`, or one
+  // that almost matches (contract::NearMiss, or a misspelled suffix after
+  // the id), sorted by agent id, container name, container id. O(labels).
+  std::vector<LabelMatch> Near(absl::string_view event_id) const;
 
   size_t subscription_count() const { return subscription_count_; }
   size_t invalid_count() const { return invalid_count_; }

@@ -324,6 +324,46 @@ TEST(SubscriptionIndexAllTest, ListsEveryValidSubscriptionInOrder) {
   EXPECT_EQ(all[2].container_name, "zeta");
 }
 
+TEST(SubscriptionIndexNearTest, ExactLabelsInvalidOnesAndNearMisses) {
+  SubscriptionIndex index("subscription");
+  dispatch::v1::Container exact;
+  exact.set_id("c1");
+  exact.set_name("exact");
+  exact.set_state(dispatch::v1::Container::RUNNING);
+  (*exact.mutable_labels())["subscription.demo.ping.container.command"] = "touch /x";
+  (*exact.mutable_labels())["subscription.other.container.command"] = "true";
+  dispatch::v1::Container broken;
+  broken.set_id("c2");
+  broken.set_name("broken");
+  (*broken.mutable_labels())["subscription.demo.ping.container.command"] = "echo 'unterminated";
+  dispatch::v1::Container prefix;
+  prefix.set_id("c3");
+  prefix.set_name("prefix");
+  (*prefix.mutable_labels())["subscription.demo.container.command"] = "true";
+  (*prefix.mutable_labels())["subscription.demo.ping.container.comand"] = "typo";
+  dispatch::v1::Container unrelated;
+  unrelated.set_id("c4");
+  unrelated.set_name("unrelated");
+  (*unrelated.mutable_labels())["subscription.x.container.command"] = "true";
+  index.ReplaceAgentInventory("h1", {exact, broken, prefix, unrelated});
+
+  std::vector<LabelMatch> near = index.Near("demo.ping");
+  ASSERT_EQ(near.size(), 3u);
+  EXPECT_EQ(near[0].container_name, "broken");
+  EXPECT_FALSE(near[0].subscription.has_value());
+  ASSERT_EQ(near[0].invalid.size(), 1u);
+  EXPECT_THAT(near[0].invalid[0].reason, HasSubstr("quote"));
+  EXPECT_EQ(near[1].container_name, "exact");
+  ASSERT_TRUE(near[1].subscription.has_value());
+  EXPECT_EQ(near[1].labels.size(), 1u) << "only the labels for this id";
+  EXPECT_TRUE(near[1].near_misses.empty());
+  EXPECT_EQ(near[2].container_name, "prefix");
+  EXPECT_FALSE(near[2].subscription.has_value());
+  ASSERT_EQ(near[2].near_misses.size(), 2u);
+  EXPECT_THAT(near[2].near_misses[0], HasSubstr("a prefix of 'demo.ping'"));
+  EXPECT_THAT(near[2].near_misses[1], HasSubstr("container.comand: no known suffix"));
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd
