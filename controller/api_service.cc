@@ -1,9 +1,14 @@
 #include "controller/api_service.h"
 
+#include <deque>
+#include <memory>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/strip.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace dispatchd {
@@ -158,6 +163,245 @@ grpc::ServerUnaryReactor* ApiService::GetStatus(grpc::CallbackServerContext* con
   }
   FillStatus(dispatcher_->stats(), response);
   return Finish(context, absl::OkStatus());
+}
+
+namespace {
+
+// Finishes `reactor` with `result` once the backend answers, copying the
+// value into the call's response first.
+template <typename T>
+ApiBackend::Done<T> FinishWith(grpc::ServerUnaryReactor* reactor, T* response) {
+  return [reactor, response](absl::StatusOr<T> result) {
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpcStatus(result.status()));
+  };
+}
+
+absl::Status NoBackend() {
+  return absl::UnimplementedError("this controller serves no event calls");
+}
+
+// One Watch stream: drains the watcher into the stream, one write at a
+// time, and ends the stream with the watcher's status (RESOURCE_EXHAUSTED
+// when it fell behind). gRPC may run a reaction inline from StartWrite or
+// Finish, so no lock is held across them. The watcher's wake callback
+// reaches the reactor through `Shared`, which keeps the reactor alive while
+// the callback pumps it; OnDone drops that reference, and the reactor is
+// destroyed by whoever holds the last one.
+class WatchReactor final : public grpc::ServerWriteReactor<dispatch::v1::WatchUpdate> {
+ public:
+  // Creates the reactor and subscribes it; gRPC gets the raw pointer.
+  static WatchReactor* Start(ApiBackend* backend, const dispatch::v1::WatchRequest& request) {
+    auto shared = std::make_shared<Shared>();
+    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(shared));
+    WatchFilter filter;
+    filter.event_id = request.event_id();
+    filter.event_id_prefix = request.event_id_prefix();
+    for (int kind : request.kinds()) {
+      filter.kinds.insert(static_cast<dispatch::v1::WatchUpdate::Kind>(kind));
+    }
+    std::weak_ptr<Shared> weak = shared;
+    reactor->watcher_ = backend->Watch(std::move(filter), request.buffer(), [weak] {
+      std::shared_ptr<WatchReactor> r;
+      if (std::shared_ptr<Shared> s = weak.lock()) {
+        absl::MutexLock lock(&s->mu);
+        r = s->self;
+      }
+      if (r != nullptr) r->Pump();
+    });
+    {
+      absl::MutexLock lock(&shared->mu);
+      shared->self = reactor;
+    }
+    // The watcher is registered: a client may now act and miss nothing.
+    reactor->StartSendInitialMetadata();
+    reactor->Pump();
+    return reactor.get();
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      writing_ = false;
+      queue_.pop_front();
+      if (!ok || cancelled_) finish = !std::exchange(finished_, true);
+    }
+    if (finish) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the watcher went away"));
+    } else {
+      Pump();
+    }
+  }
+
+  void OnCancel() override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      cancelled_ = true;
+      // With a write in flight, OnWriteDone finishes.
+      if (!writing_) finish = !std::exchange(finished_, true);
+    }
+    if (finish) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  void OnDone() override {
+    std::shared_ptr<Shared> shared = shared_;  // outlives `this`
+    std::shared_ptr<WatchReactor> self;
+    {
+      absl::MutexLock lock(&shared->mu);
+      self = std::move(shared->self);
+    }
+    // `this` may be destroyed when `self` goes out of scope here.
+  }
+
+ private:
+  struct Shared {
+    absl::Mutex mu;
+    std::shared_ptr<WatchReactor> self ABSL_GUARDED_BY(mu);
+  };
+
+  explicit WatchReactor(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+
+  // Takes what the watcher has; writes the next update, or ends the stream
+  // once the queue is empty and the watcher has ended. Called with no lock.
+  void Pump() {
+    const dispatch::v1::WatchUpdate* write = nullptr;
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      // While a write is in flight, updates wait in the watcher's bounded
+      // buffer (not here), so a client that does not read overflows it.
+      if (finished_ || writing_) return;
+      if (queue_.empty() && end_.ok()) {
+        std::vector<dispatch::v1::WatchUpdate> taken;
+        end_ = watcher_->Take(&taken);
+        for (auto& u : taken) queue_.push_back(std::move(u));
+      }
+      if (!queue_.empty()) {
+        writing_ = true;
+        write = &queue_.front();  // popped by OnWriteDone
+      } else if (!end_.ok()) {
+        finished_ = true;
+        finish = ToGrpcStatus(end_);
+      }
+    }
+    if (write != nullptr) {
+      StartWrite(write);
+    } else if (finish.has_value()) {
+      Finish(*finish);
+    }
+  }
+
+  const std::shared_ptr<Shared> shared_;
+  std::unique_ptr<WatchHub::Watcher> watcher_;  // set before any Pump
+  // Guarded by shared_->mu.
+  std::deque<dispatch::v1::WatchUpdate> queue_;
+  absl::Status end_;
+  bool writing_ = false;
+  bool cancelled_ = false;
+  bool finished_ = false;
+};
+
+// A write reactor that only finishes with `status`.
+class FinishedWriter final : public grpc::ServerWriteReactor<dispatch::v1::WatchUpdate> {
+ public:
+  explicit FinishedWriter(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ApiService::Emit(grpc::CallbackServerContext* context,
+                                           const dispatch::v1::EmitRequest* request,
+                                           dispatch::v1::EmitResponse* response) {
+  if (absl::Status status = Authorize(*context, Permission::kApiWrite); !status.ok()) {
+    return Finish(context, status);
+  }
+  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  options_.backend->Emit(*request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<dispatch::v1::WatchUpdate>* ApiService::Watch(
+    grpc::CallbackServerContext* context, const dispatch::v1::WatchRequest* request) {
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return new FinishedWriter(status);
+  }
+  if (options_.backend == nullptr) return new FinishedWriter(NoBackend());
+  return WatchReactor::Start(options_.backend, *request);
+}
+
+grpc::ServerUnaryReactor* ApiService::ListEvents(grpc::CallbackServerContext* context,
+                                                 const dispatch::v1::ListEventsRequest* /*request*/,
+                                                 dispatch::v1::ListEventsResponse* response) {
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return Finish(context, status);
+  }
+  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  *response = options_.backend->ListEvents();
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ApiService::GetEvent(grpc::CallbackServerContext* context,
+                                               const dispatch::v1::GetEventRequest* request,
+                                               dispatch::v1::EventInfo* response) {
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return Finish(context, status);
+  }
+  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  absl::StatusOr<dispatch::v1::EventInfo> event = options_.backend->GetEvent(*request);
+  if (event.ok()) *response = *std::move(event);
+  return Finish(context, event.status());
+}
+
+grpc::ServerUnaryReactor* ApiService::Explain(grpc::CallbackServerContext* context,
+                                              const dispatch::v1::ExplainRequest* request,
+                                              dispatch::v1::ExplainResponse* response) {
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return Finish(context, status);
+  }
+  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  absl::StatusOr<dispatch::v1::ExplainResponse> explained = options_.backend->Explain(*request);
+  if (explained.ok()) *response = *std::move(explained);
+  return Finish(context, explained.status());
+}
+
+grpc::ServerUnaryReactor* ApiService::ListDeadLetters(
+    grpc::CallbackServerContext* context, const dispatch::v1::ListDeadLettersRequest* request,
+    dispatch::v1::ListDeadLettersResponse* response) {
+  if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
+    return Finish(context, status);
+  }
+  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  options_.backend->ListDeadLetters(*request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ApiService::ReplayDeadLetter(
+    grpc::CallbackServerContext* context, const dispatch::v1::ReplayDeadLetterRequest* request,
+    dispatch::v1::ReplayDeadLetterResponse* response) {
+  if (absl::Status status = Authorize(*context, Permission::kApiWrite); !status.ok()) {
+    return Finish(context, status);
+  }
+  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  options_.backend->ReplayDeadLetter(*request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ApiService::PurgeDeadLetter(
+    grpc::CallbackServerContext* context, const dispatch::v1::PurgeDeadLetterRequest* request,
+    dispatch::v1::PurgeDeadLetterResponse* response) {
+  if (absl::Status status = Authorize(*context, Permission::kApiWrite); !status.ok()) {
+    return Finish(context, status);
+  }
+  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  options_.backend->PurgeDeadLetter(*request, FinishWith(reactor, response));
+  return reactor;
 }
 
 }  // namespace controller

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "controller/access_policy.h"
+#include "controller/api_backend.h"
 #include "controller/dispatcher.h"
 #include "proto/dispatch/v1/api.grpc.pb.h"
 
@@ -26,6 +27,9 @@ namespace controller {
 struct ApiServiceOptions {
   // The tokens callers may present (AccessPolicy decides).
   AccessTokens access;
+  // The event calls (Emit, Watch, ListEvents, GetEvent, Explain, dead
+  // letters). Not owned; must outlive the server.
+  ApiBackend* backend = nullptr;
 };
 
 class ApiService final : public dispatch::v1::Dispatch::CallbackService {
@@ -41,6 +45,29 @@ class ApiService final : public dispatch::v1::Dispatch::CallbackService {
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const dispatch::v1::GetStatusRequest* request,
                                       dispatch::v1::GetStatusResponse* response) override;
+  grpc::ServerUnaryReactor* Emit(grpc::CallbackServerContext* context,
+                                 const dispatch::v1::EmitRequest* request,
+                                 dispatch::v1::EmitResponse* response) override;
+  grpc::ServerWriteReactor<dispatch::v1::WatchUpdate>* Watch(
+      grpc::CallbackServerContext* context, const dispatch::v1::WatchRequest* request) override;
+  grpc::ServerUnaryReactor* ListEvents(grpc::CallbackServerContext* context,
+                                       const dispatch::v1::ListEventsRequest* request,
+                                       dispatch::v1::ListEventsResponse* response) override;
+  grpc::ServerUnaryReactor* GetEvent(grpc::CallbackServerContext* context,
+                                     const dispatch::v1::GetEventRequest* request,
+                                     dispatch::v1::EventInfo* response) override;
+  grpc::ServerUnaryReactor* Explain(grpc::CallbackServerContext* context,
+                                    const dispatch::v1::ExplainRequest* request,
+                                    dispatch::v1::ExplainResponse* response) override;
+  grpc::ServerUnaryReactor* ListDeadLetters(
+      grpc::CallbackServerContext* context, const dispatch::v1::ListDeadLettersRequest* request,
+      dispatch::v1::ListDeadLettersResponse* response) override;
+  grpc::ServerUnaryReactor* ReplayDeadLetter(
+      grpc::CallbackServerContext* context, const dispatch::v1::ReplayDeadLetterRequest* request,
+      dispatch::v1::ReplayDeadLetterResponse* response) override;
+  grpc::ServerUnaryReactor* PurgeDeadLetter(
+      grpc::CallbackServerContext* context, const dispatch::v1::PurgeDeadLetterRequest* request,
+      dispatch::v1::PurgeDeadLetterResponse* response) override;
 
  private:
   // OK when the call's bearer token grants `needed`.

@@ -1,5 +1,7 @@
 #include "controller/api_service.h"
 
+#include "controller/api_backend.h"
+
 #include <map>
 #include <memory>
 #include <string>
@@ -282,6 +284,148 @@ TEST(ToGrpcStatusTest, KeepsCodeAndMessage) {
   EXPECT_EQ(ToGrpcStatus(absl::NotFoundError("x")).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(ToGrpcStatus(absl::UnavailableError("x")).error_code(),
             grpc::StatusCode::UNAVAILABLE);
+}
+
+// A backend with canned answers and a real WatchHub, behind the service on
+// a real in-process gRPC server: the service's own behaviour (authorization
+// per call, async answers, streaming and the end of a stream).
+class FakeBackend final : public ApiBackend {
+ public:
+  void Emit(const dispatch::v1::EmitRequest& request,
+            Done<dispatch::v1::EmitResponse> done) override {
+    last_emit = request;
+    dispatch::v1::EmitResponse response;
+    response.set_event_id(request.event_id());
+    response.set_agent_id("host-a");
+    done(response);
+  }
+  std::unique_ptr<WatchHub::Watcher> Watch(WatchFilter filter, size_t buffer,
+                                           std::function<void()> wake) override {
+    return hub.Subscribe(std::move(filter), buffer, std::move(wake));
+  }
+  dispatch::v1::ListEventsResponse ListEvents() const override { return {}; }
+  absl::StatusOr<dispatch::v1::EventInfo> GetEvent(
+      const dispatch::v1::GetEventRequest&) const override {
+    return absl::NotFoundError("no such event");
+  }
+  absl::StatusOr<dispatch::v1::ExplainResponse> Explain(
+      const dispatch::v1::ExplainRequest& request) const override {
+    dispatch::v1::ExplainResponse response;
+    response.set_event_id(request.event_id());
+    return response;
+  }
+  void ListDeadLetters(const dispatch::v1::ListDeadLettersRequest&,
+                       Done<dispatch::v1::ListDeadLettersResponse> done) override {
+    done(dispatch::v1::ListDeadLettersResponse());
+  }
+  void ReplayDeadLetter(const dispatch::v1::ReplayDeadLetterRequest&,
+                        Done<dispatch::v1::ReplayDeadLetterResponse> done) override {
+    done(absl::AlreadyExistsError("pending"));
+  }
+  void PurgeDeadLetter(const dispatch::v1::PurgeDeadLetterRequest&,
+                       Done<dispatch::v1::PurgeDeadLetterResponse> done) override {
+    done(dispatch::v1::PurgeDeadLetterResponse());
+  }
+
+  WatchHub hub;
+  dispatch::v1::EmitRequest last_emit;
+};
+
+class ApiEventCallsTest : public ApiServiceTest {
+ protected:
+  void Start(AccessTokens access = {}) {
+    StartServer(ApiServiceOptions{.access = std::move(access), .backend = &backend_});
+  }
+  grpc::Status Emit(const std::string& token, dispatch::v1::EmitResponse* response) {
+    grpc::ClientContext context;
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    dispatch::v1::EmitRequest request;
+    request.set_event_id("demo.ping");
+    return stub_->Emit(&context, request, response);
+  }
+  FakeBackend backend_;
+};
+
+TEST_F(ApiEventCallsTest, EmitNeedsAWriteTokenAndAnswersWithTheBackend) {
+  Start({.api = "writer", .api_read = "reader"});
+  dispatch::v1::EmitResponse response;
+  EXPECT_EQ(Emit("reader", &response).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Emit("", &response).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::Status ok = Emit("writer", &response);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(response.event_id(), "demo.ping");
+  EXPECT_EQ(response.agent_id(), "host-a");
+  EXPECT_EQ(backend_.last_emit.event_id(), "demo.ping");
+  // Replay is a write too; its backend error reaches the client as is.
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer reader");
+  dispatch::v1::ReplayDeadLetterResponse replayed;
+  EXPECT_EQ(stub_->ReplayDeadLetter(&context, {}, &replayed).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  grpc::ClientContext writer;
+  writer.AddMetadata("authorization", "Bearer writer");
+  EXPECT_EQ(stub_->ReplayDeadLetter(&writer, {}, &replayed).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(ApiEventCallsTest, WatchStreamsMatchingUpdatesInOrder) {
+  Start();
+  grpc::ClientContext context;
+  dispatch::v1::WatchRequest request;
+  request.set_event_id_prefix("demo.");
+  auto reader = stub_->Watch(&context, request);
+  reader->WaitForInitialMetadata();  // the watcher is registered
+  for (const char* id : {"demo.a", "other", "demo.b"}) {
+    dispatch::v1::WatchUpdate u;
+    u.set_kind(dispatch::v1::WatchUpdate::OBSERVED);
+    u.set_event_id(id);
+    backend_.hub.Publish(u);
+  }
+  dispatch::v1::WatchUpdate got;
+  ASSERT_TRUE(reader->Read(&got));
+  EXPECT_EQ(got.event_id(), "demo.a");
+  EXPECT_EQ(got.seq(), 1u);
+  ASSERT_TRUE(reader->Read(&got));
+  EXPECT_EQ(got.event_id(), "demo.b");
+  EXPECT_EQ(got.seq(), 3u) << "sequence numbers show what the filter left out";
+  context.TryCancel();
+  while (reader->Read(&got)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// A watcher that never reads is cut off with RESOURCE_EXHAUSTED and the
+// count it missed, while publishing (dispatching) goes on undisturbed.
+TEST_F(ApiEventCallsTest, AWatcherThatNeverReadsIsCutOffWithTheCountMissed) {
+  Start();
+  grpc::ClientContext context;
+  dispatch::v1::WatchRequest request;
+  request.set_buffer(8);
+  auto reader = stub_->Watch(&context, request);
+  reader->WaitForInitialMetadata();
+  constexpr int kPublished = 10000;
+  for (int i = 0; i < kPublished; ++i) {
+    dispatch::v1::WatchUpdate u;
+    u.set_kind(dispatch::v1::WatchUpdate::OBSERVED);
+    u.set_event_id("e");
+    backend_.hub.Publish(u);
+  }
+  EXPECT_EQ(backend_.hub.published(), static_cast<uint64_t>(kPublished));
+  // Now read: what was buffered or in flight, then the end.
+  dispatch::v1::WatchUpdate got;
+  int read = 0;
+  while (reader->Read(&got)) ++read;
+  grpc::Status end = reader->Finish();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << end.error_message();
+  EXPECT_THAT(end.error_message(), HasSubstr("missed"));
+  EXPECT_LT(read, kPublished);
+  EXPECT_GT(read, 0);
+}
+
+TEST_F(ApiEventCallsTest, WithoutABackendEventCallsAreUnimplemented) {
+  StartServer();
+  dispatch::v1::EmitResponse response;
+  EXPECT_EQ(Emit("", &response).error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
 }  // namespace
