@@ -5,6 +5,15 @@
 namespace dispatchd {
 namespace controller {
 
+absl::Time Debouncer::WouldDeliverAt(const std::string& key, absl::Duration period,
+                                     absl::Time now) const {
+  auto it = keys_.find(key);
+  if (it == keys_.end() || period <= absl::ZeroDuration()) return now;
+  const KeyState& state = it->second;
+  if (!state.pending.has_value() && now >= state.last_delivery + period) return now;
+  return std::max(now, std::min(state.last_delivery + period, now + period));
+}
+
 Debouncer::Decision Debouncer::Offer(const std::string& key, absl::Duration period, Item item,
                                      absl::Time now) {
   ExpireIdle(now);

@@ -78,6 +78,11 @@ class Debouncer {
   // caller should next call TakeDue().
   std::optional<absl::Time> NextDeadline() const;
 
+  // When an event for `key` offered at `now` under `period` would be
+  // delivered (`now` itself: at once), without changing anything: for
+  // explaining what an event would do.
+  absl::Time WouldDeliverAt(const std::string& key, absl::Duration period, absl::Time now) const;
+
   // Number of pending items.
   size_t pending() const { return deadlines_.size(); }
 

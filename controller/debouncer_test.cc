@@ -346,6 +346,25 @@ TEST(DebouncerTest, IdleKeysAreDroppedOncePeriodHasPassed) {
   EXPECT_EQ(deb.pending(), 0u);
 }
 
+TEST(DebouncerWouldDeliverAtTest, AnswersWhatOfferWouldDoWithoutChangingIt) {
+  Debouncer d;
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  const absl::Duration period = absl::Milliseconds(1000);
+  EXPECT_EQ(d.WouldDeliverAt("k", period, t0), t0) << "first event: at once";
+  EXPECT_EQ(d.tracked_keys(), 0u) << "asking changes nothing";
+  d.Offer("k", period, 1, t0);
+  EXPECT_EQ(d.WouldDeliverAt("k", period, t0 + absl::Milliseconds(800)),
+            t0 + absl::Milliseconds(1000));
+  EXPECT_EQ(d.pending(), 0u);
+  EXPECT_EQ(d.WouldDeliverAt("k", period, t0 + absl::Milliseconds(1000)),
+            t0 + absl::Milliseconds(1000));
+  EXPECT_EQ(d.WouldDeliverAt("k", absl::ZeroDuration(), t0 + absl::Milliseconds(1)),
+            t0 + absl::Milliseconds(1));
+  // The answer matches what Offer then decides.
+  const absl::Time asked = d.WouldDeliverAt("k", period, t0 + absl::Milliseconds(900));
+  EXPECT_EQ(d.Offer("k", period, 2, t0 + absl::Milliseconds(900)).deliver_at, asked);
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd
