@@ -78,6 +78,16 @@ absl::Status CheckAgainstLabels(const ContainerInfo& info, const dispatch::v1::C
                                                   command.event_id()));
 }
 
+AgentMetrics::CommandOutcome MetricOutcome(CommandResult::Outcome outcome) {
+  switch (outcome) {
+    case CommandResult::DELIVERED: return AgentMetrics::CommandOutcome::kDelivered;
+    case CommandResult::CONTAINER_GONE: return AgentMetrics::CommandOutcome::kContainerGone;
+    case CommandResult::NOT_RUNNING: return AgentMetrics::CommandOutcome::kNotRunning;
+    case CommandResult::REJECTED: return AgentMetrics::CommandOutcome::kRejected;
+    default: return AgentMetrics::CommandOutcome::kFailed;
+  }
+}
+
 int64_t Nanos(const struct timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
@@ -110,6 +120,7 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
       }()),
       docker_(docker),
       clock_(clock),
+      metrics_(options_.metrics != nullptr ? options_.metrics : NullAgentMetrics()),
       stub_(dispatch::v1::AgentSession::NewStub(std::move(channel))),
       spool_(options_.events_dir) {}
 
@@ -123,7 +134,7 @@ absl::Status Agent::Start() {
   }
   Inventory::Callbacks callbacks;
   callbacks.on_snapshot = [this](uint64_t seq, std::vector<ContainerInfo> all) {
-    if (options_.metrics != nullptr) options_.metrics->SetInventoryFresh(true);
+    metrics_->SetInventoryFresh(true);
     Write(SnapshotMessage(seq, all));
   };
   callbacks.on_delta = [this](uint64_t seq, std::vector<ContainerInfo> upserted,
@@ -136,10 +147,8 @@ absl::Status Agent::Start() {
     Write(std::move(message));
   };
   callbacks.on_stale = [this](std::string reason) {
-    if (options_.metrics != nullptr) {
-      options_.metrics->SetInventoryFresh(false);
-      options_.metrics->RecordInventoryStale();
-    }
+    metrics_->SetInventoryFresh(false);
+    metrics_->RecordInventoryStale();
     AgentMessage message;
     message.mutable_inventory_stale()->set_reason(reason);
     Write(std::move(message));
@@ -303,9 +312,7 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
   if (!payload.ok()) {
     if (!absl::IsNotFound(payload.status())) {
-      if (options_.metrics != nullptr) {
-        options_.metrics->RecordFileError(AgentMetrics::FileOperation::kRead);
-      }
+      metrics_->RecordFileError(AgentMetrics::FileOperation::kRead);
       LOG(WARNING) << "cannot read event file " << relative_path << ": " << payload.status()
                    << " (left in place)";
     }
@@ -335,10 +342,8 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
     event.set_generation(next_generation_++);
     *message.mutable_event() = event;
     pending_[relative_path] = std::move(pending);
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordFileObserved();
-      options_.metrics->SetUnsettled(pending_.size());
-    }
+    metrics_->RecordFileObserved();
+    metrics_->SetUnsettled(pending_.size());
   }
   LOG(DEBUG) << "observed " << relative_path << " as event " << message.event().event_id()
              << " (generation " << message.event().generation() << ")";
@@ -378,7 +383,7 @@ bool Agent::RunSession() {
   }
   auto clear_context = [&] {
     session_ready_.store(false);
-    if (options_.metrics != nullptr) options_.metrics->SetSessionUp(false);
+    metrics_->SetSessionUp(false);
     absl::MutexLock lock(&write_mu_);
     stream_ = nullptr;
     context_ = nullptr;
@@ -400,9 +405,7 @@ bool Agent::RunSession() {
   ControllerMessage welcome;
   if (!stream->Write(hello) || !stream->Read(&welcome) || !welcome.has_welcome()) {
     clear_context();
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordSessionAttempt(AgentMetrics::SessionResult::kFailed);
-    }
+    metrics_->RecordSessionAttempt(AgentMetrics::SessionResult::kFailed);
     grpc::Status status = stream->Finish();
     LOG(WARNING) << "controller session failed to open: " << status.error_message() << " ("
                  << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
@@ -430,10 +433,8 @@ bool Agent::RunSession() {
     }
   }
   session_ready_.store(true);
-  if (options_.metrics != nullptr) {
-    options_.metrics->RecordSessionAttempt(AgentMetrics::SessionResult::kOpened);
-    options_.metrics->SetSessionUp(true);
-  }
+  metrics_->RecordSessionAttempt(AgentMetrics::SessionResult::kOpened);
+  metrics_->SetSessionUp(true);
   // Then every unsettled event (the controller de-duplicates).
   std::vector<AgentMessage> resend;
   {
@@ -503,14 +504,12 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
     } else {
       status = spool_.Delete(settled.key());
     }
-    if (options_.metrics != nullptr) {
-      if (status.ok() || absl::IsNotFound(status)) {
-        options_.metrics->RecordSettled(dead_letter ? AgentMetrics::Disposition::kDeadLettered
-                                                    : AgentMetrics::Disposition::kDeleted);
-      } else {
-        options_.metrics->RecordFileError(dead_letter ? AgentMetrics::FileOperation::kDeadLetter
-                                                      : AgentMetrics::FileOperation::kDelete);
-      }
+    if (status.ok() || absl::IsNotFound(status)) {
+      metrics_->RecordSettled(dead_letter ? AgentMetrics::Disposition::kDeadLettered
+                                          : AgentMetrics::Disposition::kDeleted);
+    } else {
+      metrics_->RecordFileError(dead_letter ? AgentMetrics::FileOperation::kDeadLetter
+                                            : AgentMetrics::FileOperation::kDelete);
     }
     if (!status.ok() && !absl::IsNotFound(status)) {
       LOG(ERROR) << "cannot remove settled event file " << settled.key() << ": " << status;
@@ -522,7 +521,7 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
     if (it != pending_.end() && it->second.event.generation() == settled.generation()) {
       pending_.erase(it);
     }
-    if (options_.metrics != nullptr) options_.metrics->SetUnsettled(pending_.size());
+    metrics_->SetUnsettled(pending_.size());
   }
   // Written again since it was read: that is a new event, left in place.
   if (!same_file && now.has_value()) OnFile(settled.key(), clock_->Now());
@@ -544,25 +543,7 @@ void Agent::ExecWorker() {
     }
     AgentMessage message;
     *message.mutable_command_result() = RunCommand(command);
-    if (options_.metrics != nullptr) {
-      switch (message.command_result().outcome()) {
-        case CommandResult::DELIVERED:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kDelivered);
-          break;
-        case CommandResult::CONTAINER_GONE:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kContainerGone);
-          break;
-        case CommandResult::NOT_RUNNING:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kNotRunning);
-          break;
-        case CommandResult::REJECTED:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kRejected);
-          break;
-        default:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kFailed);
-          break;
-      }
-    }
+    metrics_->RecordCommand(MetricOutcome(message.command_result().outcome()));
     Write(std::move(message));
   }
 }

@@ -133,6 +133,8 @@ class Agent {
   const AgentOptions options_;
   DockerApi* const docker_;
   Clock* const clock_;
+  // options_.metrics, or a recorder that drops everything: never null.
+  AgentMetricsRecorder* const metrics_;
   std::unique_ptr<dispatch::v1::AgentSession::Stub> stub_;
   Spool spool_;
   std::unique_ptr<Inventory> inventory_;
