@@ -10,7 +10,6 @@
 #include "absl/strings/str_join.h"
 #include "contract/event_id.h"
 #include "common/logging.h"
-#include "contract/labels.h"
 
 namespace dispatchd {
 namespace agent {
@@ -52,30 +51,6 @@ AgentMessage SnapshotMessage(uint64_t seq, const std::vector<ContainerInfo>& all
   snapshot->set_seq(seq);
   for (const ContainerInfo& info : all) ToProto(info, snapshot->add_containers());
   return message;
-}
-
-// The agent's own check: a container may only be asked to run what its own
-// labels declare for this event id.
-absl::Status CheckAgainstLabels(const ContainerInfo& info, const dispatch::v1::Command& command,
-                                absl::string_view label_namespace) {
-  contract::ParsedLabels parsed =
-      contract::ParseSubscriptionLabels(info.labels, label_namespace);
-  for (const contract::Subscription& sub : parsed.subscriptions) {
-    if (sub.event_id != command.event_id()) continue;
-    const bool start = sub.start == contract::StartPolicy::kStartIfStopped;
-    if (start != command.start_container()) {
-      return absl::PermissionDeniedError("container.start differs from the container's label");
-    }
-    if (!std::equal(sub.argv.begin(), sub.argv.end(), command.argv().begin(),
-                    command.argv().end())) {
-      return absl::PermissionDeniedError(
-          "the command differs from the container's container.command label");
-    }
-    return absl::OkStatus();
-  }
-  return absl::PermissionDeniedError(absl::StrCat("container ", info.name,
-                                                  " has no valid subscription to ",
-                                                  command.event_id()));
 }
 
 AgentMetrics::CommandOutcome MetricOutcome(CommandResult::Outcome outcome) {
@@ -122,7 +97,12 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
       clock_(clock),
       metrics_(options_.metrics != nullptr ? options_.metrics : NullAgentMetrics()),
       stub_(dispatch::v1::AgentSession::NewStub(std::move(channel))),
-      spool_(options_.events_dir) {}
+      spool_(options_.events_dir),
+      runner_(docker_, clock_,
+              CommandRunnerOptions{.label_namespace = options_.label_namespace,
+                                   .start_timeout = options_.start_timeout},
+              // Commands arrive only after Start() has made the inventory.
+              [this](absl::string_view id) { return inventory_->Get(id); }) {}
 
 Agent::~Agent() { Stop(); }
 
@@ -542,124 +522,17 @@ void Agent::ExecWorker() {
       commands_.pop_front();
     }
     AgentMessage message;
-    *message.mutable_command_result() = RunCommand(command);
+    *message.mutable_command_result() = runner_.Run(command);
     metrics_->RecordCommand(MetricOutcome(message.command_result().outcome()));
     Write(std::move(message));
   }
 }
 
-CommandResult Agent::RunCommand(const dispatch::v1::Command& command) {
-  CommandResult result;
-  result.set_command_id(command.command_id());
-  auto fail = [&result](CommandResult::Outcome outcome, std::string error) {
-    result.set_outcome(outcome);
-    result.set_error(std::move(error));
-    return result;
-  };
-  const std::string& id = command.container_id();
-
-  // The inventory is usually current; when it disagrees, ask Docker.
-  std::optional<ContainerInfo> info = inventory_->Get(id);
-  bool inspected = false;
-  auto inspect = [&]() -> absl::Status {
-    absl::StatusOr<ContainerInfo> fresh = docker_->InspectContainer(id);
-    if (!fresh.ok()) return fresh.status();
-    info = *std::move(fresh);
-    inspected = true;
-    return absl::OkStatus();
-  };
-  if (!info.has_value() ||
-      !CheckAgainstLabels(*info, command, options_.label_namespace).ok() ||
-      info->state != ContainerState::kRunning) {
-    absl::Status status = inspect();
-    if (absl::IsNotFound(status)) return fail(CommandResult::CONTAINER_GONE, status.ToString());
-    if (!status.ok()) return fail(CommandResult::FAILED, status.ToString());
-  }
-  if (absl::Status allowed = CheckAgainstLabels(*info, command, options_.label_namespace);
-      !allowed.ok()) {
-    LOG(WARNING) << "refused command for " << info->name << ": " << allowed.message();
-    return fail(CommandResult::REJECTED, std::string(allowed.message()));
-  }
-  if (info->state == ContainerState::kPaused) {
-    return fail(CommandResult::FAILED, absl::StrCat("container ", info->name, " is paused"));
-  }
-  if (info->state != ContainerState::kRunning) {
-    if (!command.start_container()) {
-      return fail(CommandResult::NOT_RUNNING,
-                  absl::StrCat("container ", info->name,
-                               " is not running and has no container.start label"));
-    }
-    LOG(INFO) << "starting container " << info->name << " for " << command.event_id();
-    absl::Status started = docker_->StartContainer(id);
-    if (absl::IsNotFound(started)) return fail(CommandResult::CONTAINER_GONE, started.ToString());
-    if (!started.ok()) return fail(CommandResult::FAILED, started.ToString());
-    const absl::Time deadline = clock_->Now() + options_.start_timeout;
-    while (true) {
-      absl::Status status = inspect();
-      if (absl::IsNotFound(status)) return fail(CommandResult::CONTAINER_GONE, status.ToString());
-      if (status.ok() && info->state == ContainerState::kRunning) break;
-      if (clock_->Now() >= deadline) {
-        return fail(CommandResult::FAILED,
-                    absl::StrCat("container ", info->name, " did not reach running within ",
-                                 absl::FormatDuration(options_.start_timeout)));
-      }
-      clock_->SleepFor(absl::Milliseconds(20));
-    }
-  }
-  if (command.argv().empty()) {  // start-only subscription
-    result.set_outcome(CommandResult::DELIVERED);
-    return result;
-  }
-  std::vector<std::string> argv(command.argv().begin(), command.argv().end());
-  std::vector<std::string> env(command.env().begin(), command.env().end());
-  result.set_exec_create_sent_unix_nanos(absl::ToUnixNanos(clock_->Now()));
-  absl::StatusOr<std::string> exec_id = docker_->CreateExec(id, argv, env);
-  if (!exec_id.ok()) {
-    if (absl::IsNotFound(exec_id.status())) {
-      return fail(CommandResult::CONTAINER_GONE, exec_id.status().ToString());
-    }
-    if (absl::IsFailedPrecondition(exec_id.status()) && !inspected) {
-      // Stopped between the inventory and the exec? Look before deciding.
-      if (inspect().ok() && info->state != ContainerState::kRunning &&
-          info->state != ContainerState::kPaused && !command.start_container()) {
-        return fail(CommandResult::NOT_RUNNING,
-                    absl::StrCat("container ", info->name, " is not running"));
-      }
-    }
-    return fail(CommandResult::FAILED, exec_id.status().ToString());
-  }
-  const absl::Time start_sent = clock_->Now();
-  {
-    absl::MutexLock lock(&mu_);
-    execs_[*exec_id] = ExecWatch{command.command_id(), start_sent};
-  }
-  result.set_exec_start_sent_unix_nanos(absl::ToUnixNanos(start_sent));
-  absl::Status started = docker_->StartExec(*exec_id);
-  if (!started.ok()) {
-    absl::MutexLock lock(&mu_);
-    execs_.erase(*exec_id);
-    if (absl::IsNotFound(started)) return fail(CommandResult::CONTAINER_GONE, started.ToString());
-    return fail(CommandResult::FAILED, started.ToString());
-  }
-  result.set_outcome(CommandResult::DELIVERED);
-  result.set_exec_id(*exec_id);
-  return result;
-}
-
 void Agent::OnExecDie(const std::string& exec_id, int exit_code, absl::Time time) {
-  ExecWatch watch;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = execs_.find(exec_id);
-    if (it == execs_.end()) return;  // not ours
-    watch = it->second;
-    execs_.erase(it);
-  }
+  std::optional<dispatch::v1::ExecExit> exit = runner_.ExecExited(exec_id, exit_code, time);
+  if (!exit.has_value()) return;  // not ours
   AgentMessage message;
-  auto* exit = message.mutable_exec_exit();
-  exit->set_command_id(watch.command_id);
-  exit->set_exit_code(exit_code);
-  exit->set_duration_ms(absl::ToInt64Milliseconds(time - watch.started));
+  *message.mutable_exec_exit() = *std::move(exit);
   Write(std::move(message));
 }
 

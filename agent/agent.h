@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/agent_metrics.h"
+#include "agent/command_runner.h"
 #include "agent/docker_api.h"
 #include "agent/inventory.h"
 #include "agent/spool.h"
@@ -108,10 +109,6 @@ class Agent {
     dispatch::v1::ObservedEvent event;
     FileIdentity identity;
   };
-  struct ExecWatch {
-    uint64_t command_id = 0;
-    absl::Time started;
-  };
 
   void OnFile(const std::string& relative_path, absl::Time observed);
   std::optional<FileIdentity> Identify(const std::string& relative_path) const;
@@ -121,7 +118,6 @@ class Agent {
   void HandleControllerMessage(const dispatch::v1::ControllerMessage& message);
   void HandleSettled(const dispatch::v1::Settled& settled);
   void ExecWorker();
-  dispatch::v1::CommandResult RunCommand(const dispatch::v1::Command& command);
   void OnExecDie(const std::string& exec_id, int exit_code, absl::Time time);
   // Queues a message for the current session, behind every message queued
   // before it; false (dropped) when no session is up. Never blocks on I/O.
@@ -137,13 +133,13 @@ class Agent {
   AgentMetricsRecorder* const metrics_;
   std::unique_ptr<dispatch::v1::AgentSession::Stub> stub_;
   Spool spool_;
+  CommandRunner runner_;
   std::unique_ptr<Inventory> inventory_;
   std::unique_ptr<Watcher> watcher_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<dispatch::v1::Command> commands_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, ExecWatch> execs_ ABSL_GUARDED_BY(mu_);  // exec id -> command
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
