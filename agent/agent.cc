@@ -17,7 +17,6 @@ namespace {
 
 using dispatch::v1::AgentMessage;
 using dispatch::v1::CommandResult;
-using dispatch::v1::ControllerMessage;
 
 std::string HostName() {
   char buf[256] = {};
@@ -82,10 +81,6 @@ std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_p
   return id;
 }
 
-namespace {
-
-}  // namespace
-
 Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
              std::shared_ptr<grpc::ChannelInterface> channel)
     : options_([&options] {
@@ -96,13 +91,54 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
       docker_(docker),
       clock_(clock),
       metrics_(options_.metrics != nullptr ? options_.metrics : NullAgentMetrics()),
-      stub_(dispatch::v1::AgentSession::NewStub(std::move(channel))),
       spool_(options_.events_dir),
       runner_(docker_, clock_,
               CommandRunnerOptions{.label_namespace = options_.label_namespace,
                                    .start_timeout = options_.start_timeout},
               // Commands arrive only after Start() has made the inventory.
-              [this](absl::string_view id) { return inventory_->Get(id); }) {}
+              [this](absl::string_view id) { return inventory_->Get(id); }),
+      session_(
+          ControllerSessionOptions{
+              .agent_id = options_.agent_id,
+              .host = options_.host,
+              .token = options_.token,
+              .reconnect_min_backoff = options_.reconnect_min_backoff,
+              .reconnect_max_backoff = options_.reconnect_max_backoff,
+              .max_batch_messages = options_.max_batch_messages,
+              .max_batch_bytes = options_.max_batch_bytes,
+              .metrics = metrics_,
+          },
+          clock_, std::move(channel), SessionCallbacks()) {}
+
+ControllerSession::Callbacks Agent::SessionCallbacks() {
+  ControllerSession::Callbacks callbacks;
+  // Runs with the session's queue locked, after Start() made the inventory.
+  callbacks.inventory = [this] {
+    if (inventory_->fresh()) {
+      auto [seq, all] = inventory_->Snapshot();
+      return SnapshotMessage(seq, all);
+    }
+    AgentMessage stale;
+    stale.mutable_inventory_stale()->set_reason("Docker inventory not listed yet");
+    return stale;
+  };
+  callbacks.resend = [this] {
+    std::vector<AgentMessage> resend;
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, pending] : pending_) {
+      AgentMessage message;
+      *message.mutable_event() = pending.event;
+      resend.push_back(std::move(message));
+    }
+    return resend;
+  };
+  callbacks.on_command = [this](dispatch::v1::Command command) {
+    absl::MutexLock lock(&mu_);
+    commands_.push_back(std::move(command));
+  };
+  callbacks.on_settled = [this](const dispatch::v1::Settled& settled) { HandleSettled(settled); };
+  return callbacks;
+}
 
 Agent::~Agent() { Stop(); }
 
@@ -115,7 +151,7 @@ absl::Status Agent::Start() {
   Inventory::Callbacks callbacks;
   callbacks.on_snapshot = [this](uint64_t seq, std::vector<ContainerInfo> all) {
     metrics_->SetInventoryFresh(true);
-    Write(SnapshotMessage(seq, all));
+    session_.Write(SnapshotMessage(seq, all));
   };
   callbacks.on_delta = [this](uint64_t seq, std::vector<ContainerInfo> upserted,
                               std::vector<std::string> removed) {
@@ -124,14 +160,14 @@ absl::Status Agent::Start() {
     delta->set_seq(seq);
     for (const ContainerInfo& info : upserted) ToProto(info, delta->add_upserted());
     for (std::string& id : removed) delta->add_removed_ids(std::move(id));
-    Write(std::move(message));
+    session_.Write(std::move(message));
   };
   callbacks.on_stale = [this](std::string reason) {
     metrics_->SetInventoryFresh(false);
     metrics_->RecordInventoryStale();
     AgentMessage message;
     message.mutable_inventory_stale()->set_reason(reason);
-    Write(std::move(message));
+    session_.Write(std::move(message));
     LOG(WARNING) << "Docker events stream lost (" << reason
                  << "): events are held until the inventory is fresh again";
   };
@@ -142,34 +178,9 @@ absl::Status Agent::Start() {
   inventory_->Start();
 
   for (int i = 0; i < std::max(1, options_.exec_workers); ++i) {
-    threads_.emplace_back([this] { ExecWorker(); });
+    workers_.emplace_back([this] { ExecWorker(); });
   }
-  threads_.emplace_back([this] { WriteLoop(); });
-  threads_.emplace_back([this] { SessionLoop(); });
-  threads_.emplace_back([this] {
-    // Heartbeats, and the watchdog for a controller that went silent.
-    absl::MutexLock lock(&mu_);
-    while (!stopping_) {
-      const int64_t period_ns = heartbeat_period_ns_.load();
-      absl::Duration period =
-          period_ns > 0 ? absl::Nanoseconds(period_ns) : absl::Seconds(1);
-      clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + period);
-      if (stopping_ || period_ns == 0) continue;
-      mu_.Unlock();
-      AgentMessage heartbeat;
-      heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(clock_->Now()));
-      Write(std::move(heartbeat));
-      const absl::Time last_heard = absl::FromUnixNanos(last_heard_ns_.load());
-      if (clock_->Now() - last_heard > 3 * period) {
-        absl::MutexLock write_lock(&write_mu_);
-        if (context_ != nullptr && stream_ != nullptr) {
-          LOG(WARNING) << "controller silent for 3 heartbeat periods: reconnecting";
-          context_->TryCancel();
-        }
-      }
-      mu_.Lock();
-    }
-  });
+  session_.Start();
 
   absl::StatusOr<std::unique_ptr<Watcher>> watcher = Watcher::Start(
       Watcher::Options{options_.events_dir},
@@ -193,13 +204,9 @@ void Agent::Stop() {
   }
   if (watcher_ != nullptr) watcher_->Stop();
   if (inventory_ != nullptr) inventory_->Stop();
-  {
-    absl::MutexLock lock(&write_mu_);
-    writer_stop_ = true;
-    if (context_ != nullptr) context_->TryCancel();
-  }
-  for (std::thread& t : threads_) t.join();
-  threads_.clear();
+  session_.Stop();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
   absl::MutexLock lock(&mu_);
   if (!pending_.empty()) {
     LOG(INFO) << pending_.size() << " unsettled event files stay in " << options_.events_dir
@@ -212,10 +219,7 @@ size_t Agent::unsettled() const {
   return pending_.size();
 }
 
-bool Agent::session_up() const {
-  absl::MutexLock lock(&write_mu_);
-  return stream_ != nullptr;
-}
+bool Agent::session_up() const { return session_.up(); }
 
 std::string Agent::NotReadyReason() const {
   if (inventory_ == nullptr) return "agent: not started";
@@ -225,59 +229,8 @@ std::string Agent::NotReadyReason() const {
     reasons.push_back(absl::StrCat("agent: Docker inventory not fresh",
                                    error.empty() ? " (listing containers)" : ": ", error));
   }
-  if (!session_ready_.load()) reasons.push_back("agent: no session with the controller");
+  if (!session_.ready()) reasons.push_back("agent: no session with the controller");
   return absl::StrJoin(reasons, "; ");
-}
-
-bool Agent::Write(AgentMessage message) {
-  absl::MutexLock lock(&write_mu_);
-  if (stream_ == nullptr || write_failed_) return false;
-  outgoing_.push_back(std::move(message));
-  return true;
-}
-
-void Agent::WriteLoop() {
-  absl::MutexLock lock(&write_mu_);
-  while (true) {
-    write_mu_.Await(absl::Condition(
-        +[](Agent* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-          return a->writer_stop_ || (a->stream_ != nullptr && !a->outgoing_.empty());
-        },
-        this));
-    if (writer_stop_) return;
-    auto* const stream = stream_;
-    AgentMessage message;
-    if (!peer_reads_batches_ || outgoing_.size() == 1) {
-      message = std::move(outgoing_.front());
-      outgoing_.pop_front();
-    } else {
-      auto* messages = message.mutable_batch()->mutable_messages();
-      size_t bytes = 0;
-      while (!outgoing_.empty() &&
-             static_cast<size_t>(messages->size()) < options_.max_batch_messages) {
-        const size_t size = outgoing_.front().ByteSizeLong();
-        if (!messages->empty() && bytes + size > options_.max_batch_bytes) break;
-        bytes += size;
-        *messages->Add() = std::move(outgoing_.front());
-        outgoing_.pop_front();
-      }
-    }
-    // More queued behind it (a batch hit its bounds, or the controller does
-    // not read batches): gRPC may hold this write and flush the run at once.
-    grpc::WriteOptions write_options;
-    if (!outgoing_.empty()) write_options.set_buffer_hint();
-    writing_ = true;
-    write_mu_.Unlock();
-    const bool ok = stream->Write(message, write_options);
-    write_mu_.Lock();
-    writing_ = false;
-    if (!ok && stream_ == stream) {
-      // The stream is broken: the session thread sees its read fail and
-      // starts a new session; until then, drop as when no session is up.
-      write_failed_ = true;
-      outgoing_.clear();
-    }
-  }
 }
 
 void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
@@ -327,140 +280,7 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   }
   LOG(DEBUG) << "observed " << relative_path << " as event " << message.event().event_id()
              << " (generation " << message.event().generation() << ")";
-  Write(std::move(message));
-}
-
-void Agent::SessionLoop() {
-  absl::Duration backoff = options_.reconnect_min_backoff;
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) return;
-    }
-    const bool had_session = RunSession();
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    if (had_session) backoff = options_.reconnect_min_backoff;
-    const absl::Duration wait =
-        absl::Nanoseconds(absl::Uniform<int64_t>(bitgen_, absl::ToInt64Nanoseconds(backoff) / 2,
-                                                 absl::ToInt64Nanoseconds(backoff) + 1));
-    backoff = std::min(backoff * 2, options_.reconnect_max_backoff);
-    clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + wait);
-  }
-}
-
-bool Agent::RunSession() {
-  grpc::ClientContext context;
-  std::unique_ptr<grpc::ClientReaderWriter<AgentMessage, ControllerMessage>> stream;
-  {
-    absl::MutexLock lock(&write_mu_);
-    {
-      absl::MutexLock stop_lock(&mu_);
-      if (stopping_) return false;
-    }
-    stream = stub_->Session(&context);
-    context_ = &context;
-  }
-  auto clear_context = [&] {
-    session_ready_.store(false);
-    metrics_->SetSessionUp(false);
-    absl::MutexLock lock(&write_mu_);
-    stream_ = nullptr;
-    context_ = nullptr;
-    outgoing_.clear();
-    // The stream is about to be finished and destroyed: no write may be in
-    // flight on it. Cancelling makes a write blocked by flow control return.
-    if (writing_) {
-      context.TryCancel();
-      write_mu_.Await(absl::Condition(
-          +[](Agent* a) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !a->writing_; }, this));
-    }
-  };
-  AgentMessage hello;
-  hello.mutable_hello()->set_agent_id(options_.agent_id);
-  hello.mutable_hello()->set_host(options_.host);
-  hello.mutable_hello()->set_version("dispatchd");
-  hello.mutable_hello()->set_token(options_.token);
-  hello.mutable_hello()->set_accepts_batches(true);
-  ControllerMessage welcome;
-  if (!stream->Write(hello) || !stream->Read(&welcome) || !welcome.has_welcome()) {
-    clear_context();
-    metrics_->RecordSessionAttempt(AgentMetrics::SessionResult::kFailed);
-    grpc::Status status = stream->Finish();
-    LOG(WARNING) << "controller session failed to open: " << status.error_message() << " ("
-                 << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
-                 << ")";
-    return false;
-  }
-  heartbeat_period_ns_.store(
-      absl::ToInt64Nanoseconds(absl::Milliseconds(welcome.welcome().heartbeat_period_ms())));
-  last_heard_ns_.store(absl::ToUnixNanos(clock_->Now()));
-  LOG(INFO) << "session " << welcome.welcome().session_id() << " with the controller is up";
-  {
-    absl::MutexLock lock(&write_mu_);
-    stream_ = stream.get();
-    peer_reads_batches_ = welcome.welcome().accepts_batches();
-    write_failed_ = false;
-    // The inventory first, queued in the critical section that opens the
-    // queue to Write(), so that no delta overtakes it.
-    if (inventory_->fresh()) {
-      auto [seq, all] = inventory_->Snapshot();
-      outgoing_.push_back(SnapshotMessage(seq, all));
-    } else {
-      AgentMessage stale;
-      stale.mutable_inventory_stale()->set_reason("Docker inventory not listed yet");
-      outgoing_.push_back(std::move(stale));
-    }
-  }
-  session_ready_.store(true);
-  metrics_->RecordSessionAttempt(AgentMetrics::SessionResult::kOpened);
-  metrics_->SetSessionUp(true);
-  // Then every unsettled event (the controller de-duplicates).
-  std::vector<AgentMessage> resend;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [key, pending] : pending_) {
-      AgentMessage message;
-      *message.mutable_event() = pending.event;
-      resend.push_back(std::move(message));
-    }
-  }
-  for (AgentMessage& message : resend) Write(std::move(message));
-
-  ControllerMessage message;
-  while (stream->Read(&message)) {
-    last_heard_ns_.store(absl::ToUnixNanos(clock_->Now()));
-    HandleControllerMessage(message);
-  }
-  clear_context();
-  grpc::Status status = stream->Finish();
-  absl::MutexLock lock(&mu_);
-  if (!stopping_) {
-    LOG(WARNING) << "controller session ended: " << status.error_message() << " ("
-                 << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
-                 << "); reconnecting";
-  }
-  return true;
-}
-
-void Agent::HandleControllerMessage(const ControllerMessage& message) {
-  switch (message.msg_case()) {
-    case ControllerMessage::kBatch:
-      for (const ControllerMessage& m : message.batch().messages()) {
-        if (!m.has_batch()) HandleControllerMessage(m);  // a batch never nests
-      }
-      break;
-    case ControllerMessage::kCommand: {
-      absl::MutexLock lock(&mu_);
-      commands_.push_back(message.command());
-      break;
-    }
-    case ControllerMessage::kSettled:
-      HandleSettled(message.settled());
-      break;
-    default:
-      break;
-  }
+  session_.Write(std::move(message));
 }
 
 void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
@@ -524,7 +344,7 @@ void Agent::ExecWorker() {
     AgentMessage message;
     *message.mutable_command_result() = runner_.Run(command);
     metrics_->RecordCommand(MetricOutcome(message.command_result().outcome()));
-    Write(std::move(message));
+    session_.Write(std::move(message));
   }
 }
 
@@ -533,7 +353,7 @@ void Agent::OnExecDie(const std::string& exec_id, int exit_code, absl::Time time
   if (!exit.has_value()) return;  // not ours
   AgentMessage message;
   *message.mutable_exec_exit() = *std::move(exit);
-  Write(std::move(message));
+  session_.Write(std::move(message));
 }
 
 }  // namespace agent
