@@ -10,7 +10,6 @@
 #include "absl/strings/str_join.h"
 #include "contract/event_id.h"
 #include "common/logging.h"
-#include "contract/labels.h"
 
 namespace dispatchd {
 namespace agent {
@@ -18,7 +17,6 @@ namespace {
 
 using dispatch::v1::AgentMessage;
 using dispatch::v1::CommandResult;
-using dispatch::v1::ControllerMessage;
 
 std::string HostName() {
   char buf[256] = {};
@@ -54,28 +52,14 @@ AgentMessage SnapshotMessage(uint64_t seq, const std::vector<ContainerInfo>& all
   return message;
 }
 
-// The agent's own check: a container may only be asked to run what its own
-// labels declare for this event id.
-absl::Status CheckAgainstLabels(const ContainerInfo& info, const dispatch::v1::Command& command,
-                                absl::string_view label_namespace) {
-  contract::ParsedLabels parsed =
-      contract::ParseSubscriptionLabels(info.labels, label_namespace);
-  for (const contract::Subscription& sub : parsed.subscriptions) {
-    if (sub.event_id != command.event_id()) continue;
-    const bool start = sub.start == contract::StartPolicy::kStartIfStopped;
-    if (start != command.start_container()) {
-      return absl::PermissionDeniedError("container.start differs from the container's label");
-    }
-    if (!std::equal(sub.argv.begin(), sub.argv.end(), command.argv().begin(),
-                    command.argv().end())) {
-      return absl::PermissionDeniedError(
-          "the command differs from the container's container.command label");
-    }
-    return absl::OkStatus();
+AgentMetrics::CommandOutcome MetricOutcome(CommandResult::Outcome outcome) {
+  switch (outcome) {
+    case CommandResult::DELIVERED: return AgentMetrics::CommandOutcome::kDelivered;
+    case CommandResult::CONTAINER_GONE: return AgentMetrics::CommandOutcome::kContainerGone;
+    case CommandResult::NOT_RUNNING: return AgentMetrics::CommandOutcome::kNotRunning;
+    case CommandResult::REJECTED: return AgentMetrics::CommandOutcome::kRejected;
+    default: return AgentMetrics::CommandOutcome::kFailed;
   }
-  return absl::PermissionDeniedError(absl::StrCat("container ", info.name,
-                                                  " has no valid subscription to ",
-                                                  command.event_id()));
 }
 
 int64_t Nanos(const struct timespec& ts) {
@@ -97,10 +81,6 @@ std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_p
   return id;
 }
 
-namespace {
-
-}  // namespace
-
 Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
              std::shared_ptr<grpc::ChannelInterface> channel)
     : options_([&options] {
@@ -110,8 +90,55 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
       }()),
       docker_(docker),
       clock_(clock),
-      stub_(dispatch::v1::AgentSession::NewStub(std::move(channel))),
-      spool_(options_.events_dir) {}
+      metrics_(options_.metrics != nullptr ? options_.metrics : NullAgentMetrics()),
+      spool_(options_.events_dir),
+      runner_(docker_, clock_,
+              CommandRunnerOptions{.label_namespace = options_.label_namespace,
+                                   .start_timeout = options_.start_timeout},
+              // Commands arrive only after Start() has made the inventory.
+              [this](absl::string_view id) { return inventory_->Get(id); }),
+      session_(
+          ControllerSessionOptions{
+              .agent_id = options_.agent_id,
+              .host = options_.host,
+              .token = options_.token,
+              .reconnect_min_backoff = options_.reconnect_min_backoff,
+              .reconnect_max_backoff = options_.reconnect_max_backoff,
+              .max_batch_messages = options_.max_batch_messages,
+              .max_batch_bytes = options_.max_batch_bytes,
+              .metrics = metrics_,
+          },
+          clock_, std::move(channel), SessionCallbacks()) {}
+
+ControllerSession::Callbacks Agent::SessionCallbacks() {
+  ControllerSession::Callbacks callbacks;
+  // Runs with the session's queue locked, after Start() made the inventory.
+  callbacks.inventory = [this] {
+    if (inventory_->fresh()) {
+      auto [seq, all] = inventory_->Snapshot();
+      return SnapshotMessage(seq, all);
+    }
+    AgentMessage stale;
+    stale.mutable_inventory_stale()->set_reason("Docker inventory not listed yet");
+    return stale;
+  };
+  callbacks.resend = [this] {
+    std::vector<AgentMessage> resend;
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, pending] : pending_) {
+      AgentMessage message;
+      *message.mutable_event() = pending.event;
+      resend.push_back(std::move(message));
+    }
+    return resend;
+  };
+  callbacks.on_command = [this](dispatch::v1::Command command) {
+    absl::MutexLock lock(&mu_);
+    commands_.push_back(std::move(command));
+  };
+  callbacks.on_settled = [this](const dispatch::v1::Settled& settled) { HandleSettled(settled); };
+  return callbacks;
+}
 
 Agent::~Agent() { Stop(); }
 
@@ -123,8 +150,8 @@ absl::Status Agent::Start() {
   }
   Inventory::Callbacks callbacks;
   callbacks.on_snapshot = [this](uint64_t seq, std::vector<ContainerInfo> all) {
-    if (options_.metrics != nullptr) options_.metrics->SetInventoryFresh(true);
-    Write(SnapshotMessage(seq, all));
+    metrics_->SetInventoryFresh(true);
+    session_.Write(SnapshotMessage(seq, all));
   };
   callbacks.on_delta = [this](uint64_t seq, std::vector<ContainerInfo> upserted,
                               std::vector<std::string> removed) {
@@ -133,16 +160,14 @@ absl::Status Agent::Start() {
     delta->set_seq(seq);
     for (const ContainerInfo& info : upserted) ToProto(info, delta->add_upserted());
     for (std::string& id : removed) delta->add_removed_ids(std::move(id));
-    Write(std::move(message));
+    session_.Write(std::move(message));
   };
   callbacks.on_stale = [this](std::string reason) {
-    if (options_.metrics != nullptr) {
-      options_.metrics->SetInventoryFresh(false);
-      options_.metrics->RecordInventoryStale();
-    }
+    metrics_->SetInventoryFresh(false);
+    metrics_->RecordInventoryStale();
     AgentMessage message;
     message.mutable_inventory_stale()->set_reason(reason);
-    Write(std::move(message));
+    session_.Write(std::move(message));
     LOG(WARNING) << "Docker events stream lost (" << reason
                  << "): events are held until the inventory is fresh again";
   };
@@ -153,34 +178,9 @@ absl::Status Agent::Start() {
   inventory_->Start();
 
   for (int i = 0; i < std::max(1, options_.exec_workers); ++i) {
-    threads_.emplace_back([this] { ExecWorker(); });
+    workers_.emplace_back([this] { ExecWorker(); });
   }
-  threads_.emplace_back([this] { WriteLoop(); });
-  threads_.emplace_back([this] { SessionLoop(); });
-  threads_.emplace_back([this] {
-    // Heartbeats, and the watchdog for a controller that went silent.
-    absl::MutexLock lock(&mu_);
-    while (!stopping_) {
-      const int64_t period_ns = heartbeat_period_ns_.load();
-      absl::Duration period =
-          period_ns > 0 ? absl::Nanoseconds(period_ns) : absl::Seconds(1);
-      clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + period);
-      if (stopping_ || period_ns == 0) continue;
-      mu_.Unlock();
-      AgentMessage heartbeat;
-      heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(clock_->Now()));
-      Write(std::move(heartbeat));
-      const absl::Time last_heard = absl::FromUnixNanos(last_heard_ns_.load());
-      if (clock_->Now() - last_heard > 3 * period) {
-        absl::MutexLock write_lock(&write_mu_);
-        if (context_ != nullptr && stream_ != nullptr) {
-          LOG(WARNING) << "controller silent for 3 heartbeat periods: reconnecting";
-          context_->TryCancel();
-        }
-      }
-      mu_.Lock();
-    }
-  });
+  session_.Start();
 
   absl::StatusOr<std::unique_ptr<Watcher>> watcher = Watcher::Start(
       Watcher::Options{options_.events_dir},
@@ -204,13 +204,9 @@ void Agent::Stop() {
   }
   if (watcher_ != nullptr) watcher_->Stop();
   if (inventory_ != nullptr) inventory_->Stop();
-  {
-    absl::MutexLock lock(&write_mu_);
-    writer_stop_ = true;
-    if (context_ != nullptr) context_->TryCancel();
-  }
-  for (std::thread& t : threads_) t.join();
-  threads_.clear();
+  session_.Stop();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
   absl::MutexLock lock(&mu_);
   if (!pending_.empty()) {
     LOG(INFO) << pending_.size() << " unsettled event files stay in " << options_.events_dir
@@ -223,10 +219,7 @@ size_t Agent::unsettled() const {
   return pending_.size();
 }
 
-bool Agent::session_up() const {
-  absl::MutexLock lock(&write_mu_);
-  return stream_ != nullptr;
-}
+bool Agent::session_up() const { return session_.up(); }
 
 std::string Agent::NotReadyReason() const {
   if (inventory_ == nullptr) return "agent: not started";
@@ -236,59 +229,8 @@ std::string Agent::NotReadyReason() const {
     reasons.push_back(absl::StrCat("agent: Docker inventory not fresh",
                                    error.empty() ? " (listing containers)" : ": ", error));
   }
-  if (!session_ready_.load()) reasons.push_back("agent: no session with the controller");
+  if (!session_.ready()) reasons.push_back("agent: no session with the controller");
   return absl::StrJoin(reasons, "; ");
-}
-
-bool Agent::Write(AgentMessage message) {
-  absl::MutexLock lock(&write_mu_);
-  if (stream_ == nullptr || write_failed_) return false;
-  outgoing_.push_back(std::move(message));
-  return true;
-}
-
-void Agent::WriteLoop() {
-  absl::MutexLock lock(&write_mu_);
-  while (true) {
-    write_mu_.Await(absl::Condition(
-        +[](Agent* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-          return a->writer_stop_ || (a->stream_ != nullptr && !a->outgoing_.empty());
-        },
-        this));
-    if (writer_stop_) return;
-    auto* const stream = stream_;
-    AgentMessage message;
-    if (!peer_reads_batches_ || outgoing_.size() == 1) {
-      message = std::move(outgoing_.front());
-      outgoing_.pop_front();
-    } else {
-      auto* messages = message.mutable_batch()->mutable_messages();
-      size_t bytes = 0;
-      while (!outgoing_.empty() &&
-             static_cast<size_t>(messages->size()) < options_.max_batch_messages) {
-        const size_t size = outgoing_.front().ByteSizeLong();
-        if (!messages->empty() && bytes + size > options_.max_batch_bytes) break;
-        bytes += size;
-        *messages->Add() = std::move(outgoing_.front());
-        outgoing_.pop_front();
-      }
-    }
-    // More queued behind it (a batch hit its bounds, or the controller does
-    // not read batches): gRPC may hold this write and flush the run at once.
-    grpc::WriteOptions write_options;
-    if (!outgoing_.empty()) write_options.set_buffer_hint();
-    writing_ = true;
-    write_mu_.Unlock();
-    const bool ok = stream->Write(message, write_options);
-    write_mu_.Lock();
-    writing_ = false;
-    if (!ok && stream_ == stream) {
-      // The stream is broken: the session thread sees its read fail and
-      // starts a new session; until then, drop as when no session is up.
-      write_failed_ = true;
-      outgoing_.clear();
-    }
-  }
 }
 
 void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
@@ -303,9 +245,7 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
   if (!payload.ok()) {
     if (!absl::IsNotFound(payload.status())) {
-      if (options_.metrics != nullptr) {
-        options_.metrics->RecordFileError(AgentMetrics::FileOperation::kRead);
-      }
+      metrics_->RecordFileError(AgentMetrics::FileOperation::kRead);
       LOG(WARNING) << "cannot read event file " << relative_path << ": " << payload.status()
                    << " (left in place)";
     }
@@ -335,151 +275,12 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
     event.set_generation(next_generation_++);
     *message.mutable_event() = event;
     pending_[relative_path] = std::move(pending);
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordFileObserved();
-      options_.metrics->SetUnsettled(pending_.size());
-    }
+    metrics_->RecordFileObserved();
+    metrics_->SetUnsettled(pending_.size());
   }
   LOG(DEBUG) << "observed " << relative_path << " as event " << message.event().event_id()
              << " (generation " << message.event().generation() << ")";
-  Write(std::move(message));
-}
-
-void Agent::SessionLoop() {
-  absl::Duration backoff = options_.reconnect_min_backoff;
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) return;
-    }
-    const bool had_session = RunSession();
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    if (had_session) backoff = options_.reconnect_min_backoff;
-    const absl::Duration wait =
-        absl::Nanoseconds(absl::Uniform<int64_t>(bitgen_, absl::ToInt64Nanoseconds(backoff) / 2,
-                                                 absl::ToInt64Nanoseconds(backoff) + 1));
-    backoff = std::min(backoff * 2, options_.reconnect_max_backoff);
-    clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + wait);
-  }
-}
-
-bool Agent::RunSession() {
-  grpc::ClientContext context;
-  std::unique_ptr<grpc::ClientReaderWriter<AgentMessage, ControllerMessage>> stream;
-  {
-    absl::MutexLock lock(&write_mu_);
-    {
-      absl::MutexLock stop_lock(&mu_);
-      if (stopping_) return false;
-    }
-    stream = stub_->Session(&context);
-    context_ = &context;
-  }
-  auto clear_context = [&] {
-    session_ready_.store(false);
-    if (options_.metrics != nullptr) options_.metrics->SetSessionUp(false);
-    absl::MutexLock lock(&write_mu_);
-    stream_ = nullptr;
-    context_ = nullptr;
-    outgoing_.clear();
-    // The stream is about to be finished and destroyed: no write may be in
-    // flight on it. Cancelling makes a write blocked by flow control return.
-    if (writing_) {
-      context.TryCancel();
-      write_mu_.Await(absl::Condition(
-          +[](Agent* a) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !a->writing_; }, this));
-    }
-  };
-  AgentMessage hello;
-  hello.mutable_hello()->set_agent_id(options_.agent_id);
-  hello.mutable_hello()->set_host(options_.host);
-  hello.mutable_hello()->set_version("dispatchd");
-  hello.mutable_hello()->set_token(options_.token);
-  hello.mutable_hello()->set_accepts_batches(true);
-  ControllerMessage welcome;
-  if (!stream->Write(hello) || !stream->Read(&welcome) || !welcome.has_welcome()) {
-    clear_context();
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordSessionAttempt(AgentMetrics::SessionResult::kFailed);
-    }
-    grpc::Status status = stream->Finish();
-    LOG(WARNING) << "controller session failed to open: " << status.error_message() << " ("
-                 << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
-                 << ")";
-    return false;
-  }
-  heartbeat_period_ns_.store(
-      absl::ToInt64Nanoseconds(absl::Milliseconds(welcome.welcome().heartbeat_period_ms())));
-  last_heard_ns_.store(absl::ToUnixNanos(clock_->Now()));
-  LOG(INFO) << "session " << welcome.welcome().session_id() << " with the controller is up";
-  {
-    absl::MutexLock lock(&write_mu_);
-    stream_ = stream.get();
-    peer_reads_batches_ = welcome.welcome().accepts_batches();
-    write_failed_ = false;
-    // The inventory first, queued in the critical section that opens the
-    // queue to Write(), so that no delta overtakes it.
-    if (inventory_->fresh()) {
-      auto [seq, all] = inventory_->Snapshot();
-      outgoing_.push_back(SnapshotMessage(seq, all));
-    } else {
-      AgentMessage stale;
-      stale.mutable_inventory_stale()->set_reason("Docker inventory not listed yet");
-      outgoing_.push_back(std::move(stale));
-    }
-  }
-  session_ready_.store(true);
-  if (options_.metrics != nullptr) {
-    options_.metrics->RecordSessionAttempt(AgentMetrics::SessionResult::kOpened);
-    options_.metrics->SetSessionUp(true);
-  }
-  // Then every unsettled event (the controller de-duplicates).
-  std::vector<AgentMessage> resend;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [key, pending] : pending_) {
-      AgentMessage message;
-      *message.mutable_event() = pending.event;
-      resend.push_back(std::move(message));
-    }
-  }
-  for (AgentMessage& message : resend) Write(std::move(message));
-
-  ControllerMessage message;
-  while (stream->Read(&message)) {
-    last_heard_ns_.store(absl::ToUnixNanos(clock_->Now()));
-    HandleControllerMessage(message);
-  }
-  clear_context();
-  grpc::Status status = stream->Finish();
-  absl::MutexLock lock(&mu_);
-  if (!stopping_) {
-    LOG(WARNING) << "controller session ended: " << status.error_message() << " ("
-                 << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
-                 << "); reconnecting";
-  }
-  return true;
-}
-
-void Agent::HandleControllerMessage(const ControllerMessage& message) {
-  switch (message.msg_case()) {
-    case ControllerMessage::kBatch:
-      for (const ControllerMessage& m : message.batch().messages()) {
-        if (!m.has_batch()) HandleControllerMessage(m);  // a batch never nests
-      }
-      break;
-    case ControllerMessage::kCommand: {
-      absl::MutexLock lock(&mu_);
-      commands_.push_back(message.command());
-      break;
-    }
-    case ControllerMessage::kSettled:
-      HandleSettled(message.settled());
-      break;
-    default:
-      break;
-  }
+  session_.Write(std::move(message));
 }
 
 void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
@@ -503,14 +304,12 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
     } else {
       status = spool_.Delete(settled.key());
     }
-    if (options_.metrics != nullptr) {
-      if (status.ok() || absl::IsNotFound(status)) {
-        options_.metrics->RecordSettled(dead_letter ? AgentMetrics::Disposition::kDeadLettered
-                                                    : AgentMetrics::Disposition::kDeleted);
-      } else {
-        options_.metrics->RecordFileError(dead_letter ? AgentMetrics::FileOperation::kDeadLetter
-                                                      : AgentMetrics::FileOperation::kDelete);
-      }
+    if (status.ok() || absl::IsNotFound(status)) {
+      metrics_->RecordSettled(dead_letter ? AgentMetrics::Disposition::kDeadLettered
+                                          : AgentMetrics::Disposition::kDeleted);
+    } else {
+      metrics_->RecordFileError(dead_letter ? AgentMetrics::FileOperation::kDeadLetter
+                                            : AgentMetrics::FileOperation::kDelete);
     }
     if (!status.ok() && !absl::IsNotFound(status)) {
       LOG(ERROR) << "cannot remove settled event file " << settled.key() << ": " << status;
@@ -522,7 +321,7 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
     if (it != pending_.end() && it->second.event.generation() == settled.generation()) {
       pending_.erase(it);
     }
-    if (options_.metrics != nullptr) options_.metrics->SetUnsettled(pending_.size());
+    metrics_->SetUnsettled(pending_.size());
   }
   // Written again since it was read: that is a new event, left in place.
   if (!same_file && now.has_value()) OnFile(settled.key(), clock_->Now());
@@ -543,143 +342,18 @@ void Agent::ExecWorker() {
       commands_.pop_front();
     }
     AgentMessage message;
-    *message.mutable_command_result() = RunCommand(command);
-    if (options_.metrics != nullptr) {
-      switch (message.command_result().outcome()) {
-        case CommandResult::DELIVERED:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kDelivered);
-          break;
-        case CommandResult::CONTAINER_GONE:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kContainerGone);
-          break;
-        case CommandResult::NOT_RUNNING:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kNotRunning);
-          break;
-        case CommandResult::REJECTED:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kRejected);
-          break;
-        default:
-          options_.metrics->RecordCommand(AgentMetrics::CommandOutcome::kFailed);
-          break;
-      }
-    }
-    Write(std::move(message));
+    *message.mutable_command_result() = runner_.Run(command);
+    metrics_->RecordCommand(MetricOutcome(message.command_result().outcome()));
+    session_.Write(std::move(message));
   }
-}
-
-CommandResult Agent::RunCommand(const dispatch::v1::Command& command) {
-  CommandResult result;
-  result.set_command_id(command.command_id());
-  auto fail = [&result](CommandResult::Outcome outcome, std::string error) {
-    result.set_outcome(outcome);
-    result.set_error(std::move(error));
-    return result;
-  };
-  const std::string& id = command.container_id();
-
-  // The inventory is usually current; when it disagrees, ask Docker.
-  std::optional<ContainerInfo> info = inventory_->Get(id);
-  bool inspected = false;
-  auto inspect = [&]() -> absl::Status {
-    absl::StatusOr<ContainerInfo> fresh = docker_->InspectContainer(id);
-    if (!fresh.ok()) return fresh.status();
-    info = *std::move(fresh);
-    inspected = true;
-    return absl::OkStatus();
-  };
-  if (!info.has_value() ||
-      !CheckAgainstLabels(*info, command, options_.label_namespace).ok() ||
-      info->state != ContainerState::kRunning) {
-    absl::Status status = inspect();
-    if (absl::IsNotFound(status)) return fail(CommandResult::CONTAINER_GONE, status.ToString());
-    if (!status.ok()) return fail(CommandResult::FAILED, status.ToString());
-  }
-  if (absl::Status allowed = CheckAgainstLabels(*info, command, options_.label_namespace);
-      !allowed.ok()) {
-    LOG(WARNING) << "refused command for " << info->name << ": " << allowed.message();
-    return fail(CommandResult::REJECTED, std::string(allowed.message()));
-  }
-  if (info->state == ContainerState::kPaused) {
-    return fail(CommandResult::FAILED, absl::StrCat("container ", info->name, " is paused"));
-  }
-  if (info->state != ContainerState::kRunning) {
-    if (!command.start_container()) {
-      return fail(CommandResult::NOT_RUNNING,
-                  absl::StrCat("container ", info->name,
-                               " is not running and has no container.start label"));
-    }
-    LOG(INFO) << "starting container " << info->name << " for " << command.event_id();
-    absl::Status started = docker_->StartContainer(id);
-    if (absl::IsNotFound(started)) return fail(CommandResult::CONTAINER_GONE, started.ToString());
-    if (!started.ok()) return fail(CommandResult::FAILED, started.ToString());
-    const absl::Time deadline = clock_->Now() + options_.start_timeout;
-    while (true) {
-      absl::Status status = inspect();
-      if (absl::IsNotFound(status)) return fail(CommandResult::CONTAINER_GONE, status.ToString());
-      if (status.ok() && info->state == ContainerState::kRunning) break;
-      if (clock_->Now() >= deadline) {
-        return fail(CommandResult::FAILED,
-                    absl::StrCat("container ", info->name, " did not reach running within ",
-                                 absl::FormatDuration(options_.start_timeout)));
-      }
-      clock_->SleepFor(absl::Milliseconds(20));
-    }
-  }
-  if (command.argv().empty()) {  // start-only subscription
-    result.set_outcome(CommandResult::DELIVERED);
-    return result;
-  }
-  std::vector<std::string> argv(command.argv().begin(), command.argv().end());
-  std::vector<std::string> env(command.env().begin(), command.env().end());
-  result.set_exec_create_sent_unix_nanos(absl::ToUnixNanos(clock_->Now()));
-  absl::StatusOr<std::string> exec_id = docker_->CreateExec(id, argv, env);
-  if (!exec_id.ok()) {
-    if (absl::IsNotFound(exec_id.status())) {
-      return fail(CommandResult::CONTAINER_GONE, exec_id.status().ToString());
-    }
-    if (absl::IsFailedPrecondition(exec_id.status()) && !inspected) {
-      // Stopped between the inventory and the exec? Look before deciding.
-      if (inspect().ok() && info->state != ContainerState::kRunning &&
-          info->state != ContainerState::kPaused && !command.start_container()) {
-        return fail(CommandResult::NOT_RUNNING,
-                    absl::StrCat("container ", info->name, " is not running"));
-      }
-    }
-    return fail(CommandResult::FAILED, exec_id.status().ToString());
-  }
-  const absl::Time start_sent = clock_->Now();
-  {
-    absl::MutexLock lock(&mu_);
-    execs_[*exec_id] = ExecWatch{command.command_id(), start_sent};
-  }
-  result.set_exec_start_sent_unix_nanos(absl::ToUnixNanos(start_sent));
-  absl::Status started = docker_->StartExec(*exec_id);
-  if (!started.ok()) {
-    absl::MutexLock lock(&mu_);
-    execs_.erase(*exec_id);
-    if (absl::IsNotFound(started)) return fail(CommandResult::CONTAINER_GONE, started.ToString());
-    return fail(CommandResult::FAILED, started.ToString());
-  }
-  result.set_outcome(CommandResult::DELIVERED);
-  result.set_exec_id(*exec_id);
-  return result;
 }
 
 void Agent::OnExecDie(const std::string& exec_id, int exit_code, absl::Time time) {
-  ExecWatch watch;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = execs_.find(exec_id);
-    if (it == execs_.end()) return;  // not ours
-    watch = it->second;
-    execs_.erase(it);
-  }
+  std::optional<dispatch::v1::ExecExit> exit = runner_.ExecExited(exec_id, exit_code, time);
+  if (!exit.has_value()) return;  // not ours
   AgentMessage message;
-  auto* exit = message.mutable_exec_exit();
-  exit->set_command_id(watch.command_id);
-  exit->set_exit_code(exit_code);
-  exit->set_duration_ms(absl::ToInt64Milliseconds(time - watch.started));
-  Write(std::move(message));
+  *message.mutable_exec_exit() = *std::move(exit);
+  session_.Write(std::move(message));
 }
 
 }  // namespace agent

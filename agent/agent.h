@@ -10,13 +10,17 @@
 //   - the session reconnects with jittered exponential backoff and re-sends
 //     its inventory and every unsettled event (at-least-once).
 //
+// The parts: Watcher (the files), Spool (read, delete, dead-letter),
+// Inventory (Docker's containers), ControllerSession (the stream to the
+// controller) and CommandRunner (one command against Docker), which the
+// exec workers call for each command the session hands over.
+//
 // Thread-safe. Start() once, Stop() once (Stop is also run by the destructor);
 // files that are not settled by then stay where they are and are dispatched
 // again on the next start.
 #ifndef DISPATCHD_AGENT_AGENT_H_
 #define DISPATCHD_AGENT_AGENT_H_
 
-#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -26,11 +30,12 @@
 #include <thread>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/agent_metrics.h"
+#include "agent/command_runner.h"
+#include "agent/controller_session.h"
 #include "agent/docker_api.h"
 #include "agent/inventory.h"
 #include "agent/spool.h"
@@ -108,70 +113,41 @@ class Agent {
     dispatch::v1::ObservedEvent event;
     FileIdentity identity;
   };
-  struct ExecWatch {
-    uint64_t command_id = 0;
-    absl::Time started;
-  };
 
+  // What the session sends first on every connect, and where what the
+  // controller sends goes.
+  ControllerSession::Callbacks SessionCallbacks();
   void OnFile(const std::string& relative_path, absl::Time observed);
   std::optional<FileIdentity> Identify(const std::string& relative_path) const;
-  void SessionLoop();
-  // Runs one session until it ends; true if it got as far as a Welcome.
-  bool RunSession();
-  void HandleControllerMessage(const dispatch::v1::ControllerMessage& message);
   void HandleSettled(const dispatch::v1::Settled& settled);
+  // An exec worker: runs queued commands until Stop().
   void ExecWorker();
-  dispatch::v1::CommandResult RunCommand(const dispatch::v1::Command& command);
   void OnExecDie(const std::string& exec_id, int exit_code, absl::Time time);
-  // Queues a message for the current session, behind every message queued
-  // before it; false (dropped) when no session is up. Never blocks on I/O.
-  bool Write(dispatch::v1::AgentMessage message) ABSL_LOCKS_EXCLUDED(write_mu_);
-  // The writer thread: sends what is queued, as one AgentBatch per write
-  // when the controller reads batches.
-  void WriteLoop() ABSL_LOCKS_EXCLUDED(write_mu_);
 
   const AgentOptions options_;
   DockerApi* const docker_;
   Clock* const clock_;
-  std::unique_ptr<dispatch::v1::AgentSession::Stub> stub_;
+  // options_.metrics, or a recorder that drops everything: never null.
+  AgentMetricsRecorder* const metrics_;
   Spool spool_;
+  CommandRunner runner_;
+  // Outgoing messages go through session_.Write(), in order; the inventory
+  // is always the first message of a session (see controller_session.h).
+  ControllerSession session_;
   std::unique_ptr<Inventory> inventory_;
   std::unique_ptr<Watcher> watcher_;
 
+  // Never held while calling into the session or the runner; the session
+  // calls the `inventory` callback with its queue locked, which then takes
+  // only the inventory's own lock.
   mutable absl::Mutex mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<dispatch::v1::Command> commands_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, ExecWatch> execs_ ABSL_GUARDED_BY(mu_);  // exec id -> command
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
-  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
 
-  // The live session. Outgoing messages go through one ordered queue that
-  // only the writer thread (WriteLoop) drains onto the stream, and only the
-  // session thread (RunSession) reads, so the stream has one writer and one
-  // reader as gRPC requires. Write() from any thread only queues: the
-  // order of messages on the stream is the order in which Write() took
-  // write_mu_. The queue holds messages only while a session is up
-  // (stream_ set, no write failed); RunSession queues the inventory first,
-  // in the same critical section that sets stream_, so nothing overtakes
-  // it, and empties the queue and waits for the write in flight before the
-  // stream is destroyed.
-  // Lock order: write_mu_ before mu_ when both are held.
-  mutable absl::Mutex write_mu_;
-  grpc::ClientReaderWriter<dispatch::v1::AgentMessage, dispatch::v1::ControllerMessage>* stream_
-      ABSL_GUARDED_BY(write_mu_) = nullptr;
-  grpc::ClientContext* context_ ABSL_GUARDED_BY(write_mu_) = nullptr;
-  std::deque<dispatch::v1::AgentMessage> outgoing_ ABSL_GUARDED_BY(write_mu_);
-  bool peer_reads_batches_ ABSL_GUARDED_BY(write_mu_) = false;
-  bool writing_ ABSL_GUARDED_BY(write_mu_) = false;       // a write is in flight
-  bool write_failed_ ABSL_GUARDED_BY(write_mu_) = false;  // this session's stream broke
-  bool writer_stop_ ABSL_GUARDED_BY(write_mu_) = false;
-  std::atomic<int64_t> last_heard_ns_{0};
-  std::atomic<int64_t> heartbeat_period_ns_{0};
-  std::atomic<bool> session_ready_{false};
-
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> workers_;  // exec workers
 };
 
 }  // namespace agent

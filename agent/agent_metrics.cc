@@ -10,7 +10,25 @@ Labels With(const Labels& base, const std::string& key, const std::string& value
   return labels;
 }
 
+class NullRecorder final : public AgentMetricsRecorder {
+ public:
+  void RecordFileObserved() override {}
+  void RecordFileError(FileOperation) override {}
+  void RecordSettled(Disposition) override {}
+  void SetUnsettled(size_t) override {}
+  void SetSessionUp(bool) override {}
+  void RecordSessionAttempt(SessionResult) override {}
+  void SetInventoryFresh(bool) override {}
+  void RecordInventoryStale() override {}
+  void RecordCommand(CommandOutcome) override {}
+};
+
 }  // namespace
+
+AgentMetricsRecorder* NullAgentMetrics() {
+  static NullRecorder* recorder = new NullRecorder();
+  return recorder;
+}
 
 AgentMetrics::AgentMetrics(Registry& registry, absl::string_view agent_id)
     : files_observed_(registry

@@ -14,7 +14,7 @@
 //                                                     not_running, rejected, failed
 //
 // Thread-safety: every method is lock-free and safe for concurrent use.
-// Ownership: the metrics live in `registry`, which must outlive this object.
+// Ownership: AgentMetrics' series live in `registry`, which must outlive it.
 #ifndef DISPATCHD_AGENT_AGENT_METRICS_H_
 #define DISPATCHD_AGENT_AGENT_METRICS_H_
 
@@ -28,26 +28,51 @@
 namespace dispatchd {
 namespace agent {
 
-class AgentMetrics {
+// What the agent's parts record about themselves. The agent records
+// unconditionally: AgentMetrics below exports to Prometheus, and
+// NullAgentMetrics() stands in when there is nothing to export to.
+//
+// Thread-safety: implementations are safe for concurrent use.
+class AgentMetricsRecorder {
  public:
   enum class FileOperation { kRead, kDelete, kDeadLetter };
   enum class Disposition { kDeleted, kDeadLettered };
   enum class SessionResult { kOpened, kFailed };
   enum class CommandOutcome { kDelivered, kContainerGone, kNotRunning, kRejected, kFailed };
 
+  virtual ~AgentMetricsRecorder() = default;
+
+  virtual void RecordFileObserved() = 0;
+  virtual void RecordFileError(FileOperation operation) = 0;
+  virtual void RecordSettled(Disposition disposition) = 0;
+  virtual void SetUnsettled(size_t n) = 0;
+  virtual void SetSessionUp(bool up) = 0;
+  virtual void RecordSessionAttempt(SessionResult result) = 0;
+  virtual void SetInventoryFresh(bool fresh) = 0;
+  virtual void RecordInventoryStale() = 0;
+  virtual void RecordCommand(CommandOutcome outcome) = 0;
+};
+
+// Records nothing. Stateless and process-wide: never null, never deleted.
+AgentMetricsRecorder* NullAgentMetrics();
+
+class AgentMetrics final : public AgentMetricsRecorder {
+ public:
   AgentMetrics(Registry& registry, absl::string_view agent_id);
   AgentMetrics(const AgentMetrics&) = delete;
   AgentMetrics& operator=(const AgentMetrics&) = delete;
 
-  void RecordFileObserved() { files_observed_.Increment(); }
-  void RecordFileError(FileOperation operation) { file_errors_.at(operation)->Increment(); }
-  void RecordSettled(Disposition disposition) { settled_.at(disposition)->Increment(); }
-  void SetUnsettled(size_t n) { unsettled_.Set(static_cast<double>(n)); }
-  void SetSessionUp(bool up) { session_up_.Set(up ? 1 : 0); }
-  void RecordSessionAttempt(SessionResult result) { sessions_.at(result)->Increment(); }
-  void SetInventoryFresh(bool fresh) { inventory_fresh_.Set(fresh ? 1 : 0); }
-  void RecordInventoryStale() { inventory_stale_.Increment(); }
-  void RecordCommand(CommandOutcome outcome) { commands_.at(outcome)->Increment(); }
+  void RecordFileObserved() override { files_observed_.Increment(); }
+  void RecordFileError(FileOperation operation) override {
+    file_errors_.at(operation)->Increment();
+  }
+  void RecordSettled(Disposition disposition) override { settled_.at(disposition)->Increment(); }
+  void SetUnsettled(size_t n) override { unsettled_.Set(static_cast<double>(n)); }
+  void SetSessionUp(bool up) override { session_up_.Set(up ? 1 : 0); }
+  void RecordSessionAttempt(SessionResult result) override { sessions_.at(result)->Increment(); }
+  void SetInventoryFresh(bool fresh) override { inventory_fresh_.Set(fresh ? 1 : 0); }
+  void RecordInventoryStale() override { inventory_stale_.Increment(); }
+  void RecordCommand(CommandOutcome outcome) override { commands_.at(outcome)->Increment(); }
 
  private:
   Counter& files_observed_;

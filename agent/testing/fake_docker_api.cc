@@ -76,6 +76,13 @@ bool FakeDockerApi::Rename(const std::string& id, const std::string& name) {
   return true;
 }
 
+bool FakeDockerApi::SetStateAfterStart(const std::string& id, ContainerState state) {
+  absl::MutexLock lock(&mu_);
+  if (containers_.count(id) == 0) return false;
+  state_after_start_[id] = state;
+  return true;
+}
+
 std::optional<ContainerInfo> FakeDockerApi::container(const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = containers_.find(id);
@@ -252,7 +259,9 @@ absl::Status FakeDockerApi::StartContainer(absl::string_view id) {
   if (absl::Status s = Enter(Op::kStartContainer); !s.ok()) return s;
   absl::StatusOr<std::string> full_id = Resolve(absl::StrCat("start container ", id), id);
   if (!full_id.ok()) return full_id.status();
-  containers_.at(*full_id).state = ContainerState::kRunning;
+  auto after = state_after_start_.find(*full_id);
+  containers_.at(*full_id).state =
+      after == state_after_start_.end() ? ContainerState::kRunning : after->second;
   return absl::OkStatus();
 }
 

@@ -7,7 +7,8 @@
 // Behaves like the engine where the agent cares: ids resolve by full id,
 // unique prefix or name; CreateExec on a stopped container fails
 // FailedPrecondition "... is not running", on a paused one "... is paused";
-// missing containers and execs are NotFound; StartContainer sets kRunning.
+// missing containers and execs are NotFound; StartContainer sets kRunning
+// (unless SetStateAfterStart says otherwise).
 //
 // Thread-safe. Event streams it returns must not outlive it.
 #ifndef DISPATCHD_AGENT_TESTING_FAKE_DOCKER_API_H_
@@ -60,6 +61,10 @@ class FakeDockerApi final : public DockerApi {
   bool SetLabels(const std::string& id, std::map<std::string, std::string> labels);
   bool Rename(const std::string& id, const std::string& name);
   std::optional<ContainerInfo> container(const std::string& id) const;
+  // Every later StartContainer of `id` succeeds but leaves it in `state`
+  // instead of kRunning, as a container whose process exits at once does.
+  // Returns false if there is no such container (full id).
+  bool SetStateAfterStart(const std::string& id, ContainerState state);
 
   // --- Failures --------------------------------------------------------------
   // The next `times` calls of `op` return `status` (not OK) instead of working.
@@ -116,6 +121,7 @@ class FakeDockerApi final : public DockerApi {
 
   mutable absl::Mutex mu_;
   std::map<std::string, ContainerInfo> containers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ContainerState> state_after_start_ ABSL_GUARDED_BY(mu_);
   std::map<Op, Failure> failures_ ABSL_GUARDED_BY(mu_);
   std::map<Op, int> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<RecordedExec> execs_ ABSL_GUARDED_BY(mu_);

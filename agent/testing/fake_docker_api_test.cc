@@ -62,6 +62,16 @@ TEST(FakeDockerApiTest, ExecsAreRecordedAndRefusedWhereDockerRefuses) {
   EXPECT_TRUE(docker.CreateExec("c3", {"true"}, {}).ok());
 }
 
+TEST(FakeDockerApiTest, StartCanLeaveAContainerNotRunning) {
+  FakeDockerApi docker;
+  docker.AddContainer(Container("c1", "crashes", ContainerState::kExited));
+  EXPECT_FALSE(docker.SetStateAfterStart("nope", ContainerState::kExited));
+  ASSERT_TRUE(docker.SetStateAfterStart("c1", ContainerState::kExited));
+  EXPECT_OK(docker.StartContainer("crashes"));
+  EXPECT_EQ(docker.container("c1")->state, ContainerState::kExited);
+  EXPECT_EQ(docker.calls(Op::kStartContainer), 1);
+}
+
 TEST(FakeDockerApiTest, ScriptedFailuresRunOut) {
   FakeDockerApi docker;
   docker.FailNext(Op::kListContainers, absl::UnavailableError("down"), 2);

@@ -1,0 +1,167 @@
+// ControllerSession: the agent's side of the session protocol
+// (proto/dispatch/v1/session.proto): one bidirectional stream to the
+// controller, opened again with jittered exponential backoff whenever it
+// ends. It knows nothing of files or Docker: what to send first on every
+// session and what to do with what arrives are the owner's callbacks.
+//
+// Each session: Hello (agent id, host, token) -> Welcome; then the
+// inventory message the owner gives (`inventory`), queued in the same
+// critical section that opens the queue to Write(), so nothing overtakes
+// it; then every message of `resend` (the unsettled events); then whatever
+// Write() queues. Controller messages are read on the session thread and
+// handed to on_command / on_settled in order, batches unpacked.
+//
+// Outgoing messages go through one ordered queue that only the writer
+// thread drains onto the stream (as AgentBatch messages, within the batch
+// bounds, when the controller reads batches), and only the session thread
+// reads, so the stream has one writer and one reader as gRPC requires. The
+// order on the stream is the order in which Write() calls took the queue's
+// lock. The queue holds messages only while a session is up; when the
+// session ends the queue is emptied and the write in flight finished (or
+// cancelled) before the stream is destroyed.
+//
+// Heartbeats go out at the period the Welcome names; a controller silent
+// for 3 periods is taken as gone and the session is cancelled and opened
+// again. Every timing rule runs on the injected Clock.
+//
+// Thread-safety: Write(), up() and ready() are safe from any thread, and
+// from the callbacks other than `inventory`. Start() once; Stop() is
+// idempotent, must not run from a callback, and no callback runs after it
+// returns. `clock` is not owned and must outlive the session.
+#ifndef DISPATCHD_AGENT_CONTROLLER_SESSION_H_
+#define DISPATCHD_AGENT_CONTROLLER_SESSION_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/agent_metrics.h"
+#include "common/clock.h"
+#include "proto/dispatch/v1/session.grpc.pb.h"
+
+namespace dispatchd {
+namespace agent {
+
+struct ControllerSessionOptions {
+  // Sent in every Hello.
+  std::string agent_id;
+  std::string host;
+  std::string token;  // bearer token
+  // Between attempts: from min, doubling to max, jittered within
+  // [backoff/2, backoff]; back to min after a session that got a Welcome.
+  absl::Duration reconnect_min_backoff = absl::Milliseconds(100);
+  absl::Duration reconnect_max_backoff = absl::Seconds(10);
+  // Bounds of one AgentBatch: at most this many messages, and no more
+  // messages once it holds this many bytes (a single larger message still
+  // goes, alone).
+  size_t max_batch_messages = 1000;
+  size_t max_batch_bytes = 1 << 20;
+  // Records session_up and session attempts. Not owned, never null; must
+  // outlive the session.
+  AgentMetricsRecorder* metrics = NullAgentMetrics();
+};
+
+class ControllerSession {
+ public:
+  struct Callbacks {
+    // The first message of every session after the Welcome: the inventory
+    // (a snapshot, or why there is none). Runs on the session thread with
+    // the queue locked, so it must not call Write() and must not block.
+    std::function<dispatch::v1::AgentMessage()> inventory;
+    // Messages to send again on every session, right after the inventory:
+    // the unsettled events. May be empty.
+    std::function<std::vector<dispatch::v1::AgentMessage>()> resend;
+    // A command, or a settled notice, from the controller. Run on the
+    // session thread, one at a time, in the controller's order; the stream
+    // is not read meanwhile, so they should not wait long.
+    std::function<void(dispatch::v1::Command command)> on_command;
+    std::function<void(const dispatch::v1::Settled& settled)> on_settled;
+  };
+
+  // `channel` reaches the controller (an in-process channel in all-in-one
+  // mode).
+  ControllerSession(ControllerSessionOptions options, Clock* clock,
+                    std::shared_ptr<grpc::ChannelInterface> channel, Callbacks callbacks);
+  ControllerSession(const ControllerSession&) = delete;
+  ControllerSession& operator=(const ControllerSession&) = delete;
+  // Stop()s.
+  ~ControllerSession();
+
+  // Starts the session, writer and heartbeat threads; after Stop(), starts
+  // nothing. REQUIRES: called at most once.
+  void Start();
+  // Cancels the session and joins the threads (waiting for a callback in
+  // progress, if any). Unsent messages are dropped. Idempotent.
+  void Stop();
+
+  // Queues `message` for the current session, behind every message queued
+  // before it. Returns false (dropped) when no session is up or its stream
+  // broke. Never blocks on I/O.
+  bool Write(dispatch::v1::AgentMessage message) ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // The stream is open: the Welcome arrived and the inventory is queued.
+  bool up() const ABSL_LOCKS_EXCLUDED(write_mu_);
+  // up(), and the session has been counted as opened; cleared as soon as
+  // the session starts to end. Lock-free.
+  bool ready() const { return ready_.load(); }
+
+ private:
+  using Stream =
+      grpc::ClientReaderWriter<dispatch::v1::AgentMessage, dispatch::v1::ControllerMessage>;
+
+  // Opens sessions until Stop(), with backoff between them.
+  void SessionLoop();
+  // Runs one session until it ends; true if it got as far as a Welcome.
+  bool RunSession();
+  void Handle(const dispatch::v1::ControllerMessage& message);
+  // Sends heartbeats and watches for a silent controller.
+  void HeartbeatLoop();
+  // Drains the queue onto the stream.
+  void WriteLoop() ABSL_LOCKS_EXCLUDED(write_mu_);
+  bool stopping() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  const ControllerSessionOptions options_;
+  Clock* const clock_;
+  const std::unique_ptr<dispatch::v1::AgentSession::Stub> stub_;
+  const Callbacks callbacks_;
+
+  // Lock order: write_mu_ before mu_ when both are held.
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+
+  // The live session, as the writer and the watchdog see it.
+  mutable absl::Mutex write_mu_;
+  Stream* stream_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  std::deque<dispatch::v1::AgentMessage> outgoing_ ABSL_GUARDED_BY(write_mu_);
+  bool peer_reads_batches_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(write_mu_) = false;       // a write is in flight
+  bool write_failed_ ABSL_GUARDED_BY(write_mu_) = false;  // this session's stream broke
+  bool writer_stop_ ABSL_GUARDED_BY(write_mu_) = false;
+
+  std::atomic<int64_t> last_heard_ns_{0};
+  std::atomic<int64_t> heartbeat_period_ns_{0};
+  std::atomic<bool> ready_{false};
+
+  absl::Mutex threads_mu_;  // serialises Start() and Stop()
+  bool started_ ABSL_GUARDED_BY(threads_mu_) = false;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);
+};
+
+}  // namespace agent
+}  // namespace dispatchd
+
+#endif  // DISPATCHD_AGENT_CONTROLLER_SESSION_H_
