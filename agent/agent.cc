@@ -92,6 +92,10 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
       clock_(clock),
       metrics_(options_.metrics != nullptr ? options_.metrics : NullAgentMetrics()),
       spool_(options_.events_dir),
+      emit_memory_(clock_),
+      file_requests_(&spool_, &emit_memory_, clock_,
+                     FileRequestsOptions{.event_namespace = options_.event_namespace,
+                                         .max_payload_bytes = options_.max_payload_bytes}),
       runner_(docker_, clock_,
               CommandRunnerOptions{.label_namespace = options_.label_namespace,
                                    .start_timeout = options_.start_timeout},
@@ -137,6 +141,13 @@ ControllerSession::Callbacks Agent::SessionCallbacks() {
     commands_.push_back(std::move(command));
   };
   callbacks.on_settled = [this](const dispatch::v1::Settled& settled) { HandleSettled(settled); };
+  // Small file operations (a write and fsync, a listing): answered inline.
+  callbacks.on_file_request = [this](const dispatch::v1::ControllerMessage& request) {
+    AgentMessage answer = request.has_write_event()
+                              ? file_requests_.Handle(request.write_event())
+                              : file_requests_.Handle(request.dead_letter_request());
+    session_.Write(std::move(answer));
+  };
   return callbacks;
 }
 

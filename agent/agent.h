@@ -37,6 +37,8 @@
 #include "agent/command_runner.h"
 #include "agent/controller_session.h"
 #include "agent/docker_api.h"
+#include "agent/emit_memory.h"
+#include "agent/file_requests.h"
 #include "agent/inventory.h"
 #include "agent/spool.h"
 #include "agent/watcher.h"
@@ -130,6 +132,8 @@ class Agent {
   // options_.metrics, or a recorder that drops everything: never null.
   AgentMetricsRecorder* const metrics_;
   Spool spool_;
+  EmitMemory emit_memory_;
+  FileRequests file_requests_;  // Emit writes and dead-letter calls
   CommandRunner runner_;
   // Outgoing messages go through session_.Write(), in order; the inventory
   // is always the first message of a session (see controller_session.h).

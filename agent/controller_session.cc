@@ -152,7 +152,15 @@ void ControllerSession::SessionLoop() {
     if (had_session) backoff = options_.reconnect_min_backoff;
     const absl::Duration wait = absl::Nanoseconds(absl::Uniform<int64_t>(
         bitgen_, absl::ToInt64Nanoseconds(backoff) / 2, absl::ToInt64Nanoseconds(backoff) + 1));
-    backoff = std::min(backoff * 2, options_.reconnect_max_backoff);
+    // Once a controller has named its heartbeat period, try at least once
+    // per period: a restarted controller holds events for 3 periods while
+    // the agents of its previous run come back.
+    absl::Duration cap = options_.reconnect_max_backoff;
+    if (const int64_t period_ns = heartbeat_period_ns_.load(); period_ns > 0) {
+      cap = std::max(options_.reconnect_min_backoff,
+                     std::min(cap, absl::Nanoseconds(period_ns)));
+    }
+    backoff = std::min(backoff * 2, cap);
     clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + wait);
   }
 }
@@ -239,6 +247,10 @@ void ControllerSession::Handle(const ControllerMessage& message) {
       for (const ControllerMessage& m : message.batch().messages()) {
         if (!m.has_batch()) Handle(m);  // a batch never nests
       }
+      break;
+    case ControllerMessage::kWriteEvent:
+    case ControllerMessage::kDeadLetterRequest:
+      if (callbacks_.on_file_request) callbacks_.on_file_request(message);
       break;
     case ControllerMessage::kCommand:
       if (callbacks_.on_command) callbacks_.on_command(message.command());

@@ -61,6 +61,8 @@ struct ControllerSessionOptions {
   std::string token;  // bearer token
   // Between attempts: from min, doubling to max, jittered within
   // [backoff/2, backoff]; back to min after a session that got a Welcome.
+  // Once a Welcome named a heartbeat period, never more than that period,
+  // so the agent is back within a restarted controller's start-up grace.
   absl::Duration reconnect_min_backoff = absl::Milliseconds(100);
   absl::Duration reconnect_max_backoff = absl::Seconds(10);
   // Bounds of one AgentBatch: at most this many messages, and no more
@@ -88,6 +90,9 @@ class ControllerSession {
     // is not read meanwhile, so they should not wait long.
     std::function<void(dispatch::v1::Command command)> on_command;
     std::function<void(const dispatch::v1::Settled& settled)> on_settled;
+    // An API request the agent answers from its files (an emitted event to
+    // write, a dead-letter call); same thread and order as the others.
+    std::function<void(const dispatch::v1::ControllerMessage& request)> on_file_request;
   };
 
   // `channel` reaches the controller (an in-process channel in all-in-one

@@ -538,6 +538,30 @@ TEST_F(ControllerSessionTest, RetriesARefusedSessionWithGrowingBackoff) {
       1);
 }
 
+// After a controller named its heartbeat period, the agent tries again at
+// least once per period however long the controller stays away.
+TEST_F(ControllerSessionTest, RetriesAtLeastOncePerHeartbeatPeriodOnceKnown) {
+  controller_.SetWelcome(/*heartbeat_period_ms=*/300, /*accepts_batches=*/true);
+  ControllerSession& session = MakeSession({.reconnect_min_backoff = absl::Milliseconds(100),
+                                            .reconnect_max_backoff = absl::Seconds(10),
+                                            .metrics = &metrics_});
+  session.Start();
+  controller_.AwaitMessages(0, 1);
+  controller_.Refuse(4);
+  controller_.EndSession();
+  ASSERT_TRUE(AwaitUp(false));
+  // Waits of at most 100, 200, then 300 ms (the period), not 400 and 800.
+  size_t sessions = 1;
+  for (absl::Duration backoff : {absl::Milliseconds(100), absl::Milliseconds(200),
+                                 absl::Milliseconds(300), absl::Milliseconds(300),
+                                 absl::Milliseconds(300)}) {
+    ASSERT_TRUE(AwaitClockWaiters(2));
+    clock_.Advance(backoff);
+    ASSERT_EQ(controller_.AwaitSessions(++sessions).size(), sessions);
+  }
+  ASSERT_TRUE(AwaitUp(true));
+}
+
 TEST_F(ControllerSessionTest, HeartbeatsCarryTheClocksTime) {
   controller_.SetWelcome(/*heartbeat_period_ms=*/1000, /*accepts_batches=*/true);
   MakeSession().Start();

@@ -254,19 +254,19 @@ int Run(const DispatchdOptions& options) {
         return 2;
       }
       // The agent retries its session on its own schedule (AgentOptions'
-      // reconnect backoff, 100 ms doubling to 10 s); gRPC's channel would
-      // otherwise add its own (1 s growing 1.6x per attempt), during which
-      // every attempt fails at once with the last error. After a controller
-      // restart that kept agents away past the controller's start-up grace,
-      // so events were routed before their subscribers' agents were back.
+      // reconnect backoff, 100 ms doubling, at most one heartbeat period);
+      // gRPC's channel would otherwise add its own (1 s growing 1.6x per
+      // attempt, up to 2 min), during which every attempt fails at once
+      // with the last error. After a controller restart that kept agents
+      // away past the controller's start-up grace, so events were routed
+      // before their subscribers' agents were back. The channel reconnects
+      // at least once a second, so it is never the one that waits longer.
       const agent::AgentOptions agent_defaults;
       grpc::ChannelArguments channel_args;
       channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                           static_cast<int>(absl::ToInt64Milliseconds(
                               agent_defaults.reconnect_min_backoff)));
-      channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                          static_cast<int>(absl::ToInt64Milliseconds(
-                              agent_defaults.reconnect_max_backoff)));
+      channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
       channel = grpc::CreateCustomChannel(options.controller, *credentials, channel_args);
     }
     agent::AgentOptions agent_options;
