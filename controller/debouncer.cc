@@ -14,6 +14,13 @@ absl::Time Debouncer::WouldDeliverAt(const std::string& key, absl::Duration peri
   return std::max(now, std::min(state.last_delivery + period, now + period));
 }
 
+std::optional<std::pair<Debouncer::Item, absl::Time>> Debouncer::PendingOf(
+    const std::string& key) const {
+  auto it = keys_.find(key);
+  if (it == keys_.end() || !it->second.pending.has_value()) return std::nullopt;
+  return std::make_pair(*it->second.pending, it->second.deliver_at);
+}
+
 Debouncer::Decision Debouncer::Offer(const std::string& key, absl::Duration period, Item item,
                                      absl::Time now) {
   ExpireIdle(now);

@@ -83,6 +83,9 @@ class Debouncer {
   // explaining what an event would do.
   absl::Time WouldDeliverAt(const std::string& key, absl::Duration period, absl::Time now) const;
 
+  // The pending item of `key` and when it is due, if any.
+  std::optional<std::pair<Item, absl::Time>> PendingOf(const std::string& key) const;
+
   // Number of pending items.
   size_t pending() const { return deadlines_.size(); }
 

@@ -360,9 +360,14 @@ TEST(DebouncerWouldDeliverAtTest, AnswersWhatOfferWouldDoWithoutChangingIt) {
             t0 + absl::Milliseconds(1000));
   EXPECT_EQ(d.WouldDeliverAt("k", absl::ZeroDuration(), t0 + absl::Milliseconds(1)),
             t0 + absl::Milliseconds(1));
+  EXPECT_EQ(d.PendingOf("k"), std::nullopt);
   // The answer matches what Offer then decides.
   const absl::Time asked = d.WouldDeliverAt("k", period, t0 + absl::Milliseconds(900));
   EXPECT_EQ(d.Offer("k", period, 2, t0 + absl::Milliseconds(900)).deliver_at, asked);
+  auto pending = d.PendingOf("k");
+  ASSERT_TRUE(pending.has_value());
+  EXPECT_EQ(pending->first, 2u);
+  EXPECT_EQ(pending->second, asked);
 }
 
 }  // namespace

@@ -59,6 +59,7 @@ std::unique_ptr<WatchHub::Watcher> WatchHub::Subscribe(WatchFilter filter, size_
     absl::MutexLock lock(&mu_);
     state->closed = closed_;
     if (!closed_) watchers_.push_back(state);
+    count_.store(watchers_.size(), std::memory_order_relaxed);
   }
   return std::unique_ptr<Watcher>(new Watcher(this, state));
 }
@@ -66,6 +67,7 @@ std::unique_ptr<WatchHub::Watcher> WatchHub::Subscribe(WatchFilter filter, size_
 void WatchHub::Unsubscribe(const std::shared_ptr<Watcher::State>& state) {
   absl::MutexLock lock(&mu_);
   watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), state), watchers_.end());
+  count_.store(watchers_.size(), std::memory_order_relaxed);
 }
 
 void WatchHub::Publish(dispatch::v1::WatchUpdate update) {
@@ -98,6 +100,7 @@ void WatchHub::Close() {
     absl::MutexLock lock(&mu_);
     closed_ = true;
     watchers.swap(watchers_);
+    count_.store(0, std::memory_order_relaxed);
     for (const auto& w : watchers) w->closed = true;
   }
   for (const auto& w : watchers) {

@@ -13,6 +13,7 @@
 #ifndef DISPATCHD_CONTROLLER_WATCH_HUB_H_
 #define DISPATCHD_CONTROLLER_WATCH_HUB_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -82,6 +83,8 @@ class WatchHub {
   void Close();
 
   size_t watchers() const;
+  // Lock-free: whether building an update is worth it at all.
+  bool has_watchers() const { return count_.load(std::memory_order_relaxed) > 0; }
   // Updates published so far.
   uint64_t published() const;
 
@@ -92,6 +95,7 @@ class WatchHub {
   std::vector<std::shared_ptr<Watcher::State>> watchers_ ABSL_GUARDED_BY(mu_);
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<size_t> count_{0};  // watchers_.size()
 };
 
 }  // namespace controller

@@ -68,11 +68,14 @@ TEST(WatchHubTest, AWatcherThatNeverReadsOverflowsAndOthersGoOn) {
 
 TEST(WatchHubTest, UnsubscribesOnDestructionAndCloseEndsWatchers) {
   WatchHub hub;
+  EXPECT_FALSE(hub.has_watchers());
   {
     auto gone = hub.Subscribe({}, 0, nullptr);
     EXPECT_EQ(hub.watchers(), 1u);
+    EXPECT_TRUE(hub.has_watchers());
   }
   EXPECT_EQ(hub.watchers(), 0u);
+  EXPECT_FALSE(hub.has_watchers());
   bool woken = false;
   auto watcher = hub.Subscribe({}, 0, [&woken] { woken = true; });
   hub.Close();
