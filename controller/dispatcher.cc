@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "controller/command_builder.h"
 #include "nlohmann/json.hpp"
 #include "sinks/retry_strategy.h"
 
@@ -414,23 +415,11 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     }
     if (agent->second.link == nullptr) return;  // away: pumped again when it is back
     const EventRecord& event = record->second;
-    const contract::Subscription& sub = *current->subscription;
     const uint64_t command_id = next_command_id_++;
     ControllerMessage message;
-    dispatch::v1::Command* command = message.mutable_command();
-    command->set_command_id(command_id);
-    command->set_event_id(event.event.event_id());
-    command->set_container_id(to.container_id);
-    for (const std::string& arg : sub.argv) command->add_argv(arg);
-    command->set_start_container(sub.start == contract::StartPolicy::kStartIfStopped);
-    command->add_env(absl::StrCat("DISPATCH_EVENT_ID=", event.event.event_id()));
-    command->add_env(absl::StrCat("DISPATCH_EVENT_HOST=", event.origin_host));
-    command->add_env(absl::StrCat("DISPATCH_EVENT_PATH=", event.event.key()));
-    const std::string& payload = event.event.payload();
-    if (payload.size() <= options_.max_env_payload_bytes &&
-        payload.find('\0') == std::string::npos) {
-      command->add_env(absl::StrCat("DISPATCH_EVENT_PAYLOAD=", payload));
-    }
+    *message.mutable_command() = BuildCommand(command_id, event.event, event.origin_host, to,
+                                              *current->subscription,
+                                              options_.max_env_payload_bytes);
     lane.in_flight = true;
     lane.command_id = command_id;
     lane.sent_at = clock_->Now();

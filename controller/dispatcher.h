@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "controller/debouncer.h"
+#include "controller/recipient.h"
 #include "controller/dispatcher_metrics.h"
 #include "controller/subscription_index.h"
 #include "proto/dispatch/v1/session.pb.h"
@@ -164,14 +165,6 @@ class Dispatcher {
     bool failed = false;  // some subscription exhausted its retries
     bool no_subscribers = false;
     std::vector<std::string> errors;
-  };
-  // Who a delivery goes to. The subscription itself is looked up again
-  // when the delivery is sent (level-triggered), so it is not kept here.
-  struct Recipient {
-    std::string agent_id;
-    std::string container_id;
-    std::string container_name;  // as last seen: for logs and dead-letter notes
-    std::string event_id;
   };
   struct Delivery {
     uint64_t event_seq = 0;
