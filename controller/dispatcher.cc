@@ -51,6 +51,7 @@ absl::string_view DeliveryOutcomeName(DeliveryOutcome outcome) {
 Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
     : options_(std::move(options)),
       clock_(clock),
+      metrics_(options_.metrics != nullptr ? options_.metrics : NoDispatcherMetrics()),
       started_at_(clock->Now()),
       index_(options_.label_namespace) {}
 
@@ -293,7 +294,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   }
   if (by_key_.count(key) != 0) {
     ++stats_.events_duplicate;
-    if (options_.metrics != nullptr) options_.metrics->RecordEventDuplicate();
+    metrics_->RecordEventDuplicate();
     return;
   }
   const uint64_t seq = next_event_seq_++;
@@ -304,7 +305,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   record.event = event;
   by_key_[key] = seq;
   ++stats_.events_observed;
-  if (options_.metrics != nullptr) options_.metrics->RecordEventObserved();
+  metrics_->RecordEventObserved();
   if (options_.forward != nullptr) {
     // Forwarding is done once the destinations' queues took the event; the
     // file is not settled before that.
@@ -377,7 +378,7 @@ void Dispatcher::Route(uint64_t seq) {
 void Dispatcher::Enqueue(const std::string& key, Delivery delivery) {
   Lane& lane = lanes_[key];
   delivery.ready_at = clock_->Now();
-  if (options_.metrics != nullptr) options_.metrics->RecordWorkQueueAdd();
+  metrics_->RecordWorkQueueAdd();
   lane.queue.push_back(std::move(delivery));
   if (!lane.in_flight && !lane.retry_at.has_value()) PumpLane(key);
 }
@@ -425,10 +426,8 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     lane.sent_at = clock_->Now();
     in_flight_[command_id] = InFlight{lane_key, to.agent_id};
     ++stats_.commands_sent;
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordCommandSent();
-      options_.metrics->ObserveQueueDuration(lane.sent_at - front.ready_at);
-    }
+    metrics_->RecordCommandSent();
+    metrics_->ObserveQueueDuration(lane.sent_at - front.ready_at);
     if (*current->container_name != to.container_name) {
       front.recipient.container_name = *current->container_name;  // renamed
     }
@@ -469,10 +468,8 @@ void Dispatcher::RetryFront(const std::string& lane_key, const std::string& erro
   front.ready_at = at;
   retry_timers_.insert({at, lane_key});
   ++stats_.retries;
-  if (options_.metrics != nullptr) {
-    options_.metrics->RecordRetry();
-    options_.metrics->RecordWorkQueueAdd();
-  }
+  metrics_->RecordRetry();
+  metrics_->RecordWorkQueueAdd();
   LOG(WARNING) << "delivery of " << front.recipient.event_id << " to "
                << front.recipient.container_name << " failed (attempt " << front.attempts << "/"
                << options_.max_attempts << "): " << error << "; retrying at "
@@ -506,13 +503,11 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
     auto record = events_.find(lane->second.queue.front().event_seq);
     if (record != events_.end()) observed_unix_nanos = record->second.event.observed_unix_nanos();
   }
-  if (options_.metrics != nullptr) {
-    options_.metrics->ObserveWorkDuration(clock_->Now() - lane->second.sent_at);
-    if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
-        observed_unix_nanos != 0) {
-      options_.metrics->ObserveDeliveryLatency(
-          absl::Nanoseconds(result.exec_start_sent_unix_nanos() - observed_unix_nanos));
-    }
+  metrics_->ObserveWorkDuration(clock_->Now() - lane->second.sent_at);
+  if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
+      observed_unix_nanos != 0) {
+    metrics_->ObserveDeliveryLatency(
+        absl::Nanoseconds(result.exec_start_sent_unix_nanos() - observed_unix_nanos));
   }
   switch (result.outcome()) {
     case CommandResult::DELIVERED: {
@@ -552,10 +547,8 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
 }
 
 void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit) {
-  if (options_.metrics != nullptr) {
-    options_.metrics->RecordExecExit(exit.error().empty(), exit.exit_code(),
-                                     absl::Milliseconds(exit.duration_ms()));
-  }
+  metrics_->RecordExecExit(exit.error().empty(), exit.exit_code(),
+                           absl::Milliseconds(exit.duration_ms()));
   if (!exit.error().empty()) {
     LOG(WARNING) << "agent " << agent_id << ": exit of command " << exit.command_id()
                  << " unknown: " << exit.error();
@@ -573,7 +566,7 @@ void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1:
 void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                          const std::string& detail) {
   ++stats_.deliveries[outcome];
-  if (options_.metrics != nullptr) options_.metrics->RecordDelivery(outcome);
+  metrics_->RecordDelivery(outcome);
   auto it = events_.find(event_seq);
   if (it == events_.end()) return;
   EventRecord& record = it->second;
@@ -616,24 +609,18 @@ void Dispatcher::Settle(EventRecord& record) {
     };
     settled.set_error_json(note.dump(2));
     ++stats_.events_settled_dead_letter;
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordEventSettled(SettleOutcome::kDeadLettered);
-    }
+    metrics_->RecordEventSettled(SettleOutcome::kDeadLettered);
     LOG(ERROR) << "event " << record.event.event_id() << " goes to the dead-letter directory";
   } else {
     settled.set_disposition(Settled::DELETE);
     if (record.no_subscribers) {
       ++stats_.events_settled_no_subscribers;
-      if (options_.metrics != nullptr) {
-        options_.metrics->RecordEventSettled(SettleOutcome::kNoSubscribers);
-      }
+      metrics_->RecordEventSettled(SettleOutcome::kNoSubscribers);
       LOG(INFO) << "event " << record.event.event_id() << " (" << record.event.key()
                 << ") has no subscribers";
     } else {
       ++stats_.events_settled_delivered;
-      if (options_.metrics != nullptr) {
-        options_.metrics->RecordEventSettled(SettleOutcome::kDelivered);
-      }
+      metrics_->RecordEventSettled(SettleOutcome::kDelivered);
     }
   }
   const EventKey key{record.origin_agent, record.event.key(), record.event.generation()};

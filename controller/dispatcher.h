@@ -74,9 +74,10 @@ struct DispatcherOptions {
   // Every observed event is written here once, when first seen (forwarding
   // destinations). Must not block: a Queue per destination. May be null.
   std::shared_ptr<sinks::Sink> forward;
-  // Prometheus metrics, updated as things happen. May be null; must outlive
-  // the Dispatcher. (Gauges: ExportDispatcherGauges.)
-  DispatcherMetrics* metrics = nullptr;
+  // Metrics (normally a DispatcherMetrics), updated as things happen. Null
+  // records nothing; otherwise must outlive the Dispatcher. (Gauges:
+  // ExportDispatcherGauges.)
+  DispatcherMetricsRecorder* metrics = nullptr;
 };
 
 // An agent as the public API shows it.
@@ -225,6 +226,8 @@ class Dispatcher {
 
   const DispatcherOptions options_;
   Clock* const clock_;
+  // options_.metrics, or NoDispatcherMetrics(): never null.
+  DispatcherMetricsRecorder* const metrics_;
   const absl::Time started_at_;
 
   mutable absl::Mutex mu_;
