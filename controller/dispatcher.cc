@@ -10,7 +10,6 @@
 #include "common/logging.h"
 #include "controller/command_builder.h"
 #include "nlohmann/json.hpp"
-#include "sinks/retry_strategy.h"
 
 namespace dispatchd {
 namespace controller {
@@ -53,7 +52,10 @@ Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
       clock_(clock),
       metrics_(options_.metrics != nullptr ? options_.metrics : NoDispatcherMetrics()),
       started_at_(clock->Now()),
-      index_(options_.label_namespace) {}
+      index_(options_.label_namespace),
+      queue_(DeliveryQueueOptions{.min_backoff = options_.retry_min_backoff,
+                                  .max_backoff = options_.retry_max_backoff,
+                                  .max_attempts = options_.max_attempts}) {}
 
 Dispatcher::~Dispatcher() { Stop(); }
 
@@ -139,19 +141,7 @@ void Dispatcher::AgentDisconnected(const std::string& agent_id, AgentLink* link)
   Wake();
   // Commands in flight to that agent may never be answered: send them again
   // once it is back (at-least-once), without spending their retry budget.
-  std::vector<std::string> lanes;
-  std::vector<uint64_t> commands;
-  for (const auto& [command_id, f] : in_flight_) {
-    if (f.agent_id == agent_id) {
-      lanes.push_back(f.lane);
-      commands.push_back(command_id);
-    }
-  }
-  for (uint64_t command_id : commands) in_flight_.erase(command_id);
-  for (const std::string& lane_key : lanes) {
-    auto lane = lanes_.find(lane_key);
-    if (lane != lanes_.end()) lane->second.in_flight = false;
-  }
+  queue_.AbandonAgent(agent_id);
 }
 
 absl::Duration Dispatcher::AwayGrace() const {
@@ -159,17 +149,8 @@ absl::Duration Dispatcher::AwayGrace() const {
 }
 
 void Dispatcher::PumpAgentLanes(const std::string& agent_id) {
-  std::vector<std::string> keys;
-  for (const auto& [key, lane] : lanes_) {
-    if (!lane.queue.empty() && lane.queue.front().recipient.agent_id == agent_id) {
-      keys.push_back(key);
-    }
-  }
-  for (const std::string& key : keys) {
-    auto lane = lanes_.find(key);
-    if (lane == lanes_.end()) continue;
-    lane->second.retry_at.reset();
-    PumpLane(key);
+  for (const std::string& key : queue_.LanesTo(agent_id)) {
+    if (queue_.ClearRetry(key)) PumpLane(key);
   }
 }
 
@@ -376,33 +357,22 @@ void Dispatcher::Route(uint64_t seq) {
 }
 
 void Dispatcher::Enqueue(const std::string& key, Delivery delivery) {
-  Lane& lane = lanes_[key];
-  delivery.ready_at = clock_->Now();
   metrics_->RecordWorkQueueAdd();
-  lane.queue.push_back(std::move(delivery));
-  if (!lane.in_flight && !lane.retry_at.has_value()) PumpLane(key);
+  if (queue_.Add(key, std::move(delivery), clock_->Now())) PumpLane(key);
 }
 
 void Dispatcher::PumpLane(const std::string& lane_key) {
   while (true) {
-    auto it = lanes_.find(lane_key);
-    if (it == lanes_.end()) return;
-    Lane& lane = it->second;
-    if (lane.in_flight) return;
-    if (lane.queue.empty()) {
-      lanes_.erase(it);
-      return;
-    }
-    if (lane.retry_at.has_value() && *lane.retry_at > clock_->Now()) return;
-    lane.retry_at.reset();
-    Delivery& front = lane.queue.front();
-    auto record = events_.find(front.event_seq);
+    const absl::Time now = clock_->Now();
+    Delivery* front = queue_.Ready(lane_key, now);
+    if (front == nullptr) return;  // in flight, waiting for a retry, or empty
+    auto record = events_.find(front->event_seq);
     if (record == events_.end()) {  // cannot happen: records outlive their deliveries
-      lane.queue.pop_front();
+      queue_.Finish(lane_key);
       continue;
     }
     // Level-triggered: deliver what the container's labels say now.
-    const Recipient& to = front.recipient;
+    const Recipient& to = front->recipient;
     std::optional<TargetRef> current = index_.FindRef(to.agent_id, to.container_id, to.event_id);
     if (!current.has_value()) {
       FinishFront(lane_key, DeliveryOutcome::kSkippedUnsubscribed,
@@ -416,20 +386,16 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     }
     if (agent->second.link == nullptr) return;  // away: pumped again when it is back
     const EventRecord& event = record->second;
-    const uint64_t command_id = next_command_id_++;
+    const uint64_t command_id = queue_.MarkSent(lane_key, to.agent_id, now);
     ControllerMessage message;
     *message.mutable_command() = BuildCommand(command_id, event.event, event.origin_host, to,
                                               *current->subscription,
                                               options_.max_env_payload_bytes);
-    lane.in_flight = true;
-    lane.command_id = command_id;
-    lane.sent_at = clock_->Now();
-    in_flight_[command_id] = InFlight{lane_key, to.agent_id};
     ++stats_.commands_sent;
     metrics_->RecordCommandSent();
-    metrics_->ObserveQueueDuration(lane.sent_at - front.ready_at);
+    metrics_->ObserveQueueDuration(now - front->ready_at);
     if (*current->container_name != to.container_name) {
-      front.recipient.container_name = *current->container_name;  // renamed
+      front->recipient.container_name = *current->container_name;  // renamed
     }
     agent->second.link->Send(std::move(message));
     return;
@@ -438,72 +404,45 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
 
 void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
                              const std::string& detail) {
-  auto it = lanes_.find(lane_key);
-  if (it == lanes_.end() || it->second.queue.empty()) return;
-  Lane& lane = it->second;
-  Delivery delivery = std::move(lane.queue.front());
-  lane.queue.pop_front();
-  lane.in_flight = false;
-  lane.retry_at.reset();
-  Resolve(delivery.event_seq, delivery.recipient, outcome, detail);
+  std::optional<Delivery> delivery = queue_.Finish(lane_key);
+  if (!delivery.has_value()) return;
+  Resolve(delivery->event_seq, delivery->recipient, outcome, detail);
   PumpLane(lane_key);
 }
 
 void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error) {
-  auto it = lanes_.find(lane_key);
-  if (it == lanes_.end() || it->second.queue.empty()) return;
-  Lane& lane = it->second;
-  Delivery& front = lane.queue.front();
-  lane.in_flight = false;
-  ++front.attempts;
-  front.last_error = error;
-  if (front.attempts >= options_.max_attempts) {
-    FinishFront(lane_key,
-                DeliveryOutcome::kFailed,
-                absl::StrCat("gave up after ", front.attempts, " attempts: ", error));
-    return;
+  const DeliveryQueue::RetryPlan plan = queue_.Retry(lane_key, error, clock_->Now());
+  switch (plan.verdict) {
+    case DeliveryQueue::RetryPlan::Verdict::kNoLane:
+      return;
+    case DeliveryQueue::RetryPlan::Verdict::kBudgetExhausted:
+      FinishFront(lane_key, DeliveryOutcome::kFailed,
+                  absl::StrCat("gave up after ", plan.delivery->attempts, " attempts: ", error));
+      return;
+    case DeliveryQueue::RetryPlan::Verdict::kScheduled:
+      break;
   }
-  const absl::Time at = clock_->Now() + Backoff(front.attempts);
-  lane.retry_at = at;
-  front.ready_at = at;
-  retry_timers_.insert({at, lane_key});
   ++stats_.retries;
   metrics_->RecordRetry();
   metrics_->RecordWorkQueueAdd();
+  const Delivery& front = *plan.delivery;
   LOG(WARNING) << "delivery of " << front.recipient.event_id << " to "
                << front.recipient.container_name << " failed (attempt " << front.attempts << "/"
-               << options_.max_attempts << "): " << error << "; retrying at "
-               << Rfc3339(at);
+               << options_.max_attempts << "): " << error << "; retrying at " << Rfc3339(plan.at);
   Wake();
 }
 
-absl::Duration Dispatcher::Backoff(int attempts) {
-  // Full jitter below a ceiling that doubles from the minimum and saturates
-  // at the maximum: the same computation as the sinks' ExponentialBackoff.
-  const absl::Duration bound =
-      sinks::FullJitterBound(absl::ZeroDuration(), options_.retry_min_backoff,
-                              options_.retry_max_backoff, static_cast<uint64_t>(attempts));
-  return sinks::FullJitter(bound, [this](int64_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return absl::Uniform<int64_t>(bitgen_, 0, n);  // called below, with mu_ held
-  });
-}
-
 void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& result) {
-  auto f = in_flight_.find(result.command_id());
-  if (f == in_flight_.end() || f->second.agent_id != agent_id) return;  // stale answer
-  const std::string lane_key = f->second.lane;
-  in_flight_.erase(f);
-  auto lane = lanes_.find(lane_key);
-  if (lane == lanes_.end() || !lane->second.in_flight ||
-      lane->second.command_id != result.command_id()) {
-    return;
-  }
+  std::optional<DeliveryQueue::Answered> answered =
+      queue_.TakeAnswered(result.command_id(), agent_id);
+  if (!answered.has_value()) return;  // stale answer
+  const std::string& lane_key = answered->key;
   int64_t observed_unix_nanos = 0;
-  if (!lane->second.queue.empty()) {
-    auto record = events_.find(lane->second.queue.front().event_seq);
+  if (answered->delivery != nullptr) {
+    auto record = events_.find(answered->delivery->event_seq);
     if (record != events_.end()) observed_unix_nanos = record->second.event.observed_unix_nanos();
   }
-  metrics_->ObserveWorkDuration(clock_->Now() - lane->second.sent_at);
+  metrics_->ObserveWorkDuration(clock_->Now() - answered->sent_at);
   if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
       observed_unix_nanos != 0) {
     metrics_->ObserveDeliveryLatency(
@@ -646,15 +585,7 @@ absl::Time Dispatcher::Poll() {
     debounce_targets_.erase(target);
     Enqueue(due.key, std::move(delivery));
   }
-  while (!retry_timers_.empty() && retry_timers_.begin()->first <= now) {
-    const std::string lane_key = retry_timers_.begin()->second;
-    retry_timers_.erase(retry_timers_.begin());
-    auto lane = lanes_.find(lane_key);
-    if (lane == lanes_.end()) continue;
-    if (lane->second.retry_at.has_value() && *lane->second.retry_at > now) continue;
-    lane->second.retry_at.reset();
-    PumpLane(lane_key);
-  }
+  while (std::optional<std::string> lane_key = queue_.PopDueRetry(now)) PumpLane(*lane_key);
   ExpireAwayAgents(now);
   if (!held_.empty()) RouteHeld();  // the start-up grace may have ended
   const absl::Duration silence_limit = options_.heartbeat_period * options_.missed_heartbeats;
@@ -680,7 +611,7 @@ absl::Time Dispatcher::Poll() {
     if (state.away_since.has_value()) next = std::min(next, *state.away_since + AwayGrace());
   }
   if (auto d = debouncer_.NextDeadline(); d.has_value()) next = std::min(next, *d);
-  if (!retry_timers_.empty()) next = std::min(next, retry_timers_.begin()->first);
+  if (auto d = queue_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   return next;
 }
 
@@ -692,9 +623,7 @@ DispatcherStats Dispatcher::stats() const {
   stats.debounce_pending = debouncer_.pending();
   for (const auto& [id, state] : agents_) stats.agents_connected += state.link != nullptr ? 1 : 0;
   for (const auto& [id, state] : agents_) stats.agents_fresh += state.fresh ? 1 : 0;
-  for (const auto& [key, lane] : lanes_) {
-    stats.deliveries_queued += lane.queue.size() - (lane.in_flight && !lane.queue.empty() ? 1 : 0);
-  }
+  stats.deliveries_queued = queue_.depth();
   stats.subscriptions_valid = index_.subscription_count();
   stats.subscriptions_invalid = index_.invalid_count();
   return stats;

@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "controller/debouncer.h"
+#include "controller/delivery_queue.h"
 #include "controller/recipient.h"
 #include "controller/dispatcher_metrics.h"
 #include "controller/subscription_index.h"
@@ -167,21 +168,6 @@ class Dispatcher {
     bool no_subscribers = false;
     std::vector<std::string> errors;
   };
-  struct Delivery {
-    uint64_t event_seq = 0;
-    Recipient recipient;
-    int attempts = 0;
-    std::string last_error;
-    absl::Time ready_at = absl::InfinitePast();  // last (re)entry into the work queue
-  };
-  // Per (event id, agent, container): FIFO of deliveries, one in flight.
-  struct Lane {
-    std::deque<Delivery> queue;
-    bool in_flight = false;
-    uint64_t command_id = 0;      // of the delivery in flight
-    absl::Time sent_at;           // when that command was sent
-    std::optional<absl::Time> retry_at;  // front delivery waits until then
-  };
   struct AgentState {
     AgentLink* link = nullptr;
     std::string host;
@@ -191,10 +177,6 @@ class Dispatcher {
     std::optional<absl::Time> away_since;
     absl::Time last_heard;
     absl::Time last_heartbeat_sent;
-  };
-  struct InFlight {
-    std::string lane;
-    std::string agent_id;
   };
 
   // One message that is not a batch.
@@ -221,7 +203,6 @@ class Dispatcher {
   absl::Duration AwayGrace() const;
   void PumpAgentLanes(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAwayAgents(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Duration Backoff(int attempts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DispatcherOptions options_;
@@ -244,12 +225,8 @@ class Dispatcher {
   // Settled notices whose origin agent was away; re-sent when it re-sends the event.
   absl::flat_hash_map<EventKey, dispatch::v1::Settled> unacked_settled_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> held_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, Lane> lanes_ ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<absl::Time, std::string>> retry_timers_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  DeliveryQueue queue_ ABSL_GUARDED_BY(mu_);
   uint64_t next_event_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_command_id_ ABSL_GUARDED_BY(mu_) = 1;
-  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
   DispatcherStats stats_ ABSL_GUARDED_BY(mu_);
 
   // Poll thread.
