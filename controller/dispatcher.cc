@@ -51,8 +51,11 @@ Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
     : options_(std::move(options)),
       clock_(clock),
       metrics_(options_.metrics != nullptr ? options_.metrics : NoDispatcherMetrics()),
-      started_at_(clock->Now()),
       index_(options_.label_namespace),
+      agents_(AgentTableOptions{.heartbeat_period = options_.heartbeat_period,
+                                .missed_heartbeats = options_.missed_heartbeats,
+                                .startup_grace = options_.startup_grace},
+              clock->Now()),
       queue_(DeliveryQueueOptions{.min_backoff = options_.retry_min_backoff,
                                   .max_backoff = options_.retry_max_backoff,
                                   .max_attempts = options_.max_attempts}) {}
@@ -98,21 +101,14 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
                                 AgentLink* link) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
-  auto it = agents_.find(agent_id);
-  if (it != agents_.end() && it->second.link != nullptr && it->second.link != link) {
-    LOG(WARNING) << "agent " << agent_id << " opened a new session; closing the old one";
-    it->second.link->Close("replaced by a new session of the same agent");
-  }
-  AgentState& state = agents_[agent_id];
-  const bool was_away = state.link == nullptr && state.away_since.has_value();
   // An agent coming back keeps its containers in the index until its
   // snapshot replaces them; it is not fresh before that snapshot.
-  state.link = link;
-  state.host = host;
-  state.fresh = false;
-  state.away_since.reset();
-  state.last_heard = now;
-  state.last_heartbeat_sent = now;
+  const AgentTable::Connection connection = agents_.Connect(agent_id, host, link, now);
+  if (connection.replaced != nullptr) {
+    LOG(WARNING) << "agent " << agent_id << " opened a new session; closing the old one";
+    connection.replaced->Close("replaced by a new session of the same agent");
+  }
+  const bool was_away = connection.was_away;
   ControllerMessage welcome;
   welcome.mutable_welcome()->set_session_id(
       absl::StrCat(agent_id, "-", absl::ToUnixNanos(now)));
@@ -128,24 +124,16 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
 
 void Dispatcher::AgentDisconnected(const std::string& agent_id, AgentLink* link) {
   absl::MutexLock lock(&mu_);
-  auto it = agents_.find(agent_id);
-  if (it == agents_.end() || it->second.link != link) return;
   // Away, not gone: an agent that comes back within the grace period (about
   // `missed_heartbeats` periods) finds its deliveries waiting; events are
   // held meanwhile, since its containers may subscribe to them.
-  it->second.link = nullptr;
-  it->second.fresh = false;
-  it->second.away_since = clock_->Now();
+  if (!agents_.Disconnect(agent_id, link, clock_->Now())) return;
   LOG(WARNING) << "agent " << agent_id << " disconnected; holding events for up to "
-               << absl::FormatDuration(AwayGrace()) << " while it may come back";
+               << absl::FormatDuration(agents_.away_grace()) << " while it may come back";
   Wake();
   // Commands in flight to that agent may never be answered: send them again
   // once it is back (at-least-once), without spending their retry budget.
   queue_.AbandonAgent(agent_id);
-}
-
-absl::Duration Dispatcher::AwayGrace() const {
-  return options_.heartbeat_period * options_.missed_heartbeats;
 }
 
 void Dispatcher::PumpAgentLanes(const std::string& agent_id) {
@@ -155,18 +143,13 @@ void Dispatcher::PumpAgentLanes(const std::string& agent_id) {
 }
 
 void Dispatcher::ExpireAwayAgents(absl::Time now) {
-  std::vector<std::string> expired;
-  for (const auto& [id, state] : agents_) {
-    if (state.link == nullptr && state.away_since.has_value() &&
-        now - *state.away_since >= AwayGrace()) {
-      expired.push_back(id);
-    }
-  }
+  const std::vector<std::string> expired = agents_.ExpiredAway(now);
   for (const std::string& id : expired) {
-    agents_.erase(id);
+    agents_.Remove(id);
     index_.RemoveAgent(id);
     LOG(WARNING) << "agent " << id << " did not come back within "
-                 << absl::FormatDuration(AwayGrace()) << ": its containers leave the index";
+                 << absl::FormatDuration(agents_.away_grace())
+                 << ": its containers leave the index";
     PumpAgentLanes(id);  // their deliveries settle as unsubscribed
   }
   if (!expired.empty()) RouteHeld();
@@ -184,10 +167,8 @@ void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage&
 }
 
 void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMessage& message) {
-  auto agent = agents_.find(agent_id);
-  if (agent == agents_.end()) return;  // session already replaced or ended
-  AgentState& state = agent->second;
-  state.last_heard = clock_->Now();
+  const AgentTable::Agent* agent = agents_.Heard(agent_id, clock_->Now());
+  if (agent == nullptr) return;  // session already replaced or ended
   switch (message.msg_case()) {
     case AgentMessage::kHeartbeat:
     case AgentMessage::kHello:
@@ -197,9 +178,7 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
       std::vector<dispatch::v1::Container> containers(snapshot.containers().begin(),
                                                       snapshot.containers().end());
       index_.ReplaceAgentInventory(agent_id, containers);
-      state.seq = snapshot.seq();
-      const bool was_fresh = state.fresh;
-      state.fresh = true;
+      const bool was_fresh = agents_.AcceptSnapshot(agent_id, snapshot.seq());
       LOG(INFO) << "agent " << agent_id << " inventory: " << containers.size()
                 << " containers, " << index_.subscription_count() << " subscriptions, "
                 << index_.invalid_count() << " invalid";
@@ -208,14 +187,14 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
     }
     case AgentMessage::kInventoryDelta: {
       const auto& delta = message.inventory_delta();
-      if (delta.seq() <= state.seq) break;  // already covered by a snapshot
-      if (delta.seq() != state.seq + 1) {
-        LOG(WARNING) << "agent " << agent_id << " inventory delta " << delta.seq()
-                     << " after " << state.seq << ": holding events until its next snapshot";
-        state.fresh = false;
+      const uint64_t previous = agent->seq;
+      const AgentTable::DeltaOrder order = agents_.AcceptDelta(agent_id, delta.seq());
+      if (order == AgentTable::DeltaOrder::kCovered) break;  // already in a snapshot
+      if (order == AgentTable::DeltaOrder::kGap) {
+        LOG(WARNING) << "agent " << agent_id << " inventory delta " << delta.seq() << " after "
+                     << previous << ": holding events until its next snapshot";
         break;
       }
-      state.seq = delta.seq();
       for (const auto& c : delta.upserted()) {
         index_.UpsertContainer(agent_id, c);
         LOG(DEBUG) << "agent " << agent_id << " inventory " << delta.seq() << ": upserted "
@@ -229,14 +208,13 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
       break;
     }
     case AgentMessage::kInventoryStale:
-      if (state.fresh) {
+      if (agents_.MarkStale(agent_id)) {
         LOG(WARNING) << "agent " << agent_id << " inventory is stale ("
                      << message.inventory_stale().reason() << "): holding events";
       }
-      state.fresh = false;
       break;
     case AgentMessage::kEvent:
-      HandleEvent(agent_id, message.event());
+      HandleEvent(agent_id, *agent, message.event());
       break;
     case AgentMessage::kCommandResult:
       HandleResult(agent_id, message.command_result());
@@ -250,18 +228,9 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
   }
 }
 
-bool Dispatcher::AllAgentsFresh() const {
-  // Until the start-up grace has passed, agents of an earlier run may still
-  // be reconnecting: routing now could miss their subscribers.
-  if (clock_->Now() < started_at_ + options_.startup_grace) return false;
-  if (agents_.empty()) return false;
-  for (const auto& [id, state] : agents_) {
-    if (!state.fresh) return false;  // away agents are never fresh
-  }
-  return true;
-}
+bool Dispatcher::AllAgentsFresh() const { return agents_.AllFresh(clock_->Now()); }
 
-void Dispatcher::HandleEvent(const std::string& agent_id,
+void Dispatcher::HandleEvent(const std::string& agent_id, const AgentTable::Agent& agent,
                              const dispatch::v1::ObservedEvent& event) {
   const EventKey key{agent_id, event.key(), event.generation()};
   auto unacked = unacked_settled_.find(key);
@@ -269,7 +238,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
     // Settled while the agent was away: tell it again rather than re-dispatch.
     ControllerMessage message;
     *message.mutable_settled() = unacked->second;
-    agents_[agent_id].link->Send(std::move(message));
+    agent.link->Send(std::move(message));
     unacked_settled_.erase(unacked);
     return;
   }
@@ -282,7 +251,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   EventRecord& record = events_[seq];
   record.seq = seq;
   record.origin_agent = agent_id;
-  record.origin_host = agents_[agent_id].host;
+  record.origin_host = agent.host;
   record.event = event;
   by_key_[key] = seq;
   ++stats_.events_observed;
@@ -379,12 +348,12 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
                   "the container or its subscription is gone");
       return;
     }
-    auto agent = agents_.find(to.agent_id);
-    if (agent == agents_.end()) {
+    const AgentTable::Agent* agent = agents_.Find(to.agent_id);
+    if (agent == nullptr) {
       RetryFront(lane_key, absl::StrCat("agent ", to.agent_id, " is not connected"));
       return;
     }
-    if (agent->second.link == nullptr) return;  // away: pumped again when it is back
+    if (agent->link == nullptr) return;  // away: pumped again when it is back
     const EventRecord& event = record->second;
     const uint64_t command_id = queue_.MarkSent(lane_key, to.agent_id, now);
     ControllerMessage message;
@@ -397,7 +366,7 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     if (*current->container_name != to.container_name) {
       front->recipient.container_name = *current->container_name;  // renamed
     }
-    agent->second.link->Send(std::move(message));
+    agent->link->Send(std::move(message));
     return;
   }
 }
@@ -563,11 +532,11 @@ void Dispatcher::Settle(EventRecord& record) {
     }
   }
   const EventKey key{record.origin_agent, record.event.key(), record.event.generation()};
-  auto agent = agents_.find(record.origin_agent);
-  if (agent != agents_.end() && agent->second.link != nullptr) {
+  const AgentTable::Agent* agent = agents_.Find(record.origin_agent);
+  if (agent != nullptr && agent->link != nullptr) {
     ControllerMessage message;
     *message.mutable_settled() = std::move(settled);
-    agent->second.link->Send(std::move(message));
+    agent->link->Send(std::move(message));
   } else {
     unacked_settled_[key] = std::move(settled);
   }
@@ -588,28 +557,22 @@ absl::Time Dispatcher::Poll() {
   while (std::optional<std::string> lane_key = queue_.PopDueRetry(now)) PumpLane(*lane_key);
   ExpireAwayAgents(now);
   if (!held_.empty()) RouteHeld();  // the start-up grace may have ended
-  const absl::Duration silence_limit = options_.heartbeat_period * options_.missed_heartbeats;
-  for (auto& [agent_id, state] : agents_) {
-    if (state.link == nullptr) continue;
-    if (now - state.last_heard > silence_limit) {
-      LOG(WARNING) << "agent " << agent_id << " missed " << options_.missed_heartbeats
-                   << " heartbeats: ending its session";
-      state.link->Close("missed heartbeats");
-      state.last_heard = now;  // Close once; the session reports its end.
-      continue;
-    }
-    if (now - state.last_heartbeat_sent >= options_.heartbeat_period) {
-      ControllerMessage heartbeat;
-      heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(now));
-      state.link->Send(std::move(heartbeat));
-      state.last_heartbeat_sent = now;
+  for (const AgentTable::HeartbeatAction& action : agents_.CheckHeartbeats(now)) {
+    switch (action.kind) {
+      case AgentTable::HeartbeatAction::Kind::kCloseSilent:
+        LOG(WARNING) << "agent " << action.agent_id << " missed " << options_.missed_heartbeats
+                     << " heartbeats: ending its session";
+        action.link->Close("missed heartbeats");
+        break;
+      case AgentTable::HeartbeatAction::Kind::kSendHeartbeat: {
+        ControllerMessage heartbeat;
+        heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(now));
+        action.link->Send(std::move(heartbeat));
+        break;
+      }
     }
   }
-  absl::Time next = now + options_.heartbeat_period;
-  if (now < started_at_ + options_.startup_grace) next = std::min(next, started_at_ + options_.startup_grace);
-  for (const auto& [id, state] : agents_) {
-    if (state.away_since.has_value()) next = std::min(next, *state.away_since + AwayGrace());
-  }
+  absl::Time next = agents_.NextDeadline(now);
   if (auto d = debouncer_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   if (auto d = queue_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   return next;
@@ -621,8 +584,8 @@ DispatcherStats Dispatcher::stats() const {
   stats.events_in_flight = events_.size();
   stats.events_held = held_.size();
   stats.debounce_pending = debouncer_.pending();
-  for (const auto& [id, state] : agents_) stats.agents_connected += state.link != nullptr ? 1 : 0;
-  for (const auto& [id, state] : agents_) stats.agents_fresh += state.fresh ? 1 : 0;
+  stats.agents_connected = agents_.connected_count();
+  stats.agents_fresh = agents_.fresh_count();
   stats.deliveries_queued = queue_.depth();
   stats.subscriptions_valid = index_.subscription_count();
   stats.subscriptions_invalid = index_.invalid_count();
@@ -641,12 +604,7 @@ std::vector<Target> Dispatcher::Subscriptions() const {
 
 std::vector<AgentInfo> Dispatcher::Agents() const {
   absl::MutexLock lock(&mu_);
-  std::vector<AgentInfo> out;
-  for (const auto& [id, state] : agents_) {
-    out.push_back(
-        AgentInfo{id, state.host, state.fresh, state.seq, state.last_heard, state.link != nullptr});
-  }
-  return out;
+  return agents_.Infos();
 }
 
 size_t Dispatcher::subscription_count() const {

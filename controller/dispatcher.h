@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "controller/agent_table.h"
 #include "controller/debouncer.h"
 #include "controller/delivery_queue.h"
 #include "controller/recipient.h"
@@ -40,17 +41,6 @@
 
 namespace dispatchd {
 namespace controller {
-
-// One agent's session, as the Dispatcher sees it.
-class AgentLink {
- public:
-  virtual ~AgentLink() = default;
-  // Queues a message for the agent. Never blocks; thread-safe.
-  virtual void Send(dispatch::v1::ControllerMessage message) = 0;
-  // Ends the session (e.g. missed heartbeats). The session later reports
-  // AgentDisconnected as usual. Never blocks.
-  virtual void Close(const std::string& reason) = 0;
-};
 
 struct DispatcherOptions {
   std::string label_namespace = "subscription";
@@ -79,17 +69,6 @@ struct DispatcherOptions {
   // records nothing; otherwise must outlive the Dispatcher. (Gauges:
   // ExportDispatcherGauges.)
   DispatcherMetricsRecorder* metrics = nullptr;
-};
-
-// An agent as the public API shows it.
-struct AgentInfo {
-  std::string agent_id;
-  std::string host;
-  bool inventory_fresh = false;
-  uint64_t inventory_seq = 0;
-  absl::Time last_heard;
-  // False while a disconnected agent is waited for.
-  bool connected = true;
 };
 
 // How one subscription of one event ended.
@@ -168,22 +147,12 @@ class Dispatcher {
     bool no_subscribers = false;
     std::vector<std::string> errors;
   };
-  struct AgentState {
-    AgentLink* link = nullptr;
-    std::string host;
-    bool fresh = false;
-    uint64_t seq = 0;
-    // Set while the agent is disconnected (link == nullptr) but may return.
-    std::optional<absl::Time> away_since;
-    absl::Time last_heard;
-    absl::Time last_heartbeat_sent;
-  };
 
   // One message that is not a batch.
   void HandleAgentMessage(const std::string& agent_id, const dispatch::v1::AgentMessage& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void HandleEvent(const std::string& agent_id, const dispatch::v1::ObservedEvent& event)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleEvent(const std::string& agent_id, const AgentTable::Agent& agent,
+                   const dispatch::v1::ObservedEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleResult(const std::string& agent_id, const dispatch::v1::CommandResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit)
@@ -200,7 +169,6 @@ class Dispatcher {
   void Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Settle(EventRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Duration AwayGrace() const;
   void PumpAgentLanes(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAwayAgents(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -209,14 +177,13 @@ class Dispatcher {
   Clock* const clock_;
   // options_.metrics, or NoDispatcherMetrics(): never null.
   DispatcherMetricsRecorder* const metrics_;
-  const absl::Time started_at_;
 
   mutable absl::Mutex mu_;
   SubscriptionIndex index_ ABSL_GUARDED_BY(mu_);
   Debouncer debouncer_ ABSL_GUARDED_BY(mu_);
   // Debounce key -> the recipient of its pending item.
   absl::flat_hash_map<std::string, Recipient> debounce_targets_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, AgentState> agents_ ABSL_GUARDED_BY(mu_);
+  AgentTable agents_ ABSL_GUARDED_BY(mu_);
   // Node-based: references to a record stay valid while others come and go.
   absl::node_hash_map<uint64_t, EventRecord> events_ ABSL_GUARDED_BY(mu_);
   // (agent id, key, generation) -> event seq, for de-duplicating re-sent events.
