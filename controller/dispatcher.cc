@@ -1,15 +1,15 @@
 #include "controller/dispatcher.h"
 
 #include <algorithm>
+#include <deque>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "controller/command_builder.h"
-#include "nlohmann/json.hpp"
 
 namespace dispatchd {
 namespace controller {
@@ -18,7 +18,6 @@ namespace {
 using dispatch::v1::AgentMessage;
 using dispatch::v1::CommandResult;
 using dispatch::v1::ControllerMessage;
-using dispatch::v1::Settled;
 
 // Lanes and debounce state are per (event id, agent, container).
 std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
@@ -56,6 +55,7 @@ Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
                                 .missed_heartbeats = options_.missed_heartbeats,
                                 .startup_grace = options_.startup_grace},
               clock->Now()),
+      ledger_(clock),
       queue_(DeliveryQueueOptions{.min_backoff = options_.retry_min_backoff,
                                   .max_backoff = options_.retry_max_backoff,
                                   .max_attempts = options_.max_attempts}) {}
@@ -232,28 +232,24 @@ bool Dispatcher::AllAgentsFresh() const { return agents_.AllFresh(clock_->Now())
 
 void Dispatcher::HandleEvent(const std::string& agent_id, const AgentTable::Agent& agent,
                              const dispatch::v1::ObservedEvent& event) {
-  const EventKey key{agent_id, event.key(), event.generation()};
-  auto unacked = unacked_settled_.find(key);
-  if (unacked != unacked_settled_.end()) {
-    // Settled while the agent was away: tell it again rather than re-dispatch.
-    ControllerMessage message;
-    *message.mutable_settled() = unacked->second;
-    agent.link->Send(std::move(message));
-    unacked_settled_.erase(unacked);
-    return;
+  EventLedger::Admission admission = ledger_.Admit(agent_id, agent.host, event);
+  switch (admission.kind) {
+    case EventLedger::Admission::Kind::kAlreadySettled: {
+      // Settled while the agent was away: tell it again rather than re-dispatch.
+      ControllerMessage message;
+      *message.mutable_settled() = *std::move(admission.settled);
+      agent.link->Send(std::move(message));
+      return;
+    }
+    case EventLedger::Admission::Kind::kDuplicate:
+      ++stats_.events_duplicate;
+      metrics_->RecordEventDuplicate();
+      return;
+    case EventLedger::Admission::Kind::kNew:
+      break;
   }
-  if (by_key_.count(key) != 0) {
-    ++stats_.events_duplicate;
-    metrics_->RecordEventDuplicate();
-    return;
-  }
-  const uint64_t seq = next_event_seq_++;
-  EventRecord& record = events_[seq];
-  record.seq = seq;
-  record.origin_agent = agent_id;
-  record.origin_host = agent.host;
-  record.event = event;
-  by_key_[key] = seq;
+  const EventRecord& record = *admission.record;
+  const uint64_t seq = record.seq;
   ++stats_.events_observed;
   metrics_->RecordEventObserved();
   if (options_.forward != nullptr) {
@@ -275,36 +271,32 @@ void Dispatcher::HandleEvent(const std::string& agent_id, const AgentTable::Agen
   if (AllAgentsFresh()) {
     Route(seq);
   } else {
-    held_.push_back(seq);
+    ledger_.Hold(seq);
     LOG(INFO) << "holding event " << event.event_id()
               << " until every agent's container inventory is fresh";
   }
 }
 
 void Dispatcher::RouteHeld() {
-  if (held_.empty() || !AllAgentsFresh()) return;
-  std::deque<uint64_t> held;
-  held.swap(held_);
+  if (ledger_.held() == 0 || !AllAgentsFresh()) return;
+  const std::deque<uint64_t> held = ledger_.TakeHeld();
   LOG(INFO) << "inventories fresh: routing " << held.size() << " held events";
   for (uint64_t seq : held) Route(seq);
 }
 
 void Dispatcher::Route(uint64_t seq) {
-  auto it = events_.find(seq);
-  if (it == events_.end()) return;
-  EventRecord& record = it->second;
-  record.routed = true;
+  EventRecord* record = ledger_.Find(seq);
+  if (record == nullptr) return;
   // The refs point into the index, which nothing below changes.
   std::vector<TargetRef> targets;
-  index_.LookupRefs(record.event.event_id(), record.origin_agent, &targets);
+  index_.LookupRefs(record->event.event_id(), record->origin_agent, &targets);
+  ledger_.MarkRouted(*record, targets.size());
   if (targets.empty()) {
-    record.no_subscribers = true;
-    Settle(record);
+    Settle(*record);
     return;
   }
-  record.outstanding = static_cast<int>(targets.size());
   const absl::Time now = clock_->Now();
-  const std::string event_id = record.event.event_id();
+  const std::string event_id = record->event.event_id();
   // `record` may be settled (erased) by a synchronous resolution below.
   for (const TargetRef& target : targets) {
     const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
@@ -335,8 +327,8 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     const absl::Time now = clock_->Now();
     Delivery* front = queue_.Ready(lane_key, now);
     if (front == nullptr) return;  // in flight, waiting for a retry, or empty
-    auto record = events_.find(front->event_seq);
-    if (record == events_.end()) {  // cannot happen: records outlive their deliveries
+    const EventRecord* event = ledger_.Find(front->event_seq);
+    if (event == nullptr) {  // cannot happen: records outlive their deliveries
       queue_.Finish(lane_key);
       continue;
     }
@@ -354,12 +346,11 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
       return;
     }
     if (agent->link == nullptr) return;  // away: pumped again when it is back
-    const EventRecord& event = record->second;
     const uint64_t command_id = queue_.MarkSent(lane_key, to.agent_id, now);
     ControllerMessage message;
-    *message.mutable_command() = BuildCommand(command_id, event.event, event.origin_host, to,
-                                              *current->subscription,
-                                              options_.max_env_payload_bytes);
+    *message.mutable_command() =
+        BuildCommand(command_id, event->event, event->origin_host, to, *current->subscription,
+                     options_.max_env_payload_bytes);
     ++stats_.commands_sent;
     metrics_->RecordCommandSent();
     metrics_->ObserveQueueDuration(now - front->ready_at);
@@ -408,8 +399,8 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
   const std::string& lane_key = answered->key;
   int64_t observed_unix_nanos = 0;
   if (answered->delivery != nullptr) {
-    auto record = events_.find(answered->delivery->event_seq);
-    if (record != events_.end()) observed_unix_nanos = record->second.event.observed_unix_nanos();
+    const EventRecord* record = ledger_.Find(answered->delivery->event_seq);
+    if (record != nullptr) observed_unix_nanos = record->event.observed_unix_nanos();
   }
   metrics_->ObserveWorkDuration(clock_->Now() - answered->sent_at);
   if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
@@ -475,10 +466,9 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, Deliver
                          const std::string& detail) {
   ++stats_.deliveries[outcome];
   metrics_->RecordDelivery(outcome);
-  auto it = events_.find(event_seq);
-  if (it == events_.end()) return;
-  EventRecord& record = it->second;
-  const std::string& event_id = record.event.event_id();
+  EventRecord* record = ledger_.Find(event_seq);
+  if (record == nullptr) return;
+  const std::string& event_id = record->event.event_id();
   switch (outcome) {
     case DeliveryOutcome::kDelivered:
       LOG(INFO) << "delivered " << event_id << " to " << recipient.container_name << " ("
@@ -490,58 +480,38 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, Deliver
     case DeliveryOutcome::kFailed:
       LOG(ERROR) << "could not deliver " << event_id << " to " << recipient.container_name << ": "
                  << detail;
-      record.failed = true;
-      record.errors.push_back(absl::StrCat(recipient.container_name, ": ", detail));
+      ledger_.RecordFailure(*record, absl::StrCat(recipient.container_name, ": ", detail));
       break;
     default:
       LOG(INFO) << "skipped " << event_id << " for " << recipient.container_name << " ("
                 << DeliveryOutcomeName(outcome) << "): " << detail;
       break;
   }
-  if (--record.outstanding <= 0) Settle(record);
+  if (ledger_.Resolve(*record)) Settle(*record);
 }
 
 void Dispatcher::Settle(EventRecord& record) {
-  Settled settled;
-  settled.set_key(record.event.key());
-  settled.set_generation(record.event.generation());
-  if (record.failed) {
-    settled.set_disposition(Settled::DEAD_LETTER);
-    nlohmann::json note = {
-        {"event_id", record.event.event_id()},
-        {"path", record.event.key()},
-        {"host", record.origin_host},
-        {"observed_at", Rfc3339(absl::FromUnixNanos(record.event.observed_unix_nanos()))},
-        {"settled_at", Rfc3339(clock_->Now())},
-        {"errors", record.errors},
-    };
-    settled.set_error_json(note.dump(2));
-    ++stats_.events_settled_dead_letter;
-    metrics_->RecordEventSettled(SettleOutcome::kDeadLettered);
-    LOG(ERROR) << "event " << record.event.event_id() << " goes to the dead-letter directory";
-  } else {
-    settled.set_disposition(Settled::DELETE);
-    if (record.no_subscribers) {
+  EventLedger::Settlement settlement = ledger_.Settle(record);  // `record` is gone
+  switch (settlement.outcome) {
+    case SettleOutcome::kDeadLettered:
+      ++stats_.events_settled_dead_letter;
+      break;
+    case SettleOutcome::kNoSubscribers:
       ++stats_.events_settled_no_subscribers;
-      metrics_->RecordEventSettled(SettleOutcome::kNoSubscribers);
-      LOG(INFO) << "event " << record.event.event_id() << " (" << record.event.key()
-                << ") has no subscribers";
-    } else {
+      break;
+    case SettleOutcome::kDelivered:
       ++stats_.events_settled_delivered;
-      metrics_->RecordEventSettled(SettleOutcome::kDelivered);
-    }
+      break;
   }
-  const EventKey key{record.origin_agent, record.event.key(), record.event.generation()};
-  const AgentTable::Agent* agent = agents_.Find(record.origin_agent);
+  metrics_->RecordEventSettled(settlement.outcome);
+  const AgentTable::Agent* agent = agents_.Find(settlement.origin_agent);
   if (agent != nullptr && agent->link != nullptr) {
     ControllerMessage message;
-    *message.mutable_settled() = std::move(settled);
+    *message.mutable_settled() = std::move(settlement.settled);
     agent->link->Send(std::move(message));
   } else {
-    unacked_settled_[key] = std::move(settled);
+    ledger_.KeepUnacked(settlement.origin_agent, std::move(settlement.settled));
   }
-  by_key_.erase(key);
-  events_.erase(record.seq);
 }
 
 absl::Time Dispatcher::Poll() {
@@ -556,7 +526,7 @@ absl::Time Dispatcher::Poll() {
   }
   while (std::optional<std::string> lane_key = queue_.PopDueRetry(now)) PumpLane(*lane_key);
   ExpireAwayAgents(now);
-  if (!held_.empty()) RouteHeld();  // the start-up grace may have ended
+  if (ledger_.held() != 0) RouteHeld();  // the start-up grace may have ended
   for (const AgentTable::HeartbeatAction& action : agents_.CheckHeartbeats(now)) {
     switch (action.kind) {
       case AgentTable::HeartbeatAction::Kind::kCloseSilent:
@@ -581,8 +551,8 @@ absl::Time Dispatcher::Poll() {
 DispatcherStats Dispatcher::stats() const {
   absl::MutexLock lock(&mu_);
   DispatcherStats stats = stats_;
-  stats.events_in_flight = events_.size();
-  stats.events_held = held_.size();
+  stats.events_in_flight = ledger_.in_flight();
+  stats.events_held = ledger_.held();
   stats.debounce_pending = debouncer_.pending();
   stats.agents_connected = agents_.connected_count();
   stats.agents_fresh = agents_.fresh_count();

@@ -6,35 +6,38 @@
 // once every subscription has been delivered, coalesced or skipped.
 //
 // It knows nothing of gRPC: sessions reach it through AgentLink and the
-// On*() calls; time reaches it through Clock and Poll(). All state sits
-// behind one mutex; every public method is thread-safe. Link methods are
-// called with that mutex held, so AgentLink::Send must not block and must
-// not call back into the Dispatcher.
+// On*() calls; time reaches it through Clock and Poll(). Its state sits in
+// single-threaded parts that it drives: the AgentTable (agents and their
+// sessions), the SubscriptionIndex, the EventLedger (events until settled),
+// the Debouncer and the DeliveryQueue (lanes, commands in flight, retries);
+// BuildCommand makes the commands. Every transition crosses several parts,
+// so all of them sit behind the Dispatcher's one mutex; every public method
+// is thread-safe. Link methods are called with that mutex held, so
+// AgentLink::Send must not block and must not call back into the
+// Dispatcher.
 #ifndef DISPATCHD_CONTROLLER_DISPATCHER_H_
 #define DISPATCHD_CONTROLLER_DISPATCHER_H_
 
+#include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
-#include <optional>
-#include <set>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/node_hash_map.h"
-#include "absl/random/random.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
-#include "controller/agent_table.h"
+#include "controller/agent_table.h"  // AgentLink, AgentInfo
 #include "controller/debouncer.h"
 #include "controller/delivery_queue.h"
-#include "controller/recipient.h"
 #include "controller/dispatcher_metrics.h"
+#include "controller/event_ledger.h"
+#include "controller/recipient.h"
 #include "controller/subscription_index.h"
 #include "proto/dispatch/v1/session.pb.h"
 #include "sinks/sink.h"
@@ -136,18 +139,6 @@ class Dispatcher {
   size_t subscription_count() const;
 
  private:
-  struct EventRecord {
-    uint64_t seq = 0;
-    std::string origin_agent;
-    std::string origin_host;
-    dispatch::v1::ObservedEvent event;
-    bool routed = false;
-    int outstanding = 0;  // subscriptions not settled yet
-    bool failed = false;  // some subscription exhausted its retries
-    bool no_subscribers = false;
-    std::vector<std::string> errors;
-  };
-
   // One message that is not a batch.
   void HandleAgentMessage(const std::string& agent_id, const dispatch::v1::AgentMessage& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -184,16 +175,8 @@ class Dispatcher {
   // Debounce key -> the recipient of its pending item.
   absl::flat_hash_map<std::string, Recipient> debounce_targets_ ABSL_GUARDED_BY(mu_);
   AgentTable agents_ ABSL_GUARDED_BY(mu_);
-  // Node-based: references to a record stay valid while others come and go.
-  absl::node_hash_map<uint64_t, EventRecord> events_ ABSL_GUARDED_BY(mu_);
-  // (agent id, key, generation) -> event seq, for de-duplicating re-sent events.
-  using EventKey = std::tuple<std::string, std::string, uint64_t>;
-  absl::flat_hash_map<EventKey, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
-  // Settled notices whose origin agent was away; re-sent when it re-sends the event.
-  absl::flat_hash_map<EventKey, dispatch::v1::Settled> unacked_settled_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> held_ ABSL_GUARDED_BY(mu_);
+  EventLedger ledger_ ABSL_GUARDED_BY(mu_);
   DeliveryQueue queue_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_event_seq_ ABSL_GUARDED_BY(mu_) = 1;
   DispatcherStats stats_ ABSL_GUARDED_BY(mu_);
 
   // Poll thread.

@@ -34,6 +34,7 @@
 
 #include "absl/time/time.h"
 #include "common/metrics.h"
+#include "controller/event_ledger.h"  // SettleOutcome
 
 namespace dispatchd {
 namespace controller {
@@ -41,9 +42,6 @@ namespace controller {
 class Dispatcher;
 enum class DeliveryOutcome;
 struct DispatcherStats;
-
-// How an event was settled.
-enum class SettleOutcome { kDelivered, kNoSubscribers, kDeadLettered };
 
 // The work queue's name label, as controller-runtime names its queues.
 inline constexpr char kDeliveriesWorkQueue[] = "dispatchd_deliveries";
