@@ -10,31 +10,28 @@ DeliveryQueue::DeliveryQueue(DeliveryQueueOptions options) : options_(std::move(
 bool DeliveryQueue::Add(const std::string& key, Delivery delivery, absl::Time now) {
   Lane& lane = lanes_[key];
   delivery.ready_at = now;
+  delivery.command_id = 0;
   lane.queue.push_back(std::move(delivery));
-  return !lane.in_flight && !lane.retry_at.has_value();
+  return !lane.in_flight() && !lane.retry_at.has_value();
 }
 
-Delivery* DeliveryQueue::Ready(const std::string& key, absl::Time now) {
+Delivery* DeliveryQueue::Ready(const std::string& key) {
   auto it = lanes_.find(key);
   if (it == lanes_.end()) return nullptr;
   Lane& lane = it->second;
-  if (lane.in_flight) return nullptr;
   if (lane.queue.empty()) {
     lanes_.erase(it);
     return nullptr;
   }
-  if (lane.retry_at.has_value() && *lane.retry_at > now) return nullptr;
-  lane.retry_at.reset();
+  if (lane.in_flight() || lane.retry_at.has_value()) return nullptr;
   return &lane.queue.front();
 }
 
-uint64_t DeliveryQueue::MarkSent(const std::string& key, const std::string& agent_id,
-                                 absl::Time now) {
-  Lane& lane = lanes_.at(key);
+uint64_t DeliveryQueue::MarkSent(const std::string& key, Delivery& front,
+                                 const std::string& agent_id, absl::Time now) {
   const uint64_t command_id = next_command_id_++;
-  lane.in_flight = true;
-  lane.command_id = command_id;
-  lane.sent_at = now;
+  front.command_id = command_id;
+  front.sent_at = now;
   in_flight_[command_id] = InFlight{key, agent_id};
   return command_id;
 }
@@ -46,11 +43,11 @@ std::optional<DeliveryQueue::Answered> DeliveryQueue::TakeAnswered(uint64_t comm
   std::string key = std::move(f->second.lane);
   in_flight_.erase(f);
   auto it = lanes_.find(key);
-  if (it == lanes_.end() || !it->second.in_flight || it->second.command_id != command_id) {
+  if (it == lanes_.end() || !it->second.in_flight() ||
+      it->second.queue.front().command_id != command_id) {
     return std::nullopt;
   }
-  const Lane& lane = it->second;
-  return Answered{std::move(key), lane.queue.empty() ? nullptr : &lane.queue.front(), lane.sent_at};
+  return Answered{std::move(key), &it->second.queue.front()};
 }
 
 std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
@@ -59,8 +56,8 @@ std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
   Lane& lane = it->second;
   std::optional<Delivery> delivery(std::move(lane.queue.front()));
   lane.queue.pop_front();
-  lane.in_flight = false;
   lane.retry_at.reset();
+  delivery->command_id = 0;
   return delivery;
 }
 
@@ -70,7 +67,7 @@ DeliveryQueue::RetryPlan DeliveryQueue::Retry(const std::string& key, std::strin
   if (it == lanes_.end() || it->second.queue.empty()) return {};
   Lane& lane = it->second;
   Delivery& front = lane.queue.front();
-  lane.in_flight = false;
+  front.command_id = 0;
   ++front.attempts;
   front.last_error = std::move(error);
   if (front.attempts >= options_.max_attempts) {
@@ -141,14 +138,16 @@ void DeliveryQueue::AbandonAgent(absl::string_view agent_id) {
   for (uint64_t command_id : commands) in_flight_.erase(command_id);
   for (const std::string& key : lanes) {
     auto lane = lanes_.find(key);
-    if (lane != lanes_.end()) lane->second.in_flight = false;
+    if (lane != lanes_.end() && !lane->second.queue.empty()) {
+      lane->second.queue.front().command_id = 0;
+    }
   }
 }
 
 size_t DeliveryQueue::depth() const {
   size_t depth = 0;
   for (const auto& [key, lane] : lanes_) {
-    depth += lane.queue.size() - (lane.in_flight && !lane.queue.empty() ? 1 : 0);
+    depth += lane.queue.size() - (lane.in_flight() ? 1 : 0);
   }
   return depth;
 }

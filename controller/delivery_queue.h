@@ -11,9 +11,10 @@
 //   the lane again when the answer comes (TakeAnswered);
 // - waiting: a failed attempt was scheduled for another try (Retry) after
 //   a full-jitter exponential backoff, uniform in [0, min(max_backoff,
-//   min_backoff * 2^(attempts-1))). Every failed attempt counts; the one
-//   that reaches max_attempts spends the budget and the caller finishes the
-//   delivery as failed.
+//   min_backoff * 2^(attempts-1))), until the caller takes the due retry
+//   (PopDueRetry) or ends the wait early (ClearRetry). Every failed attempt
+//   counts; the one that reaches max_attempts spends the budget and the
+//   caller finishes the delivery as failed.
 // The queue builds no command and talks to no agent: the Dispatcher asks it
 // what to send, tells it what it sent and what finished, and asks what is
 // due at a given time (PopDueRetry, NextDeadline).
@@ -51,6 +52,10 @@ struct Delivery {
   int attempts = 0;  // failed attempts so far
   std::string last_error;
   absl::Time ready_at = absl::InfinitePast();  // last (re)entry into the queue
+  // While it is in flight: the command that carries it (0: not in flight)
+  // and when that was sent.
+  uint64_t command_id = 0;
+  absl::Time sent_at;
 };
 
 struct DeliveryQueueOptions {
@@ -75,21 +80,20 @@ class DeliveryQueue {
   // caller then sends its front (Ready()).
   bool Add(const std::string& key, Delivery delivery, absl::Time now);
 
-  // The front of lane `key` if it may be sent at `now`: nothing in flight
-  // and no retry waiting past `now` (a due retry is cleared). Null
-  // otherwise; an empty lane is dropped.
-  Delivery* Ready(const std::string& key, absl::Time now);
+  // The front of lane `key` if it may be sent: nothing in flight and no
+  // retry waiting. Null otherwise; an empty lane is dropped.
+  Delivery* Ready(const std::string& key);
 
-  // The caller sent the front of lane `key` to `agent_id` at `now`: it is in
-  // flight until its answer (TakeAnswered) or AbandonAgent(). Returns the
-  // command id for it. REQUIRES: Ready(key, now) returned a delivery.
-  uint64_t MarkSent(const std::string& key, const std::string& agent_id, absl::Time now);
+  // The caller sent `front`, the front of lane `key` as Ready() returned
+  // it, to `agent_id` at `now`: it is in flight until its answer
+  // (TakeAnswered) or AbandonAgent(). Returns the command id for it.
+  uint64_t MarkSent(const std::string& key, Delivery& front, const std::string& agent_id,
+                    absl::Time now);
 
   // The answer to a command came.
   struct Answered {
     std::string key;           // its lane
-    const Delivery* delivery;  // that lane's front (never null in practice)
-    absl::Time sent_at;        // when MarkSent() was called for it
+    const Delivery* delivery;  // that lane's front, which the command carried
   };
   // Takes command `command_id`, sent to `agent_id`, out of flight. Nothing
   // for a command the queue does not know or that another agent was sent (a
@@ -144,11 +148,10 @@ class DeliveryQueue {
 
  private:
   struct Lane {
-    std::deque<Delivery> queue;
-    bool in_flight = false;
-    uint64_t command_id = 0;             // of the delivery in flight
-    absl::Time sent_at;                  // when that command was sent
+    std::deque<Delivery> queue;          // the front alone may be in flight
     std::optional<absl::Time> retry_at;  // the front waits until then
+
+    bool in_flight() const { return !queue.empty() && queue.front().command_id != 0; }
   };
   struct InFlight {
     std::string lane;

@@ -50,9 +50,9 @@ class DeliveryQueueTest : public ::testing::Test {
 
   // Sends the ready front of `key`, as the Dispatcher does; 0 if none.
   uint64_t Send(const std::string& key) {
-    Delivery* front = queue_.Ready(key, clock_.Now());
+    Delivery* front = queue_.Ready(key);
     if (front == nullptr) return 0;
-    return queue_.MarkSent(key, front->recipient.agent_id, clock_.Now());
+    return queue_.MarkSent(key, *front, front->recipient.agent_id, clock_.Now());
   }
 
   FakeClock clock_;
@@ -66,20 +66,21 @@ TEST_F(DeliveryQueueTest, LaneIsFifoWithOneDeliveryInFlight) {
   ASSERT_NE(first, 0u);
   EXPECT_FALSE(queue_.Add("lane", MakeDelivery(2), clock_.Now())) << "the lane is busy";
   EXPECT_FALSE(queue_.Add("lane", MakeDelivery(3), clock_.Now()));
-  EXPECT_EQ(queue_.Ready("lane", clock_.Now()), nullptr) << "two in flight";
+  EXPECT_EQ(queue_.Ready("lane"), nullptr) << "two in flight";
   EXPECT_EQ(queue_.depth(), 2u) << "the one in flight is not counted";
 
   std::optional<DeliveryQueue::Answered> answered = queue_.TakeAnswered(first, "host-a");
   ASSERT_TRUE(answered.has_value());
   EXPECT_EQ(answered->key, "lane");
   EXPECT_EQ(answered->delivery->event_seq, 1u);
-  EXPECT_EQ(answered->sent_at, clock_.Now());
+  EXPECT_EQ(answered->delivery->command_id, first);
+  EXPECT_EQ(answered->delivery->sent_at, clock_.Now());
   EXPECT_THAT(queue_.Finish("lane"), Optional(::testing::Field(&Delivery::event_seq, 1u)));
 
   std::vector<uint64_t> order;
-  while (Delivery* front = queue_.Ready("lane", clock_.Now())) {
+  while (Delivery* front = queue_.Ready("lane")) {
     order.push_back(front->event_seq);
-    const uint64_t command = queue_.MarkSent("lane", "host-a", clock_.Now());
+    const uint64_t command = queue_.MarkSent("lane", *front, "host-a", clock_.Now());
     ASSERT_TRUE(queue_.TakeAnswered(command, "host-a").has_value());
     queue_.Finish("lane");
   }
@@ -100,7 +101,7 @@ TEST_F(DeliveryQueueTest, ReadyAtIsWhenTheDeliveryEnteredTheQueue) {
   const absl::Time t0 = clock_.Now();
   queue_.Add("lane", MakeDelivery(1), t0);
   clock_.Advance(absl::Milliseconds(7));
-  Delivery* front = queue_.Ready("lane", clock_.Now());
+  Delivery* front = queue_.Ready("lane");
   ASSERT_NE(front, nullptr);
   EXPECT_EQ(front->ready_at, t0);
 }
@@ -145,8 +146,9 @@ TEST_F(DeliveryQueueTest, DefaultRandomSourceStaysWithinTheBound) {
                                            .max_attempts = 100});
   queue.Add("lane", MakeDelivery(1), clock_.Now());
   for (int attempt = 1; attempt < 50; ++attempt) {
-    ASSERT_NE(queue.Ready("lane", clock_.Now()), nullptr);
-    queue.MarkSent("lane", "host-a", clock_.Now());
+    Delivery* front = queue.Ready("lane");
+    ASSERT_NE(front, nullptr);
+    queue.MarkSent("lane", *front, "host-a", clock_.Now());
     DeliveryQueue::RetryPlan plan = queue.Retry("lane", "boom", clock_.Now());
     ASSERT_EQ(plan.verdict, Verdict::kScheduled);
     const absl::Duration ceiling = std::min(
@@ -158,19 +160,21 @@ TEST_F(DeliveryQueueTest, DefaultRandomSourceStaysWithinTheBound) {
   }
 }
 
-TEST_F(DeliveryQueueTest, WaitingFrontIsNotReadyBeforeItsRetry) {
+TEST_F(DeliveryQueueTest, WaitingFrontIsNotReadyUntilItsRetryIsTaken) {
   queue_.Add("lane", MakeDelivery(1), clock_.Now());
   Send("lane");
   DeliveryQueue::RetryPlan plan = queue_.Retry("lane", "boom", clock_.Now());
   ASSERT_EQ(plan.verdict, Verdict::kScheduled);
   EXPECT_FALSE(queue_.Add("lane", MakeDelivery(2), clock_.Now())) << "the lane waits";
-  EXPECT_EQ(queue_.Ready("lane", clock_.Now()), nullptr);
+  EXPECT_EQ(queue_.Ready("lane"), nullptr);
   EXPECT_EQ(queue_.depth(), 2u);
   EXPECT_THAT(queue_.NextDeadline(), Optional(plan.at));
   EXPECT_FALSE(queue_.PopDueRetry(plan.at - absl::Nanoseconds(1)).has_value());
+  clock_.SetTime(plan.at);
+  EXPECT_EQ(queue_.Ready("lane"), nullptr) << "due, but not taken yet";
   EXPECT_THAT(queue_.PopDueRetry(plan.at), Optional(std::string("lane")));
   EXPECT_FALSE(queue_.NextDeadline().has_value());
-  Delivery* front = queue_.Ready("lane", plan.at);
+  Delivery* front = queue_.Ready("lane");
   ASSERT_NE(front, nullptr);
   EXPECT_EQ(front->event_seq, 1u) << "the retried delivery keeps its place";
 }
@@ -195,7 +199,7 @@ TEST_F(DeliveryQueueTest, RetryBudgetIsSpentByTheLastAttempt) {
   std::optional<Delivery> failed = queue_.Finish("lane");
   ASSERT_TRUE(failed.has_value());
   EXPECT_EQ(failed->attempts, 4);
-  EXPECT_EQ(queue_.Ready("lane", clock_.Now()), nullptr);
+  EXPECT_EQ(queue_.Ready("lane"), nullptr);
   EXPECT_EQ(queue_.lane_count(), 0u);
 }
 
@@ -232,7 +236,7 @@ TEST_F(DeliveryQueueTest, ClearedWaitLeavesAStaleTimerThatIsSkipped) {
   Send("lane");
   DeliveryQueue::RetryPlan plan = queue_.Retry("lane", "boom", clock_.Now());
   EXPECT_TRUE(queue_.ClearRetry("lane"));
-  ASSERT_NE(queue_.Ready("lane", clock_.Now()), nullptr) << "ready before its backoff";
+  ASSERT_NE(queue_.Ready("lane"), nullptr) << "ready before its backoff";
   Send("lane");
   // Fails again at once: the new wait is later than the stale timer.
   DeliveryQueue::RetryPlan again = queue_.Retry("lane", "boom", clock_.Now());
@@ -253,11 +257,11 @@ TEST_F(DeliveryQueueTest, AbandonedAgentsCommandsGoAgainWithoutSpendingAttempts)
   queue_.AbandonAgent("host-a");
   EXPECT_EQ(queue_.in_flight_count(), 1u);
   EXPECT_FALSE(queue_.TakeAnswered(a1, "host-a").has_value()) << "a late answer is stale";
-  Delivery* front = queue_.Ready("a1", clock_.Now());
+  Delivery* front = queue_.Ready("a1");
   ASSERT_NE(front, nullptr);
   EXPECT_EQ(front->attempts, 0);
-  EXPECT_NE(queue_.Ready("a2", clock_.Now()), nullptr);
-  EXPECT_EQ(queue_.Ready("b1", clock_.Now()), nullptr) << "another agent's command stays";
+  EXPECT_NE(queue_.Ready("a2"), nullptr);
+  EXPECT_EQ(queue_.Ready("b1"), nullptr) << "another agent's command stays";
   EXPECT_TRUE(queue_.TakeAnswered(b1, "host-b").has_value());
 }
 

@@ -324,8 +324,7 @@ void Dispatcher::Enqueue(const std::string& key, Delivery delivery) {
 
 void Dispatcher::PumpLane(const std::string& lane_key) {
   while (true) {
-    const absl::Time now = clock_->Now();
-    Delivery* front = queue_.Ready(lane_key, now);
+    Delivery* front = queue_.Ready(lane_key);
     if (front == nullptr) return;  // in flight, waiting for a retry, or empty
     const EventRecord* event = ledger_.Find(front->event_seq);
     if (event == nullptr) {  // cannot happen: records outlive their deliveries
@@ -346,7 +345,8 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
       return;
     }
     if (agent->link == nullptr) return;  // away: pumped again when it is back
-    const uint64_t command_id = queue_.MarkSent(lane_key, to.agent_id, now);
+    const absl::Time now = clock_->Now();
+    const uint64_t command_id = queue_.MarkSent(lane_key, *front, to.agent_id, now);
     ControllerMessage message;
     *message.mutable_command() =
         BuildCommand(command_id, event->event, event->origin_host, to, *current->subscription,
@@ -398,11 +398,9 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
   if (!answered.has_value()) return;  // stale answer
   const std::string& lane_key = answered->key;
   int64_t observed_unix_nanos = 0;
-  if (answered->delivery != nullptr) {
-    const EventRecord* record = ledger_.Find(answered->delivery->event_seq);
-    if (record != nullptr) observed_unix_nanos = record->event.observed_unix_nanos();
-  }
-  metrics_->ObserveWorkDuration(clock_->Now() - answered->sent_at);
+  const EventRecord* record = ledger_.Find(answered->delivery->event_seq);
+  if (record != nullptr) observed_unix_nanos = record->event.observed_unix_nanos();
+  metrics_->ObserveWorkDuration(clock_->Now() - answered->delivery->sent_at);
   if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
       observed_unix_nanos != 0) {
     metrics_->ObserveDeliveryLatency(
