@@ -1,15 +1,15 @@
 #include "controller/dispatcher.h"
 
 #include <algorithm>
+#include <deque>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/logging.h"
-#include "nlohmann/json.hpp"
-#include "sinks/retry_strategy.h"
+#include "controller/command_builder.h"
 
 namespace dispatchd {
 namespace controller {
@@ -18,7 +18,6 @@ namespace {
 using dispatch::v1::AgentMessage;
 using dispatch::v1::CommandResult;
 using dispatch::v1::ControllerMessage;
-using dispatch::v1::Settled;
 
 // Lanes and debounce state are per (event id, agent, container).
 std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
@@ -50,8 +49,16 @@ absl::string_view DeliveryOutcomeName(DeliveryOutcome outcome) {
 Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
     : options_(std::move(options)),
       clock_(clock),
-      started_at_(clock->Now()),
-      index_(options_.label_namespace) {}
+      metrics_(options_.metrics != nullptr ? options_.metrics : NoDispatcherMetrics()),
+      index_(options_.label_namespace),
+      agents_(AgentTableOptions{.heartbeat_period = options_.heartbeat_period,
+                                .missed_heartbeats = options_.missed_heartbeats,
+                                .startup_grace = options_.startup_grace},
+              clock->Now()),
+      ledger_(clock),
+      queue_(DeliveryQueueOptions{.min_backoff = options_.retry_min_backoff,
+                                  .max_backoff = options_.retry_max_backoff,
+                                  .max_attempts = options_.max_attempts}) {}
 
 Dispatcher::~Dispatcher() { Stop(); }
 
@@ -94,21 +101,14 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
                                 AgentLink* link) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
-  auto it = agents_.find(agent_id);
-  if (it != agents_.end() && it->second.link != nullptr && it->second.link != link) {
-    LOG(WARNING) << "agent " << agent_id << " opened a new session; closing the old one";
-    it->second.link->Close("replaced by a new session of the same agent");
-  }
-  AgentState& state = agents_[agent_id];
-  const bool was_away = state.link == nullptr && state.away_since.has_value();
   // An agent coming back keeps its containers in the index until its
   // snapshot replaces them; it is not fresh before that snapshot.
-  state.link = link;
-  state.host = host;
-  state.fresh = false;
-  state.away_since.reset();
-  state.last_heard = now;
-  state.last_heartbeat_sent = now;
+  const AgentTable::Connection connection = agents_.Connect(agent_id, host, link, now);
+  if (connection.replaced != nullptr) {
+    LOG(WARNING) << "agent " << agent_id << " opened a new session; closing the old one";
+    connection.replaced->Close("replaced by a new session of the same agent");
+  }
+  const bool was_away = connection.was_away;
   ControllerMessage welcome;
   welcome.mutable_welcome()->set_session_id(
       absl::StrCat(agent_id, "-", absl::ToUnixNanos(now)));
@@ -124,66 +124,32 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
 
 void Dispatcher::AgentDisconnected(const std::string& agent_id, AgentLink* link) {
   absl::MutexLock lock(&mu_);
-  auto it = agents_.find(agent_id);
-  if (it == agents_.end() || it->second.link != link) return;
   // Away, not gone: an agent that comes back within the grace period (about
   // `missed_heartbeats` periods) finds its deliveries waiting; events are
   // held meanwhile, since its containers may subscribe to them.
-  it->second.link = nullptr;
-  it->second.fresh = false;
-  it->second.away_since = clock_->Now();
+  if (!agents_.Disconnect(agent_id, link, clock_->Now())) return;
   LOG(WARNING) << "agent " << agent_id << " disconnected; holding events for up to "
-               << absl::FormatDuration(AwayGrace()) << " while it may come back";
+               << absl::FormatDuration(agents_.away_grace()) << " while it may come back";
   Wake();
   // Commands in flight to that agent may never be answered: send them again
   // once it is back (at-least-once), without spending their retry budget.
-  std::vector<std::string> lanes;
-  std::vector<uint64_t> commands;
-  for (const auto& [command_id, f] : in_flight_) {
-    if (f.agent_id == agent_id) {
-      lanes.push_back(f.lane);
-      commands.push_back(command_id);
-    }
-  }
-  for (uint64_t command_id : commands) in_flight_.erase(command_id);
-  for (const std::string& lane_key : lanes) {
-    auto lane = lanes_.find(lane_key);
-    if (lane != lanes_.end()) lane->second.in_flight = false;
-  }
-}
-
-absl::Duration Dispatcher::AwayGrace() const {
-  return options_.heartbeat_period * options_.missed_heartbeats;
+  queue_.AbandonAgent(agent_id);
 }
 
 void Dispatcher::PumpAgentLanes(const std::string& agent_id) {
-  std::vector<std::string> keys;
-  for (const auto& [key, lane] : lanes_) {
-    if (!lane.queue.empty() && lane.queue.front().recipient.agent_id == agent_id) {
-      keys.push_back(key);
-    }
-  }
-  for (const std::string& key : keys) {
-    auto lane = lanes_.find(key);
-    if (lane == lanes_.end()) continue;
-    lane->second.retry_at.reset();
-    PumpLane(key);
+  for (const std::string& key : queue_.LanesTo(agent_id)) {
+    if (queue_.ClearRetry(key)) PumpLane(key);
   }
 }
 
 void Dispatcher::ExpireAwayAgents(absl::Time now) {
-  std::vector<std::string> expired;
-  for (const auto& [id, state] : agents_) {
-    if (state.link == nullptr && state.away_since.has_value() &&
-        now - *state.away_since >= AwayGrace()) {
-      expired.push_back(id);
-    }
-  }
+  const std::vector<std::string> expired = agents_.ExpiredAway(now);
   for (const std::string& id : expired) {
-    agents_.erase(id);
+    agents_.Remove(id);
     index_.RemoveAgent(id);
     LOG(WARNING) << "agent " << id << " did not come back within "
-                 << absl::FormatDuration(AwayGrace()) << ": its containers leave the index";
+                 << absl::FormatDuration(agents_.away_grace())
+                 << ": its containers leave the index";
     PumpAgentLanes(id);  // their deliveries settle as unsubscribed
   }
   if (!expired.empty()) RouteHeld();
@@ -201,10 +167,8 @@ void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage&
 }
 
 void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMessage& message) {
-  auto agent = agents_.find(agent_id);
-  if (agent == agents_.end()) return;  // session already replaced or ended
-  AgentState& state = agent->second;
-  state.last_heard = clock_->Now();
+  const AgentTable::Agent* agent = agents_.Heard(agent_id, clock_->Now());
+  if (agent == nullptr) return;  // session already replaced or ended
   switch (message.msg_case()) {
     case AgentMessage::kHeartbeat:
     case AgentMessage::kHello:
@@ -214,9 +178,7 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
       std::vector<dispatch::v1::Container> containers(snapshot.containers().begin(),
                                                       snapshot.containers().end());
       index_.ReplaceAgentInventory(agent_id, containers);
-      state.seq = snapshot.seq();
-      const bool was_fresh = state.fresh;
-      state.fresh = true;
+      const bool was_fresh = agents_.AcceptSnapshot(agent_id, snapshot.seq());
       LOG(INFO) << "agent " << agent_id << " inventory: " << containers.size()
                 << " containers, " << index_.subscription_count() << " subscriptions, "
                 << index_.invalid_count() << " invalid";
@@ -225,14 +187,14 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
     }
     case AgentMessage::kInventoryDelta: {
       const auto& delta = message.inventory_delta();
-      if (delta.seq() <= state.seq) break;  // already covered by a snapshot
-      if (delta.seq() != state.seq + 1) {
-        LOG(WARNING) << "agent " << agent_id << " inventory delta " << delta.seq()
-                     << " after " << state.seq << ": holding events until its next snapshot";
-        state.fresh = false;
+      const uint64_t previous = agent->seq;
+      const AgentTable::DeltaOrder order = agents_.AcceptDelta(agent_id, delta.seq());
+      if (order == AgentTable::DeltaOrder::kCovered) break;  // already in a snapshot
+      if (order == AgentTable::DeltaOrder::kGap) {
+        LOG(WARNING) << "agent " << agent_id << " inventory delta " << delta.seq() << " after "
+                     << previous << ": holding events until its next snapshot";
         break;
       }
-      state.seq = delta.seq();
       for (const auto& c : delta.upserted()) {
         index_.UpsertContainer(agent_id, c);
         LOG(DEBUG) << "agent " << agent_id << " inventory " << delta.seq() << ": upserted "
@@ -246,14 +208,13 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
       break;
     }
     case AgentMessage::kInventoryStale:
-      if (state.fresh) {
+      if (agents_.MarkStale(agent_id)) {
         LOG(WARNING) << "agent " << agent_id << " inventory is stale ("
                      << message.inventory_stale().reason() << "): holding events";
       }
-      state.fresh = false;
       break;
     case AgentMessage::kEvent:
-      HandleEvent(agent_id, message.event());
+      HandleEvent(agent_id, *agent, message.event());
       break;
     case AgentMessage::kCommandResult:
       HandleResult(agent_id, message.command_result());
@@ -267,43 +228,30 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
   }
 }
 
-bool Dispatcher::AllAgentsFresh() const {
-  // Until the start-up grace has passed, agents of an earlier run may still
-  // be reconnecting: routing now could miss their subscribers.
-  if (clock_->Now() < started_at_ + options_.startup_grace) return false;
-  if (agents_.empty()) return false;
-  for (const auto& [id, state] : agents_) {
-    if (!state.fresh) return false;  // away agents are never fresh
-  }
-  return true;
-}
+bool Dispatcher::AllAgentsFresh() const { return agents_.AllFresh(clock_->Now()); }
 
-void Dispatcher::HandleEvent(const std::string& agent_id,
+void Dispatcher::HandleEvent(const std::string& agent_id, const AgentTable::Agent& agent,
                              const dispatch::v1::ObservedEvent& event) {
-  const EventKey key{agent_id, event.key(), event.generation()};
-  auto unacked = unacked_settled_.find(key);
-  if (unacked != unacked_settled_.end()) {
-    // Settled while the agent was away: tell it again rather than re-dispatch.
-    ControllerMessage message;
-    *message.mutable_settled() = unacked->second;
-    agents_[agent_id].link->Send(std::move(message));
-    unacked_settled_.erase(unacked);
-    return;
+  EventLedger::Admission admission = ledger_.Admit(agent_id, agent.host, event);
+  switch (admission.kind) {
+    case EventLedger::Admission::Kind::kAlreadySettled: {
+      // Settled while the agent was away: tell it again rather than re-dispatch.
+      ControllerMessage message;
+      *message.mutable_settled() = *std::move(admission.settled);
+      agent.link->Send(std::move(message));
+      return;
+    }
+    case EventLedger::Admission::Kind::kDuplicate:
+      ++stats_.events_duplicate;
+      metrics_->RecordEventDuplicate();
+      return;
+    case EventLedger::Admission::Kind::kNew:
+      break;
   }
-  if (by_key_.count(key) != 0) {
-    ++stats_.events_duplicate;
-    if (options_.metrics != nullptr) options_.metrics->RecordEventDuplicate();
-    return;
-  }
-  const uint64_t seq = next_event_seq_++;
-  EventRecord& record = events_[seq];
-  record.seq = seq;
-  record.origin_agent = agent_id;
-  record.origin_host = agents_[agent_id].host;
-  record.event = event;
-  by_key_[key] = seq;
+  const EventRecord& record = *admission.record;
+  const uint64_t seq = record.seq;
   ++stats_.events_observed;
-  if (options_.metrics != nullptr) options_.metrics->RecordEventObserved();
+  metrics_->RecordEventObserved();
   if (options_.forward != nullptr) {
     // Forwarding is done once the destinations' queues took the event; the
     // file is not settled before that.
@@ -323,36 +271,32 @@ void Dispatcher::HandleEvent(const std::string& agent_id,
   if (AllAgentsFresh()) {
     Route(seq);
   } else {
-    held_.push_back(seq);
+    ledger_.Hold(seq);
     LOG(INFO) << "holding event " << event.event_id()
               << " until every agent's container inventory is fresh";
   }
 }
 
 void Dispatcher::RouteHeld() {
-  if (held_.empty() || !AllAgentsFresh()) return;
-  std::deque<uint64_t> held;
-  held.swap(held_);
+  if (ledger_.held() == 0 || !AllAgentsFresh()) return;
+  const std::deque<uint64_t> held = ledger_.TakeHeld();
   LOG(INFO) << "inventories fresh: routing " << held.size() << " held events";
   for (uint64_t seq : held) Route(seq);
 }
 
 void Dispatcher::Route(uint64_t seq) {
-  auto it = events_.find(seq);
-  if (it == events_.end()) return;
-  EventRecord& record = it->second;
-  record.routed = true;
+  EventRecord* record = ledger_.Find(seq);
+  if (record == nullptr) return;
   // The refs point into the index, which nothing below changes.
   std::vector<TargetRef> targets;
-  index_.LookupRefs(record.event.event_id(), record.origin_agent, &targets);
+  index_.LookupRefs(record->event.event_id(), record->origin_agent, &targets);
+  ledger_.MarkRouted(*record, targets.size());
   if (targets.empty()) {
-    record.no_subscribers = true;
-    Settle(record);
+    Settle(*record);
     return;
   }
-  record.outstanding = static_cast<int>(targets.size());
   const absl::Time now = clock_->Now();
-  const std::string event_id = record.event.event_id();
+  const std::string event_id = record->event.event_id();
   // `record` may be settled (erased) by a synchronous resolution below.
   for (const TargetRef& target : targets) {
     const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
@@ -374,156 +318,93 @@ void Dispatcher::Route(uint64_t seq) {
 }
 
 void Dispatcher::Enqueue(const std::string& key, Delivery delivery) {
-  Lane& lane = lanes_[key];
-  delivery.ready_at = clock_->Now();
-  if (options_.metrics != nullptr) options_.metrics->RecordWorkQueueAdd();
-  lane.queue.push_back(std::move(delivery));
-  if (!lane.in_flight && !lane.retry_at.has_value()) PumpLane(key);
+  metrics_->RecordWorkQueueAdd();
+  if (queue_.Add(key, std::move(delivery), clock_->Now())) PumpLane(key);
 }
 
 void Dispatcher::PumpLane(const std::string& lane_key) {
   while (true) {
-    auto it = lanes_.find(lane_key);
-    if (it == lanes_.end()) return;
-    Lane& lane = it->second;
-    if (lane.in_flight) return;
-    if (lane.queue.empty()) {
-      lanes_.erase(it);
-      return;
-    }
-    if (lane.retry_at.has_value() && *lane.retry_at > clock_->Now()) return;
-    lane.retry_at.reset();
-    Delivery& front = lane.queue.front();
-    auto record = events_.find(front.event_seq);
-    if (record == events_.end()) {  // cannot happen: records outlive their deliveries
-      lane.queue.pop_front();
+    Delivery* front = queue_.Ready(lane_key);
+    if (front == nullptr) return;  // in flight, waiting for a retry, or empty
+    const EventRecord* event = ledger_.Find(front->event_seq);
+    if (event == nullptr) {  // cannot happen: records outlive their deliveries
+      queue_.Finish(lane_key);
       continue;
     }
     // Level-triggered: deliver what the container's labels say now.
-    const Recipient& to = front.recipient;
+    const Recipient& to = front->recipient;
     std::optional<TargetRef> current = index_.FindRef(to.agent_id, to.container_id, to.event_id);
     if (!current.has_value()) {
       FinishFront(lane_key, DeliveryOutcome::kSkippedUnsubscribed,
                   "the container or its subscription is gone");
       return;
     }
-    auto agent = agents_.find(to.agent_id);
-    if (agent == agents_.end()) {
+    const AgentTable::Agent* agent = agents_.Find(to.agent_id);
+    if (agent == nullptr) {
       RetryFront(lane_key, absl::StrCat("agent ", to.agent_id, " is not connected"));
       return;
     }
-    if (agent->second.link == nullptr) return;  // away: pumped again when it is back
-    const EventRecord& event = record->second;
-    const contract::Subscription& sub = *current->subscription;
-    const uint64_t command_id = next_command_id_++;
+    if (agent->link == nullptr) return;  // away: pumped again when it is back
+    const absl::Time now = clock_->Now();
+    const uint64_t command_id = queue_.MarkSent(lane_key, *front, to.agent_id, now);
     ControllerMessage message;
-    dispatch::v1::Command* command = message.mutable_command();
-    command->set_command_id(command_id);
-    command->set_event_id(event.event.event_id());
-    command->set_container_id(to.container_id);
-    for (const std::string& arg : sub.argv) command->add_argv(arg);
-    command->set_start_container(sub.start == contract::StartPolicy::kStartIfStopped);
-    command->add_env(absl::StrCat("DISPATCH_EVENT_ID=", event.event.event_id()));
-    command->add_env(absl::StrCat("DISPATCH_EVENT_HOST=", event.origin_host));
-    command->add_env(absl::StrCat("DISPATCH_EVENT_PATH=", event.event.key()));
-    const std::string& payload = event.event.payload();
-    if (payload.size() <= options_.max_env_payload_bytes &&
-        payload.find('\0') == std::string::npos) {
-      command->add_env(absl::StrCat("DISPATCH_EVENT_PAYLOAD=", payload));
-    }
-    lane.in_flight = true;
-    lane.command_id = command_id;
-    lane.sent_at = clock_->Now();
-    in_flight_[command_id] = InFlight{lane_key, to.agent_id};
+    *message.mutable_command() =
+        BuildCommand(command_id, event->event, event->origin_host, to, *current->subscription,
+                     options_.max_env_payload_bytes);
     ++stats_.commands_sent;
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordCommandSent();
-      options_.metrics->ObserveQueueDuration(lane.sent_at - front.ready_at);
-    }
+    metrics_->RecordCommandSent();
+    metrics_->ObserveQueueDuration(now - front->ready_at);
     if (*current->container_name != to.container_name) {
-      front.recipient.container_name = *current->container_name;  // renamed
+      front->recipient.container_name = *current->container_name;  // renamed
     }
-    agent->second.link->Send(std::move(message));
+    agent->link->Send(std::move(message));
     return;
   }
 }
 
 void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
                              const std::string& detail) {
-  auto it = lanes_.find(lane_key);
-  if (it == lanes_.end() || it->second.queue.empty()) return;
-  Lane& lane = it->second;
-  Delivery delivery = std::move(lane.queue.front());
-  lane.queue.pop_front();
-  lane.in_flight = false;
-  lane.retry_at.reset();
-  Resolve(delivery.event_seq, delivery.recipient, outcome, detail);
+  std::optional<Delivery> delivery = queue_.Finish(lane_key);
+  if (!delivery.has_value()) return;
+  Resolve(delivery->event_seq, delivery->recipient, outcome, detail);
   PumpLane(lane_key);
 }
 
 void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error) {
-  auto it = lanes_.find(lane_key);
-  if (it == lanes_.end() || it->second.queue.empty()) return;
-  Lane& lane = it->second;
-  Delivery& front = lane.queue.front();
-  lane.in_flight = false;
-  ++front.attempts;
-  front.last_error = error;
-  if (front.attempts >= options_.max_attempts) {
-    FinishFront(lane_key,
-                DeliveryOutcome::kFailed,
-                absl::StrCat("gave up after ", front.attempts, " attempts: ", error));
-    return;
+  const DeliveryQueue::RetryPlan plan = queue_.Retry(lane_key, error, clock_->Now());
+  switch (plan.verdict) {
+    case DeliveryQueue::RetryPlan::Verdict::kNoLane:
+      return;
+    case DeliveryQueue::RetryPlan::Verdict::kBudgetExhausted:
+      FinishFront(lane_key, DeliveryOutcome::kFailed,
+                  absl::StrCat("gave up after ", plan.delivery->attempts, " attempts: ", error));
+      return;
+    case DeliveryQueue::RetryPlan::Verdict::kScheduled:
+      break;
   }
-  const absl::Time at = clock_->Now() + Backoff(front.attempts);
-  lane.retry_at = at;
-  front.ready_at = at;
-  retry_timers_.insert({at, lane_key});
   ++stats_.retries;
-  if (options_.metrics != nullptr) {
-    options_.metrics->RecordRetry();
-    options_.metrics->RecordWorkQueueAdd();
-  }
+  metrics_->RecordRetry();
+  metrics_->RecordWorkQueueAdd();
+  const Delivery& front = *plan.delivery;
   LOG(WARNING) << "delivery of " << front.recipient.event_id << " to "
                << front.recipient.container_name << " failed (attempt " << front.attempts << "/"
-               << options_.max_attempts << "): " << error << "; retrying at "
-               << Rfc3339(at);
+               << options_.max_attempts << "): " << error << "; retrying at " << Rfc3339(plan.at);
   Wake();
 }
 
-absl::Duration Dispatcher::Backoff(int attempts) {
-  // Full jitter below a ceiling that doubles from the minimum and saturates
-  // at the maximum: the same computation as the sinks' ExponentialBackoff.
-  const absl::Duration bound =
-      sinks::FullJitterBound(absl::ZeroDuration(), options_.retry_min_backoff,
-                              options_.retry_max_backoff, static_cast<uint64_t>(attempts));
-  return sinks::FullJitter(bound, [this](int64_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return absl::Uniform<int64_t>(bitgen_, 0, n);  // called below, with mu_ held
-  });
-}
-
 void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& result) {
-  auto f = in_flight_.find(result.command_id());
-  if (f == in_flight_.end() || f->second.agent_id != agent_id) return;  // stale answer
-  const std::string lane_key = f->second.lane;
-  in_flight_.erase(f);
-  auto lane = lanes_.find(lane_key);
-  if (lane == lanes_.end() || !lane->second.in_flight ||
-      lane->second.command_id != result.command_id()) {
-    return;
-  }
+  std::optional<DeliveryQueue::Answered> answered =
+      queue_.TakeAnswered(result.command_id(), agent_id);
+  if (!answered.has_value()) return;  // stale answer
+  const std::string& lane_key = answered->key;
   int64_t observed_unix_nanos = 0;
-  if (!lane->second.queue.empty()) {
-    auto record = events_.find(lane->second.queue.front().event_seq);
-    if (record != events_.end()) observed_unix_nanos = record->second.event.observed_unix_nanos();
-  }
-  if (options_.metrics != nullptr) {
-    options_.metrics->ObserveWorkDuration(clock_->Now() - lane->second.sent_at);
-    if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
-        observed_unix_nanos != 0) {
-      options_.metrics->ObserveDeliveryLatency(
-          absl::Nanoseconds(result.exec_start_sent_unix_nanos() - observed_unix_nanos));
-    }
+  const EventRecord* record = ledger_.Find(answered->delivery->event_seq);
+  if (record != nullptr) observed_unix_nanos = record->event.observed_unix_nanos();
+  metrics_->ObserveWorkDuration(clock_->Now() - answered->delivery->sent_at);
+  if (result.outcome() == CommandResult::DELIVERED && result.exec_start_sent_unix_nanos() != 0 &&
+      observed_unix_nanos != 0) {
+    metrics_->ObserveDeliveryLatency(
+        absl::Nanoseconds(result.exec_start_sent_unix_nanos() - observed_unix_nanos));
   }
   switch (result.outcome()) {
     case CommandResult::DELIVERED: {
@@ -563,10 +444,8 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
 }
 
 void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit) {
-  if (options_.metrics != nullptr) {
-    options_.metrics->RecordExecExit(exit.error().empty(), exit.exit_code(),
-                                     absl::Milliseconds(exit.duration_ms()));
-  }
+  metrics_->RecordExecExit(exit.error().empty(), exit.exit_code(),
+                           absl::Milliseconds(exit.duration_ms()));
   if (!exit.error().empty()) {
     LOG(WARNING) << "agent " << agent_id << ": exit of command " << exit.command_id()
                  << " unknown: " << exit.error();
@@ -584,11 +463,10 @@ void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1:
 void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                          const std::string& detail) {
   ++stats_.deliveries[outcome];
-  if (options_.metrics != nullptr) options_.metrics->RecordDelivery(outcome);
-  auto it = events_.find(event_seq);
-  if (it == events_.end()) return;
-  EventRecord& record = it->second;
-  const std::string& event_id = record.event.event_id();
+  metrics_->RecordDelivery(outcome);
+  EventRecord* record = ledger_.Find(event_seq);
+  if (record == nullptr) return;
+  const std::string& event_id = record->event.event_id();
   switch (outcome) {
     case DeliveryOutcome::kDelivered:
       LOG(INFO) << "delivered " << event_id << " to " << recipient.container_name << " ("
@@ -600,64 +478,38 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, Deliver
     case DeliveryOutcome::kFailed:
       LOG(ERROR) << "could not deliver " << event_id << " to " << recipient.container_name << ": "
                  << detail;
-      record.failed = true;
-      record.errors.push_back(absl::StrCat(recipient.container_name, ": ", detail));
+      ledger_.RecordFailure(*record, absl::StrCat(recipient.container_name, ": ", detail));
       break;
     default:
       LOG(INFO) << "skipped " << event_id << " for " << recipient.container_name << " ("
                 << DeliveryOutcomeName(outcome) << "): " << detail;
       break;
   }
-  if (--record.outstanding <= 0) Settle(record);
+  if (ledger_.Resolve(*record)) Settle(*record);
 }
 
 void Dispatcher::Settle(EventRecord& record) {
-  Settled settled;
-  settled.set_key(record.event.key());
-  settled.set_generation(record.event.generation());
-  if (record.failed) {
-    settled.set_disposition(Settled::DEAD_LETTER);
-    nlohmann::json note = {
-        {"event_id", record.event.event_id()},
-        {"path", record.event.key()},
-        {"host", record.origin_host},
-        {"observed_at", Rfc3339(absl::FromUnixNanos(record.event.observed_unix_nanos()))},
-        {"settled_at", Rfc3339(clock_->Now())},
-        {"errors", record.errors},
-    };
-    settled.set_error_json(note.dump(2));
-    ++stats_.events_settled_dead_letter;
-    if (options_.metrics != nullptr) {
-      options_.metrics->RecordEventSettled(SettleOutcome::kDeadLettered);
-    }
-    LOG(ERROR) << "event " << record.event.event_id() << " goes to the dead-letter directory";
-  } else {
-    settled.set_disposition(Settled::DELETE);
-    if (record.no_subscribers) {
+  EventLedger::Settlement settlement = ledger_.Settle(record);  // `record` is gone
+  switch (settlement.outcome) {
+    case SettleOutcome::kDeadLettered:
+      ++stats_.events_settled_dead_letter;
+      break;
+    case SettleOutcome::kNoSubscribers:
       ++stats_.events_settled_no_subscribers;
-      if (options_.metrics != nullptr) {
-        options_.metrics->RecordEventSettled(SettleOutcome::kNoSubscribers);
-      }
-      LOG(INFO) << "event " << record.event.event_id() << " (" << record.event.key()
-                << ") has no subscribers";
-    } else {
+      break;
+    case SettleOutcome::kDelivered:
       ++stats_.events_settled_delivered;
-      if (options_.metrics != nullptr) {
-        options_.metrics->RecordEventSettled(SettleOutcome::kDelivered);
-      }
-    }
+      break;
   }
-  const EventKey key{record.origin_agent, record.event.key(), record.event.generation()};
-  auto agent = agents_.find(record.origin_agent);
-  if (agent != agents_.end() && agent->second.link != nullptr) {
+  metrics_->RecordEventSettled(settlement.outcome);
+  const AgentTable::Agent* agent = agents_.Find(settlement.origin_agent);
+  if (agent != nullptr && agent->link != nullptr) {
     ControllerMessage message;
-    *message.mutable_settled() = std::move(settled);
-    agent->second.link->Send(std::move(message));
+    *message.mutable_settled() = std::move(settlement.settled);
+    agent->link->Send(std::move(message));
   } else {
-    unacked_settled_[key] = std::move(settled);
+    ledger_.KeepUnacked(settlement.origin_agent, std::move(settlement.settled));
   }
-  by_key_.erase(key);
-  events_.erase(record.seq);
 }
 
 absl::Time Dispatcher::Poll() {
@@ -670,55 +522,39 @@ absl::Time Dispatcher::Poll() {
     debounce_targets_.erase(target);
     Enqueue(due.key, std::move(delivery));
   }
-  while (!retry_timers_.empty() && retry_timers_.begin()->first <= now) {
-    const std::string lane_key = retry_timers_.begin()->second;
-    retry_timers_.erase(retry_timers_.begin());
-    auto lane = lanes_.find(lane_key);
-    if (lane == lanes_.end()) continue;
-    if (lane->second.retry_at.has_value() && *lane->second.retry_at > now) continue;
-    lane->second.retry_at.reset();
-    PumpLane(lane_key);
-  }
+  while (std::optional<std::string> lane_key = queue_.PopDueRetry(now)) PumpLane(*lane_key);
   ExpireAwayAgents(now);
-  if (!held_.empty()) RouteHeld();  // the start-up grace may have ended
-  const absl::Duration silence_limit = options_.heartbeat_period * options_.missed_heartbeats;
-  for (auto& [agent_id, state] : agents_) {
-    if (state.link == nullptr) continue;
-    if (now - state.last_heard > silence_limit) {
-      LOG(WARNING) << "agent " << agent_id << " missed " << options_.missed_heartbeats
-                   << " heartbeats: ending its session";
-      state.link->Close("missed heartbeats");
-      state.last_heard = now;  // Close once; the session reports its end.
-      continue;
-    }
-    if (now - state.last_heartbeat_sent >= options_.heartbeat_period) {
-      ControllerMessage heartbeat;
-      heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(now));
-      state.link->Send(std::move(heartbeat));
-      state.last_heartbeat_sent = now;
+  if (ledger_.held() != 0) RouteHeld();  // the start-up grace may have ended
+  for (const AgentTable::HeartbeatAction& action : agents_.CheckHeartbeats(now)) {
+    switch (action.kind) {
+      case AgentTable::HeartbeatAction::Kind::kCloseSilent:
+        LOG(WARNING) << "agent " << action.agent_id << " missed " << options_.missed_heartbeats
+                     << " heartbeats: ending its session";
+        action.link->Close("missed heartbeats");
+        break;
+      case AgentTable::HeartbeatAction::Kind::kSendHeartbeat: {
+        ControllerMessage heartbeat;
+        heartbeat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(now));
+        action.link->Send(std::move(heartbeat));
+        break;
+      }
     }
   }
-  absl::Time next = now + options_.heartbeat_period;
-  if (now < started_at_ + options_.startup_grace) next = std::min(next, started_at_ + options_.startup_grace);
-  for (const auto& [id, state] : agents_) {
-    if (state.away_since.has_value()) next = std::min(next, *state.away_since + AwayGrace());
-  }
+  absl::Time next = agents_.NextDeadline(now);
   if (auto d = debouncer_.NextDeadline(); d.has_value()) next = std::min(next, *d);
-  if (!retry_timers_.empty()) next = std::min(next, retry_timers_.begin()->first);
+  if (auto d = queue_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   return next;
 }
 
 DispatcherStats Dispatcher::stats() const {
   absl::MutexLock lock(&mu_);
   DispatcherStats stats = stats_;
-  stats.events_in_flight = events_.size();
-  stats.events_held = held_.size();
+  stats.events_in_flight = ledger_.in_flight();
+  stats.events_held = ledger_.held();
   stats.debounce_pending = debouncer_.pending();
-  for (const auto& [id, state] : agents_) stats.agents_connected += state.link != nullptr ? 1 : 0;
-  for (const auto& [id, state] : agents_) stats.agents_fresh += state.fresh ? 1 : 0;
-  for (const auto& [key, lane] : lanes_) {
-    stats.deliveries_queued += lane.queue.size() - (lane.in_flight && !lane.queue.empty() ? 1 : 0);
-  }
+  stats.agents_connected = agents_.connected_count();
+  stats.agents_fresh = agents_.fresh_count();
+  stats.deliveries_queued = queue_.depth();
   stats.subscriptions_valid = index_.subscription_count();
   stats.subscriptions_invalid = index_.invalid_count();
   return stats;
@@ -736,12 +572,7 @@ std::vector<Target> Dispatcher::Subscriptions() const {
 
 std::vector<AgentInfo> Dispatcher::Agents() const {
   absl::MutexLock lock(&mu_);
-  std::vector<AgentInfo> out;
-  for (const auto& [id, state] : agents_) {
-    out.push_back(
-        AgentInfo{id, state.host, state.fresh, state.seq, state.last_heard, state.link != nullptr});
-  }
-  return out;
+  return agents_.Infos();
 }
 
 size_t Dispatcher::subscription_count() const {

@@ -6,49 +6,44 @@
 // once every subscription has been delivered, coalesced or skipped.
 //
 // It knows nothing of gRPC: sessions reach it through AgentLink and the
-// On*() calls; time reaches it through Clock and Poll(). All state sits
-// behind one mutex; every public method is thread-safe. Link methods are
-// called with that mutex held, so AgentLink::Send must not block and must
-// not call back into the Dispatcher.
+// On*() calls; time reaches it through Clock and Poll(). Its state sits in
+// single-threaded parts that it drives: the AgentTable (agents and their
+// sessions), the SubscriptionIndex, the EventLedger (events until settled),
+// the Debouncer and the DeliveryQueue (lanes, commands in flight, retries);
+// BuildCommand makes the commands. Every transition crosses several parts,
+// so all of them sit behind the Dispatcher's one mutex; every public method
+// is thread-safe. Link methods are called with that mutex held, so
+// AgentLink::Send must not block and must not call back into the
+// Dispatcher.
 #ifndef DISPATCHD_CONTROLLER_DISPATCHER_H_
 #define DISPATCHD_CONTROLLER_DISPATCHER_H_
 
+#include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
-#include <optional>
-#include <set>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/node_hash_map.h"
-#include "absl/random/random.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "controller/agent_table.h"  // AgentLink, AgentInfo
 #include "controller/debouncer.h"
+#include "controller/delivery_queue.h"
 #include "controller/dispatcher_metrics.h"
+#include "controller/event_ledger.h"
+#include "controller/recipient.h"
 #include "controller/subscription_index.h"
 #include "proto/dispatch/v1/session.pb.h"
 #include "sinks/sink.h"
 
 namespace dispatchd {
 namespace controller {
-
-// One agent's session, as the Dispatcher sees it.
-class AgentLink {
- public:
-  virtual ~AgentLink() = default;
-  // Queues a message for the agent. Never blocks; thread-safe.
-  virtual void Send(dispatch::v1::ControllerMessage message) = 0;
-  // Ends the session (e.g. missed heartbeats). The session later reports
-  // AgentDisconnected as usual. Never blocks.
-  virtual void Close(const std::string& reason) = 0;
-};
 
 struct DispatcherOptions {
   std::string label_namespace = "subscription";
@@ -73,20 +68,10 @@ struct DispatcherOptions {
   // Every observed event is written here once, when first seen (forwarding
   // destinations). Must not block: a Queue per destination. May be null.
   std::shared_ptr<sinks::Sink> forward;
-  // Prometheus metrics, updated as things happen. May be null; must outlive
-  // the Dispatcher. (Gauges: ExportDispatcherGauges.)
-  DispatcherMetrics* metrics = nullptr;
-};
-
-// An agent as the public API shows it.
-struct AgentInfo {
-  std::string agent_id;
-  std::string host;
-  bool inventory_fresh = false;
-  uint64_t inventory_seq = 0;
-  absl::Time last_heard;
-  // False while a disconnected agent is waited for.
-  bool connected = true;
+  // Metrics (normally a DispatcherMetrics), updated as things happen. Null
+  // records nothing; otherwise must outlive the Dispatcher. (Gauges:
+  // ExportDispatcherGauges.)
+  DispatcherMetricsRecorder* metrics = nullptr;
 };
 
 // How one subscription of one event ended.
@@ -154,60 +139,11 @@ class Dispatcher {
   size_t subscription_count() const;
 
  private:
-  struct EventRecord {
-    uint64_t seq = 0;
-    std::string origin_agent;
-    std::string origin_host;
-    dispatch::v1::ObservedEvent event;
-    bool routed = false;
-    int outstanding = 0;  // subscriptions not settled yet
-    bool failed = false;  // some subscription exhausted its retries
-    bool no_subscribers = false;
-    std::vector<std::string> errors;
-  };
-  // Who a delivery goes to. The subscription itself is looked up again
-  // when the delivery is sent (level-triggered), so it is not kept here.
-  struct Recipient {
-    std::string agent_id;
-    std::string container_id;
-    std::string container_name;  // as last seen: for logs and dead-letter notes
-    std::string event_id;
-  };
-  struct Delivery {
-    uint64_t event_seq = 0;
-    Recipient recipient;
-    int attempts = 0;
-    std::string last_error;
-    absl::Time ready_at = absl::InfinitePast();  // last (re)entry into the work queue
-  };
-  // Per (event id, agent, container): FIFO of deliveries, one in flight.
-  struct Lane {
-    std::deque<Delivery> queue;
-    bool in_flight = false;
-    uint64_t command_id = 0;      // of the delivery in flight
-    absl::Time sent_at;           // when that command was sent
-    std::optional<absl::Time> retry_at;  // front delivery waits until then
-  };
-  struct AgentState {
-    AgentLink* link = nullptr;
-    std::string host;
-    bool fresh = false;
-    uint64_t seq = 0;
-    // Set while the agent is disconnected (link == nullptr) but may return.
-    std::optional<absl::Time> away_since;
-    absl::Time last_heard;
-    absl::Time last_heartbeat_sent;
-  };
-  struct InFlight {
-    std::string lane;
-    std::string agent_id;
-  };
-
   // One message that is not a batch.
   void HandleAgentMessage(const std::string& agent_id, const dispatch::v1::AgentMessage& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void HandleEvent(const std::string& agent_id, const dispatch::v1::ObservedEvent& event)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleEvent(const std::string& agent_id, const AgentTable::Agent& agent,
+                   const dispatch::v1::ObservedEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleResult(const std::string& agent_id, const dispatch::v1::CommandResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit)
@@ -224,36 +160,23 @@ class Dispatcher {
   void Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Settle(EventRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Duration AwayGrace() const;
   void PumpAgentLanes(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAwayAgents(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Duration Backoff(int attempts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DispatcherOptions options_;
   Clock* const clock_;
-  const absl::Time started_at_;
+  // options_.metrics, or NoDispatcherMetrics(): never null.
+  DispatcherMetricsRecorder* const metrics_;
 
   mutable absl::Mutex mu_;
   SubscriptionIndex index_ ABSL_GUARDED_BY(mu_);
   Debouncer debouncer_ ABSL_GUARDED_BY(mu_);
   // Debounce key -> the recipient of its pending item.
   absl::flat_hash_map<std::string, Recipient> debounce_targets_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, AgentState> agents_ ABSL_GUARDED_BY(mu_);
-  // Node-based: references to a record stay valid while others come and go.
-  absl::node_hash_map<uint64_t, EventRecord> events_ ABSL_GUARDED_BY(mu_);
-  // (agent id, key, generation) -> event seq, for de-duplicating re-sent events.
-  using EventKey = std::tuple<std::string, std::string, uint64_t>;
-  absl::flat_hash_map<EventKey, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
-  // Settled notices whose origin agent was away; re-sent when it re-sends the event.
-  absl::flat_hash_map<EventKey, dispatch::v1::Settled> unacked_settled_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> held_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, Lane> lanes_ ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<absl::Time, std::string>> retry_timers_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_event_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_command_id_ ABSL_GUARDED_BY(mu_) = 1;
-  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+  AgentTable agents_ ABSL_GUARDED_BY(mu_);
+  EventLedger ledger_ ABSL_GUARDED_BY(mu_);
+  DeliveryQueue queue_ ABSL_GUARDED_BY(mu_);
   DispatcherStats stats_ ABSL_GUARDED_BY(mu_);
 
   // Poll thread.

@@ -36,7 +36,27 @@ const Labels& QueueLabel() {
 
 double Seconds(absl::Duration d) { return std::max(0.0, absl::ToDoubleSeconds(d)); }
 
+class NoMetrics final : public DispatcherMetricsRecorder {
+ public:
+  void RecordEventObserved() override {}
+  void RecordEventDuplicate() override {}
+  void RecordEventSettled(SettleOutcome) override {}
+  void RecordDelivery(DeliveryOutcome) override {}
+  void RecordRetry() override {}
+  void RecordCommandSent() override {}
+  void ObserveDeliveryLatency(absl::Duration) override {}
+  void RecordExecExit(bool, int, absl::Duration) override {}
+  void RecordWorkQueueAdd() override {}
+  void ObserveQueueDuration(absl::Duration) override {}
+  void ObserveWorkDuration(absl::Duration) override {}
+};
+
 }  // namespace
+
+DispatcherMetricsRecorder* NoDispatcherMetrics() {
+  static NoMetrics* const metrics = new NoMetrics;
+  return metrics;
+}
 
 DispatcherMetrics::DispatcherMetrics(Registry& registry)
     : events_observed_(

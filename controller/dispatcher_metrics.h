@@ -1,7 +1,11 @@
-// DispatcherMetrics: the controller's Prometheus metrics. The Dispatcher
-// calls the Record*/Observe* methods as things happen; SetGauges copies a
-// DispatcherStats snapshot into the gauges (run it from a collect hook, see
-// ExportDispatcherGauges).
+// DispatcherMetricsRecorder: what the Dispatcher reports as things happen.
+// The Dispatcher always calls it; NoDispatcherMetrics() is the instance that
+// records nothing, used when no metrics are wanted.
+//
+// DispatcherMetrics: the controller's Prometheus metrics, a recorder. The
+// Dispatcher calls the Record*/Observe* methods as things happen; SetGauges
+// copies a DispatcherStats snapshot into the gauges (run it from a collect
+// hook, see ExportDispatcherGauges).
 //
 // Every label value these metrics can take is created at 0 by the
 // constructor, so a dashboard shows 0 rather than "No data". Labels are
@@ -18,10 +22,11 @@
 //   workqueue_{depth,adds_total,retries_total,queue_duration_seconds,
 //   work_duration_seconds}{name="dispatchd_deliveries"}.
 //
-// Thread-safety: every method is safe for concurrent use and lock-free
-// (atomics), so the Dispatcher may call them with its mutex held.
+// Thread-safety: every method of both is safe for concurrent use and
+// lock-free (atomics), so the Dispatcher may call them with its mutex held;
+// an implementation of the recorder must be so too.
 // Ownership: the metrics live in the Registry passed to the constructor,
-// which must outlive this object.
+// which must outlive this object. NoDispatcherMetrics() is never deleted.
 #ifndef DISPATCHD_CONTROLLER_DISPATCHER_METRICS_H_
 #define DISPATCHD_CONTROLLER_DISPATCHER_METRICS_H_
 
@@ -29,6 +34,7 @@
 
 #include "absl/time/time.h"
 #include "common/metrics.h"
+#include "controller/event_ledger.h"  // SettleOutcome
 
 namespace dispatchd {
 namespace controller {
@@ -37,37 +43,55 @@ class Dispatcher;
 enum class DeliveryOutcome;
 struct DispatcherStats;
 
-// How an event was settled.
-enum class SettleOutcome { kDelivered, kNoSubscribers, kDeadLettered };
-
 // The work queue's name label, as controller-runtime names its queues.
 inline constexpr char kDeliveriesWorkQueue[] = "dispatchd_deliveries";
 
-class DispatcherMetrics {
+class DispatcherMetricsRecorder {
+ public:
+  virtual ~DispatcherMetricsRecorder() = default;
+
+  virtual void RecordEventObserved() = 0;
+  virtual void RecordEventDuplicate() = 0;
+  virtual void RecordEventSettled(SettleOutcome outcome) = 0;
+  virtual void RecordDelivery(DeliveryOutcome outcome) = 0;
+  // A failed attempt scheduled for another try (also workqueue_retries_total).
+  virtual void RecordRetry() = 0;
+  virtual void RecordCommandSent() = 0;
+  // From the file being closed (observed by the agent) to the exec's start
+  // being sent to Docker. Negative values (clock skew between hosts) count as 0.
+  virtual void ObserveDeliveryLatency(absl::Duration latency) = 0;
+  // A finished exec: its duration and whether it exited with 0. `known` is
+  // false when the agent could not learn the exit (then duration is ignored).
+  virtual void RecordExecExit(bool known, int exit_code, absl::Duration duration) = 0;
+  // Work queue: a delivery became ready to send (first enqueue or retry
+  // scheduled).
+  virtual void RecordWorkQueueAdd() = 0;
+  // Work queue: ready -> command sent.
+  virtual void ObserveQueueDuration(absl::Duration d) = 0;
+  // Work queue: command sent -> the agent's result.
+  virtual void ObserveWorkDuration(absl::Duration d) = 0;
+};
+
+// A recorder that records nothing. Never null; thread-safe.
+DispatcherMetricsRecorder* NoDispatcherMetrics();
+
+class DispatcherMetrics final : public DispatcherMetricsRecorder {
  public:
   explicit DispatcherMetrics(Registry& registry);
   DispatcherMetrics(const DispatcherMetrics&) = delete;
   DispatcherMetrics& operator=(const DispatcherMetrics&) = delete;
 
-  void RecordEventObserved() { events_observed_.Increment(); }
-  void RecordEventDuplicate() { events_duplicate_.Increment(); }
-  void RecordEventSettled(SettleOutcome outcome);
-  void RecordDelivery(DeliveryOutcome outcome);
-  // A failed attempt scheduled for another try (also workqueue_retries_total).
-  void RecordRetry();
-  void RecordCommandSent() { commands_sent_.Increment(); }
-  // From the file being closed (observed by the agent) to the exec's start
-  // being sent to Docker. Negative values (clock skew between hosts) count as 0.
-  void ObserveDeliveryLatency(absl::Duration latency);
-  // A finished exec: its duration and whether it exited with 0. `known` is
-  // false when the agent could not learn the exit (then duration is ignored).
-  void RecordExecExit(bool known, int exit_code, absl::Duration duration);
-  // Work queue: a delivery became ready to send (first enqueue or retry due).
-  void RecordWorkQueueAdd() { workqueue_adds_.Increment(); }
-  // Work queue: ready -> command sent.
-  void ObserveQueueDuration(absl::Duration d);
-  // Work queue: command sent -> the agent's result.
-  void ObserveWorkDuration(absl::Duration d);
+  void RecordEventObserved() override { events_observed_.Increment(); }
+  void RecordEventDuplicate() override { events_duplicate_.Increment(); }
+  void RecordEventSettled(SettleOutcome outcome) override;
+  void RecordDelivery(DeliveryOutcome outcome) override;
+  void RecordRetry() override;
+  void RecordCommandSent() override { commands_sent_.Increment(); }
+  void ObserveDeliveryLatency(absl::Duration latency) override;
+  void RecordExecExit(bool known, int exit_code, absl::Duration duration) override;
+  void RecordWorkQueueAdd() override { workqueue_adds_.Increment(); }
+  void ObserveQueueDuration(absl::Duration d) override;
+  void ObserveWorkDuration(absl::Duration d) override;
 
   // Copies the gauges of `stats` (in flight, held, debounce pending, agents,
   // subscriptions, queued deliveries).

@@ -1,0 +1,155 @@
+#include "controller/agent_table.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/logging.h"
+
+namespace dispatchd {
+namespace controller {
+
+AgentTable::AgentTable(AgentTableOptions options, absl::Time started_at)
+    : options_(std::move(options)), startup_grace_end_(started_at + options_.startup_grace) {}
+
+AgentTable::Connection AgentTable::Connect(const std::string& agent_id, const std::string& host,
+                                           AgentLink* link, absl::Time now) {
+  Agent& agent = agents_[agent_id];
+  Connection connection;
+  if (agent.link != nullptr && agent.link != link) connection.replaced = agent.link;
+  connection.was_away = agent.link == nullptr && agent.away_since.has_value();
+  agent.link = link;
+  agent.host = host;
+  agent.fresh = false;
+  agent.away_since.reset();
+  agent.last_heard = now;
+  agent.last_heartbeat_sent = now;
+  return connection;
+}
+
+bool AgentTable::Disconnect(const std::string& agent_id, AgentLink* link, absl::Time now) {
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end() || it->second.link != link) return false;
+  it->second.link = nullptr;
+  it->second.fresh = false;
+  it->second.away_since = now;
+  return true;
+}
+
+void AgentTable::Remove(const std::string& agent_id) { agents_.erase(agent_id); }
+
+const AgentTable::Agent* AgentTable::Find(const std::string& agent_id) const {
+  auto it = agents_.find(agent_id);
+  return it == agents_.end() ? nullptr : &it->second;
+}
+
+const AgentTable::Agent* AgentTable::Heard(const std::string& agent_id, absl::Time now) {
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end()) return nullptr;
+  it->second.last_heard = now;
+  return &it->second;
+}
+
+AgentTable::Agent& AgentTable::At(const std::string& agent_id) {
+  auto it = agents_.find(agent_id);
+  CHECK(it != agents_.end()) << "unknown agent " << agent_id;
+  return it->second;
+}
+
+bool AgentTable::AcceptSnapshot(const std::string& agent_id, uint64_t seq) {
+  Agent& agent = At(agent_id);
+  agent.seq = seq;
+  const bool was_fresh = agent.fresh;
+  agent.fresh = true;
+  return was_fresh;
+}
+
+AgentTable::DeltaOrder AgentTable::AcceptDelta(const std::string& agent_id, uint64_t seq) {
+  Agent& agent = At(agent_id);
+  if (seq <= agent.seq) return DeltaOrder::kCovered;
+  if (seq != agent.seq + 1) {
+    agent.fresh = false;
+    return DeltaOrder::kGap;
+  }
+  agent.seq = seq;
+  return DeltaOrder::kNext;
+}
+
+bool AgentTable::MarkStale(const std::string& agent_id) {
+  Agent& agent = At(agent_id);
+  const bool was_fresh = agent.fresh;
+  agent.fresh = false;
+  return was_fresh;
+}
+
+bool AgentTable::AllFresh(absl::Time now) const {
+  // Until the start-up grace has passed, agents of an earlier run may still
+  // be reconnecting: routing now could miss their subscribers.
+  if (now < startup_grace_end_) return false;
+  if (agents_.empty()) return false;
+  for (const auto& [id, agent] : agents_) {
+    if (!agent.fresh) return false;  // away agents are never fresh
+  }
+  return true;
+}
+
+std::vector<std::string> AgentTable::ExpiredAway(absl::Time now) const {
+  std::vector<std::string> expired;
+  for (const auto& [id, agent] : agents_) {
+    if (agent.link == nullptr && agent.away_since.has_value() &&
+        now - *agent.away_since >= away_grace()) {
+      expired.push_back(id);
+    }
+  }
+  return expired;
+}
+
+std::vector<AgentTable::HeartbeatAction> AgentTable::CheckHeartbeats(absl::Time now) {
+  std::vector<HeartbeatAction> actions;
+  const absl::Duration silence_limit = away_grace();
+  for (auto& [id, agent] : agents_) {
+    if (agent.link == nullptr) continue;
+    if (now - agent.last_heard > silence_limit) {
+      actions.push_back({HeartbeatAction::Kind::kCloseSilent, id, agent.link});
+      agent.last_heard = now;  // Close once; the session reports its end.
+      continue;
+    }
+    if (now - agent.last_heartbeat_sent >= options_.heartbeat_period) {
+      actions.push_back({HeartbeatAction::Kind::kSendHeartbeat, id, agent.link});
+      agent.last_heartbeat_sent = now;
+    }
+  }
+  return actions;
+}
+
+absl::Time AgentTable::NextDeadline(absl::Time now) const {
+  absl::Time next = now + options_.heartbeat_period;
+  if (now < startup_grace_end_) next = std::min(next, startup_grace_end_);
+  for (const auto& [id, agent] : agents_) {
+    if (agent.away_since.has_value()) next = std::min(next, *agent.away_since + away_grace());
+  }
+  return next;
+}
+
+size_t AgentTable::connected_count() const {
+  size_t n = 0;
+  for (const auto& [id, agent] : agents_) n += agent.link != nullptr ? 1 : 0;
+  return n;
+}
+
+size_t AgentTable::fresh_count() const {
+  size_t n = 0;
+  for (const auto& [id, agent] : agents_) n += agent.fresh ? 1 : 0;
+  return n;
+}
+
+std::vector<AgentInfo> AgentTable::Infos() const {
+  std::vector<AgentInfo> out;
+  for (const auto& [id, agent] : agents_) {
+    out.push_back(
+        AgentInfo{id, agent.host, agent.fresh, agent.seq, agent.last_heard, agent.link != nullptr});
+  }
+  return out;
+}
+
+}  // namespace controller
+}  // namespace dispatchd

@@ -1,0 +1,91 @@
+#include "controller/command_builder.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dispatchd {
+namespace controller {
+namespace {
+
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+dispatch::v1::ObservedEvent MakeEvent(const std::string& payload) {
+  dispatch::v1::ObservedEvent event;
+  event.set_key("demo/some-event");
+  event.set_event_id("demo.some-event");
+  event.set_payload(payload);
+  return event;
+}
+
+const Recipient kTo{"host-b", "c0ffee", "handler", "demo.some-event"};
+
+contract::Subscription Touch() {
+  contract::Subscription sub;
+  sub.event_id = "demo.some-event";
+  sub.argv = {"touch", "/tmp/handled file"};
+  return sub;
+}
+
+TEST(BuildCommandTest, CarriesTheSubscriptionsCommandAndTheEventsEnvironment) {
+  dispatch::v1::Command c = BuildCommand(42, MakeEvent("hello"), "host-a", kTo, Touch(), 4096);
+  EXPECT_EQ(c.command_id(), 42u);
+  EXPECT_EQ(c.event_id(), "demo.some-event");
+  EXPECT_EQ(c.container_id(), "c0ffee");
+  EXPECT_THAT(c.argv(), ElementsAre("touch", "/tmp/handled file"));
+  EXPECT_FALSE(c.start_container());
+  EXPECT_THAT(c.env(),
+              ElementsAre("DISPATCH_EVENT_ID=demo.some-event", "DISPATCH_EVENT_HOST=host-a",
+                          "DISPATCH_EVENT_PATH=demo/some-event", "DISPATCH_EVENT_PAYLOAD=hello"));
+}
+
+TEST(BuildCommandTest, StartOnlySubscriptionStartsTheContainerAndExecsNothing) {
+  contract::Subscription sub;
+  sub.event_id = "demo.some-event";
+  sub.start = contract::StartPolicy::kStartIfStopped;
+  dispatch::v1::Command c = BuildCommand(1, MakeEvent(""), "host-a", kTo, sub, 4096);
+  EXPECT_TRUE(c.start_container());
+  EXPECT_THAT(c.argv(), IsEmpty());
+}
+
+TEST(BuildCommandTest, EmptyPayloadIsPassedEmpty) {
+  dispatch::v1::Command c = BuildCommand(1, MakeEvent(""), "host-a", kTo, Touch(), 4096);
+  EXPECT_THAT(c.env(), Contains("DISPATCH_EVENT_PAYLOAD="));
+}
+
+TEST(BuildCommandTest, PayloadUpToTheLimitIsPassed) {
+  const std::string payload(16, 'x');
+  dispatch::v1::Command c = BuildCommand(1, MakeEvent(payload), "host-a", kTo, Touch(), 16);
+  EXPECT_THAT(c.env(), Contains("DISPATCH_EVENT_PAYLOAD=" + payload));
+}
+
+TEST(BuildCommandTest, PayloadOverTheLimitIsOmitted) {
+  dispatch::v1::Command c =
+      BuildCommand(1, MakeEvent(std::string(17, 'x')), "host-a", kTo, Touch(), 16);
+  EXPECT_THAT(c.env(), Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
+  EXPECT_EQ(c.env_size(), 3) << "the other variables stay";
+}
+
+TEST(BuildCommandTest, PayloadWithANulByteIsOmitted) {
+  dispatch::v1::Command c =
+      BuildCommand(1, MakeEvent(std::string("a\0b", 3)), "host-a", kTo, Touch(), 4096);
+  EXPECT_THAT(c.env(), Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
+  EXPECT_THAT(c.env(), Contains(HasSubstr("DISPATCH_EVENT_PATH=")));
+}
+
+TEST(BuildCommandTest, ZeroLimitPassesOnlyAnEmptyPayload) {
+  EXPECT_THAT(BuildCommand(1, MakeEvent(""), "h", kTo, Touch(), 0).env(),
+              Contains("DISPATCH_EVENT_PAYLOAD="));
+  EXPECT_THAT(BuildCommand(1, MakeEvent("x"), "h", kTo, Touch(), 0).env(),
+              Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
+}
+
+}  // namespace
+}  // namespace controller
+}  // namespace dispatchd

@@ -1,0 +1,156 @@
+#include "controller/delivery_queue.h"
+
+#include <utility>
+
+namespace dispatchd {
+namespace controller {
+
+DeliveryQueue::DeliveryQueue(DeliveryQueueOptions options) : options_(std::move(options)) {}
+
+bool DeliveryQueue::Add(const std::string& key, Delivery delivery, absl::Time now) {
+  Lane& lane = lanes_[key];
+  delivery.ready_at = now;
+  delivery.command_id = 0;
+  lane.queue.push_back(std::move(delivery));
+  return !lane.in_flight() && !lane.retry_at.has_value();
+}
+
+Delivery* DeliveryQueue::Ready(const std::string& key) {
+  auto it = lanes_.find(key);
+  if (it == lanes_.end()) return nullptr;
+  Lane& lane = it->second;
+  if (lane.queue.empty()) {
+    lanes_.erase(it);
+    return nullptr;
+  }
+  if (lane.in_flight() || lane.retry_at.has_value()) return nullptr;
+  return &lane.queue.front();
+}
+
+uint64_t DeliveryQueue::MarkSent(const std::string& key, Delivery& front,
+                                 const std::string& agent_id, absl::Time now) {
+  const uint64_t command_id = next_command_id_++;
+  front.command_id = command_id;
+  front.sent_at = now;
+  in_flight_[command_id] = InFlight{key, agent_id};
+  return command_id;
+}
+
+std::optional<DeliveryQueue::Answered> DeliveryQueue::TakeAnswered(uint64_t command_id,
+                                                                   absl::string_view agent_id) {
+  auto f = in_flight_.find(command_id);
+  if (f == in_flight_.end() || f->second.agent_id != agent_id) return std::nullopt;
+  std::string key = std::move(f->second.lane);
+  in_flight_.erase(f);
+  auto it = lanes_.find(key);
+  if (it == lanes_.end() || !it->second.in_flight() ||
+      it->second.queue.front().command_id != command_id) {
+    return std::nullopt;
+  }
+  return Answered{std::move(key), &it->second.queue.front()};
+}
+
+std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
+  auto it = lanes_.find(key);
+  if (it == lanes_.end() || it->second.queue.empty()) return std::nullopt;
+  Lane& lane = it->second;
+  std::optional<Delivery> delivery(std::move(lane.queue.front()));
+  lane.queue.pop_front();
+  lane.retry_at.reset();
+  delivery->command_id = 0;
+  return delivery;
+}
+
+DeliveryQueue::RetryPlan DeliveryQueue::Retry(const std::string& key, std::string error,
+                                              absl::Time now) {
+  auto it = lanes_.find(key);
+  if (it == lanes_.end() || it->second.queue.empty()) return {};
+  Lane& lane = it->second;
+  Delivery& front = lane.queue.front();
+  front.command_id = 0;
+  ++front.attempts;
+  front.last_error = std::move(error);
+  if (front.attempts >= options_.max_attempts) {
+    return {RetryPlan::Verdict::kBudgetExhausted, &front, absl::InfinitePast()};
+  }
+  const absl::Time at = now + Backoff(front.attempts);
+  lane.retry_at = at;
+  front.ready_at = at;
+  retry_timers_.insert({at, key});
+  return {RetryPlan::Verdict::kScheduled, &front, at};
+}
+
+absl::Duration DeliveryQueue::Backoff(int attempts) {
+  // Full jitter below a ceiling that doubles from the minimum and saturates
+  // at the maximum: the same computation as the sinks' ExponentialBackoff.
+  const absl::Duration bound =
+      sinks::FullJitterBound(absl::ZeroDuration(), options_.min_backoff, options_.max_backoff,
+                             static_cast<uint64_t>(attempts));
+  if (options_.random) return sinks::FullJitter(bound, options_.random);
+  return sinks::FullJitter(bound,
+                           [this](int64_t n) { return absl::Uniform<int64_t>(bitgen_, 0, n); });
+}
+
+std::optional<std::string> DeliveryQueue::PopDueRetry(absl::Time now) {
+  while (!retry_timers_.empty() && retry_timers_.begin()->first <= now) {
+    auto node = retry_timers_.extract(retry_timers_.begin());
+    auto lane = lanes_.find(node.value().second);
+    if (lane == lanes_.end()) continue;
+    // A later retry of the same lane replaced this timer.
+    if (lane->second.retry_at.has_value() && *lane->second.retry_at > now) continue;
+    lane->second.retry_at.reset();
+    return std::move(node.value().second);
+  }
+  return std::nullopt;
+}
+
+std::optional<absl::Time> DeliveryQueue::NextDeadline() const {
+  if (retry_timers_.empty()) return std::nullopt;
+  return retry_timers_.begin()->first;
+}
+
+std::vector<std::string> DeliveryQueue::LanesTo(absl::string_view agent_id) const {
+  std::vector<std::string> keys;
+  for (const auto& [key, lane] : lanes_) {
+    if (!lane.queue.empty() && lane.queue.front().recipient.agent_id == agent_id) {
+      keys.push_back(key);
+    }
+  }
+  return keys;
+}
+
+bool DeliveryQueue::ClearRetry(const std::string& key) {
+  auto lane = lanes_.find(key);
+  if (lane == lanes_.end()) return false;
+  lane->second.retry_at.reset();
+  return true;
+}
+
+void DeliveryQueue::AbandonAgent(absl::string_view agent_id) {
+  std::vector<std::string> lanes;
+  std::vector<uint64_t> commands;
+  for (const auto& [command_id, f] : in_flight_) {
+    if (f.agent_id == agent_id) {
+      lanes.push_back(f.lane);
+      commands.push_back(command_id);
+    }
+  }
+  for (uint64_t command_id : commands) in_flight_.erase(command_id);
+  for (const std::string& key : lanes) {
+    auto lane = lanes_.find(key);
+    if (lane != lanes_.end() && !lane->second.queue.empty()) {
+      lane->second.queue.front().command_id = 0;
+    }
+  }
+}
+
+size_t DeliveryQueue::depth() const {
+  size_t depth = 0;
+  for (const auto& [key, lane] : lanes_) {
+    depth += lane.queue.size() - (lane.in_flight() ? 1 : 0);
+  }
+  return depth;
+}
+
+}  // namespace controller
+}  // namespace dispatchd
