@@ -1,5 +1,8 @@
 #include "controller/agent_table.h"
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
 #include <algorithm>
 #include <utility>
 
@@ -149,6 +152,33 @@ std::vector<AgentInfo> AgentTable::Infos() const {
         AgentInfo{id, agent.host, agent.fresh, agent.seq, agent.last_heard, agent.link != nullptr});
   }
   return out;
+}
+
+std::vector<std::string> AgentTable::ConnectedIds() const {
+  std::vector<std::string> out;
+  for (const auto& [id, agent] : agents_) {
+    if (agent.link != nullptr) out.push_back(id);
+  }
+  return out;  // std::map: already sorted
+}
+
+std::string AgentTable::NotFreshReason(absl::Time now) const {
+  if (now < startup_grace_end_) {
+    return absl::StrCat("the controller's start-up grace (agents of its previous run may come "
+                        "back) lasts until ",
+                        absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", startup_grace_end_,
+                                         absl::UTCTimeZone()));
+  }
+  if (agents_.empty()) return "no agent is connected";
+  std::vector<std::string> reasons;
+  for (const auto& [id, agent] : agents_) {
+    if (agent.link == nullptr) {
+      reasons.push_back(absl::StrCat("agent ", id, " is away"));
+    } else if (!agent.fresh) {
+      reasons.push_back(absl::StrCat("agent ", id, "'s container inventory is not fresh"));
+    }
+  }
+  return absl::StrJoin(reasons, "; ");
 }
 
 }  // namespace controller

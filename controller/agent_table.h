@@ -156,6 +156,10 @@ class AgentTable {
   size_t fresh_count() const;
   // Every agent, in id order.
   std::vector<AgentInfo> Infos() const;
+  // Ids of the agents with a session, sorted.
+  std::vector<std::string> ConnectedIds() const;
+  // Why AllFresh(now) is false, in words ("" when it is true).
+  std::string NotFreshReason(absl::Time now) const;
 
  private:
   Agent& At(const std::string& agent_id);

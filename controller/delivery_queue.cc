@@ -152,5 +152,23 @@ size_t DeliveryQueue::depth() const {
   return depth;
 }
 
+std::vector<DeliveryQueue::Position> DeliveryQueue::PositionsOf(uint64_t event_seq) const {
+  std::vector<Position> out;
+  for (const auto& [key, lane] : lanes_) {
+    for (size_t i = 0; i < lane.queue.size(); ++i) {
+      const Delivery& d = lane.queue[i];
+      if (d.event_seq != event_seq) continue;
+      Position p{&d, Position::State::kQueued, absl::InfinitePast()};
+      if (i == 0 && lane.in_flight()) p.state = Position::State::kInFlight;
+      if (i == 0 && lane.retry_at.has_value()) {
+        p.state = Position::State::kRetryWait;
+        p.retry_at = *lane.retry_at;
+      }
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
 }  // namespace controller
 }  // namespace dispatchd

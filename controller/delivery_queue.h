@@ -141,6 +141,15 @@ class DeliveryQueue {
   void AbandonAgent(absl::string_view agent_id);
 
   // Deliveries waiting in the queue, those in flight excluded.
+  // Where the deliveries of event `event_seq` stand (for the API):
+  // O(lanes).
+  struct Position {
+    const Delivery* delivery;
+    enum class State { kQueued, kInFlight, kRetryWait } state;
+    absl::Time retry_at;  // for kRetryWait
+  };
+  std::vector<Position> PositionsOf(uint64_t event_seq) const;
+
   size_t depth() const;
   // Lanes with deliveries; commands in flight.
   size_t lane_count() const { return lanes_.size(); }

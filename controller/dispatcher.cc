@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "controller/command_builder.h"
 
@@ -93,6 +94,19 @@ void Dispatcher::Stop() {
     thread = std::move(thread_);
   }
   if (thread != nullptr) thread->join();
+  EndApiCalls();
+}
+
+void Dispatcher::EndApiCalls() {
+  {
+    absl::MutexLock lock(&mu_);
+    for (AgentRequests::Completion& c :
+         requests_.FailAll(absl::UnavailableError("the controller is shutting down"))) {
+      completions_.push_back(std::move(c));
+    }
+  }
+  RunCompletions();
+  hub_.Close();
 }
 
 void Dispatcher::Wake() { wake_ = true; }
@@ -123,17 +137,24 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
 }
 
 void Dispatcher::AgentDisconnected(const std::string& agent_id, AgentLink* link) {
-  absl::MutexLock lock(&mu_);
   // Away, not gone: an agent that comes back within the grace period (about
   // `missed_heartbeats` periods) finds its deliveries waiting; events are
   // held meanwhile, since its containers may subscribe to them.
-  if (!agents_.Disconnect(agent_id, link, clock_->Now())) return;
-  LOG(WARNING) << "agent " << agent_id << " disconnected; holding events for up to "
-               << absl::FormatDuration(agents_.away_grace()) << " while it may come back";
-  Wake();
-  // Commands in flight to that agent may never be answered: send them again
-  // once it is back (at-least-once), without spending their retry budget.
-  queue_.AbandonAgent(agent_id);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!agents_.Disconnect(agent_id, link, clock_->Now())) return;
+    LOG(WARNING) << "agent " << agent_id << " disconnected; holding events for up to "
+                 << absl::FormatDuration(agents_.away_grace()) << " while it may come back";
+    Wake();
+    // Commands in flight to that agent may never be answered: send them again
+    // once it is back (at-least-once), without spending their retry budget.
+    queue_.AbandonAgent(agent_id);
+    // API requests waiting on it fail now; their callers may retry.
+    for (AgentRequests::Completion& c : requests_.AgentGone(agent_id)) {
+      completions_.push_back(std::move(c));
+    }
+  }
+  RunCompletions();
 }
 
 void Dispatcher::PumpAgentLanes(const std::string& agent_id) {
@@ -156,14 +177,18 @@ void Dispatcher::ExpireAwayAgents(absl::Time now) {
 }
 
 void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage& message) {
-  absl::MutexLock lock(&mu_);
-  if (message.has_batch()) {
-    for (const AgentMessage& m : message.batch().messages()) {
-      if (!m.has_batch()) HandleAgentMessage(agent_id, m);
+  {
+    absl::MutexLock lock(&mu_);
+    if (message.has_batch()) {
+      for (const AgentMessage& m : message.batch().messages()) {
+        if (!m.has_batch()) HandleAgentMessage(agent_id, m);
+      }
+    } else {
+      HandleAgentMessage(agent_id, message);
     }
-  } else {
-    HandleAgentMessage(agent_id, message);
+    if (completions_.empty()) return;
   }
+  RunCompletions();
 }
 
 void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMessage& message) {
@@ -222,6 +247,17 @@ void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMess
     case AgentMessage::kExecExit:
       HandleExecExit(agent_id, message.exec_exit());
       break;
+    case AgentMessage::kWriteEventResult:
+    case AgentMessage::kDeadLetterResult: {
+      const uint64_t request_id = message.has_write_event_result()
+                                      ? message.write_event_result().request_id()
+                                      : message.dead_letter_result().request_id();
+      if (std::optional<AgentRequests::Completion> c =
+              requests_.Answer(request_id, agent_id, message)) {
+        completions_.push_back(*std::move(c));
+      }
+      break;
+    }
     case AgentMessage::kBatch:  // nested: never sent
     case AgentMessage::MSG_NOT_SET:
       break;
@@ -268,10 +304,22 @@ void Dispatcher::HandleEvent(const std::string& agent_id, const AgentTable::Agen
   }
   LOG(DEBUG) << "event " << event.event_id() << " observed by " << agent_id << " ("
              << event.key() << ", " << event.size() << " bytes)";
+  if (hub_.has_watchers()) {
+    dispatch::v1::WatchUpdate observed = NewUpdate(dispatch::v1::WatchUpdate::OBSERVED, record);
+    observed.set_time_unix_nanos(event.observed_unix_nanos());
+    observed.set_size(event.size());
+    observed.set_payload_truncated(event.payload_truncated());
+    hub_.Publish(std::move(observed));
+  }
   if (AllAgentsFresh()) {
     Route(seq);
   } else {
     ledger_.Hold(seq);
+    if (hub_.has_watchers()) {
+      dispatch::v1::WatchUpdate held = NewUpdate(dispatch::v1::WatchUpdate::HELD, record);
+      held.set_detail(agents_.NotFreshReason(clock_->Now()));
+      hub_.Publish(std::move(held));
+    }
     LOG(INFO) << "holding event " << event.event_id()
               << " until every agent's container inventory is fresh";
   }
@@ -291,6 +339,17 @@ void Dispatcher::Route(uint64_t seq) {
   std::vector<TargetRef> targets;
   index_.LookupRefs(record->event.event_id(), record->origin_agent, &targets);
   ledger_.MarkRouted(*record, targets.size());
+  if (hub_.has_watchers()) {
+    dispatch::v1::WatchUpdate routed = NewUpdate(dispatch::v1::WatchUpdate::ROUTED, *record);
+    for (const TargetRef& t : targets) {
+      dispatch::v1::Recipient* r = routed.add_recipients();
+      r->set_agent_id(*t.agent_id);
+      r->set_container_id(*t.container_id);
+      r->set_container_name(*t.container_name);
+    }
+    if (targets.empty()) routed.set_detail("no subscribers");
+    hub_.Publish(std::move(routed));
+  }
   if (targets.empty()) {
     Settle(*record);
     return;
@@ -363,10 +422,10 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
 }
 
 void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
-                             const std::string& detail) {
+                             const std::string& detail, absl::string_view exec_id) {
   std::optional<Delivery> delivery = queue_.Finish(lane_key);
   if (!delivery.has_value()) return;
-  Resolve(delivery->event_seq, delivery->recipient, outcome, detail);
+  Resolve(delivery->event_seq, delivery->recipient, outcome, detail, exec_id);
   PumpLane(lane_key);
 }
 
@@ -389,6 +448,16 @@ void Dispatcher::RetryFront(const std::string& lane_key, const std::string& erro
   LOG(WARNING) << "delivery of " << front.recipient.event_id << " to "
                << front.recipient.container_name << " failed (attempt " << front.attempts << "/"
                << options_.max_attempts << "): " << error << "; retrying at " << Rfc3339(plan.at);
+  if (hub_.has_watchers()) {
+    if (const EventRecord* record = ledger_.Find(front.event_seq)) {
+      dispatch::v1::WatchUpdate retry = NewUpdate(dispatch::v1::WatchUpdate::RETRY, *record);
+      FillRecipient(front.recipient, retry.mutable_recipient());
+      retry.set_attempt(front.attempts);
+      retry.set_detail(error);
+      retry.set_retry_at_unix_nanos(absl::ToUnixNanos(plan.at));
+      hub_.Publish(std::move(retry));
+    }
+  }
   Wake();
 }
 
@@ -425,7 +494,20 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
             (result.exec_create_sent_unix_nanos() - observed_unix_nanos) / 1e6,
             (result.exec_start_sent_unix_nanos() - observed_unix_nanos) / 1e6);
       }
-      FinishFront(lane_key, DeliveryOutcome::kDelivered, detail);
+      if (hub_.has_watchers() && !result.exec_id().empty() && answered->delivery != nullptr) {
+        // Kept for the exec's exit report (EXEC_EXIT), bounded.
+        if (const EventRecord* record = ledger_.Find(answered->delivery->event_seq)) {
+          exec_targets_[result.command_id()] =
+              ExecTarget{record->event.event_id(), record->event.key(), record->origin_agent,
+                         answered->delivery->recipient};
+          exec_target_order_.push_back(result.command_id());
+          if (exec_target_order_.size() > 10000) {
+            exec_targets_.erase(exec_target_order_.front());
+            exec_target_order_.pop_front();
+          }
+        }
+      }
+      FinishFront(lane_key, DeliveryOutcome::kDelivered, detail, result.exec_id());
       break;
     }
     case CommandResult::CONTAINER_GONE:
@@ -446,6 +528,22 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
 void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1::ExecExit& exit) {
   metrics_->RecordExecExit(exit.error().empty(), exit.exit_code(),
                            absl::Milliseconds(exit.duration_ms()));
+  if (auto target = exec_targets_.find(exit.command_id()); target != exec_targets_.end()) {
+    if (hub_.has_watchers()) {
+      dispatch::v1::WatchUpdate u;
+      u.set_kind(dispatch::v1::WatchUpdate::EXEC_EXIT);
+      u.set_time_unix_nanos(absl::ToUnixNanos(clock_->Now()));
+      u.set_event_id(target->second.event_id);
+      u.set_path(target->second.path);
+      u.set_agent_id(target->second.origin_agent);
+      FillRecipient(target->second.recipient, u.mutable_recipient());
+      u.set_exit_code(exit.exit_code());
+      u.set_duration_ms(exit.duration_ms());
+      u.set_detail(exit.error());
+      hub_.Publish(std::move(u));
+    }
+    exec_targets_.erase(target);  // its place in exec_target_order_ goes stale, harmlessly
+  }
   if (!exit.error().empty()) {
     LOG(WARNING) << "agent " << agent_id << ": exit of command " << exit.command_id()
                  << " unknown: " << exit.error();
@@ -461,11 +559,19 @@ void Dispatcher::HandleExecExit(const std::string& agent_id, const dispatch::v1:
 }
 
 void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
-                         const std::string& detail) {
+                         const std::string& detail, absl::string_view exec_id) {
   ++stats_.deliveries[outcome];
   metrics_->RecordDelivery(outcome);
   EventRecord* record = ledger_.Find(event_seq);
   if (record == nullptr) return;
+  if (hub_.has_watchers()) {
+    dispatch::v1::WatchUpdate u = NewUpdate(dispatch::v1::WatchUpdate::DELIVERY, *record);
+    FillRecipient(recipient, u.mutable_recipient());
+    u.set_outcome(ToApiOutcome(outcome));
+    u.set_detail(detail);
+    u.set_exec_id(std::string(exec_id));
+    hub_.Publish(std::move(u));
+  }
   const std::string& event_id = record->event.event_id();
   switch (outcome) {
     case DeliveryOutcome::kDelivered:
@@ -489,7 +595,19 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, Deliver
 }
 
 void Dispatcher::Settle(EventRecord& record) {
+  std::optional<dispatch::v1::WatchUpdate> settled_update;
+  if (hub_.has_watchers()) {
+    settled_update = NewUpdate(record.failed ? dispatch::v1::WatchUpdate::DEAD_LETTERED
+                                             : dispatch::v1::WatchUpdate::SETTLED,
+                               record);
+    if (record.failed) {
+      settled_update->set_detail(absl::StrJoin(record.errors, "; "));
+    } else if (record.no_subscribers) {
+      settled_update->set_detail("no subscribers: the file is deleted");
+    }
+  }
   EventLedger::Settlement settlement = ledger_.Settle(record);  // `record` is gone
+  if (settled_update.has_value()) hub_.Publish(*std::move(settled_update));
   switch (settlement.outcome) {
     case SettleOutcome::kDeadLettered:
       ++stats_.events_settled_dead_letter;
@@ -513,8 +631,18 @@ void Dispatcher::Settle(EventRecord& record) {
 }
 
 absl::Time Dispatcher::Poll() {
-  absl::MutexLock lock(&mu_);
+  absl::Time next;
+  {
+    absl::MutexLock lock(&mu_);
+    next = PollLocked();
+  }
+  RunCompletions();
+  return next;
+}
+
+absl::Time Dispatcher::PollLocked() {
   const absl::Time now = clock_->Now();
+  for (AgentRequests::Completion& c : requests_.Expire(now)) completions_.push_back(std::move(c));
   for (Debouncer::Due& due : debouncer_.TakeDue(now)) {
     auto target = debounce_targets_.find(due.key);
     if (target == debounce_targets_.end()) continue;
@@ -543,6 +671,7 @@ absl::Time Dispatcher::Poll() {
   absl::Time next = agents_.NextDeadline(now);
   if (auto d = debouncer_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   if (auto d = queue_.NextDeadline(); d.has_value()) next = std::min(next, *d);
+  if (auto d = requests_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   return next;
 }
 

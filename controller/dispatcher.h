@@ -20,6 +20,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,13 +34,16 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "controller/agent_requests.h"
 #include "controller/agent_table.h"  // AgentLink, AgentInfo
+#include "controller/api_backend.h"
 #include "controller/debouncer.h"
 #include "controller/delivery_queue.h"
 #include "controller/dispatcher_metrics.h"
 #include "controller/event_ledger.h"
 #include "controller/recipient.h"
 #include "controller/subscription_index.h"
+#include "controller/watch_hub.h"
 #include "proto/dispatch/v1/session.pb.h"
 #include "sinks/sink.h"
 
@@ -107,7 +112,16 @@ struct DispatcherStats {
   uint64_t subscriptions_invalid = 0;
 };
 
-class Dispatcher {
+// Helpers shared by dispatcher.cc and dispatcher_api.cc.
+void FillRecipient(const Recipient& r, dispatch::v1::Recipient* out);
+dispatch::v1::DeliveryOutcome ToApiOutcome(DeliveryOutcome outcome);
+
+// The Dispatcher is also the API's backend (ApiBackend): Emit and the
+// dead-letter calls go to agents as requests (AgentRequests) and complete
+// when they answer; Watch reads the WatchHub the Dispatcher publishes each
+// step of an event to (only while someone watches); ListEvents, GetEvent
+// and Explain read the current state.
+class Dispatcher final : public ApiBackend {
  public:
   Dispatcher(DispatcherOptions options, Clock* clock);
   Dispatcher(const Dispatcher&) = delete;
@@ -131,6 +145,9 @@ class Dispatcher {
   // work has a nearer deadline.
   void Start();
   void Stop();
+  // Ends the API's open calls (watch streams, requests waiting on agents)
+  // so a server shutdown does not wait for them. Stop() does it too.
+  void EndApiCalls() ABSL_LOCKS_EXCLUDED(mu_);
 
   DispatcherStats stats() const;
   std::vector<InvalidEntry> InvalidSubscriptions() const;
@@ -138,7 +155,55 @@ class Dispatcher {
   std::vector<AgentInfo> Agents() const;
   size_t subscription_count() const;
 
+  // ApiBackend (controller/api_backend.h).
+  void Emit(const dispatch::v1::EmitRequest& request,
+            Done<dispatch::v1::EmitResponse> done) override;
+  std::unique_ptr<WatchHub::Watcher> Watch(WatchFilter filter, size_t buffer,
+                                           std::function<void()> wake) override;
+  dispatch::v1::ListEventsResponse ListEvents() const override;
+  absl::StatusOr<dispatch::v1::EventInfo> GetEvent(
+      const dispatch::v1::GetEventRequest& request) const override;
+  absl::StatusOr<dispatch::v1::ExplainResponse> Explain(
+      const dispatch::v1::ExplainRequest& request) const override;
+  void ListDeadLetters(const dispatch::v1::ListDeadLettersRequest& request,
+                       Done<dispatch::v1::ListDeadLettersResponse> done) override;
+  void ReplayDeadLetter(const dispatch::v1::ReplayDeadLetterRequest& request,
+                        Done<dispatch::v1::ReplayDeadLetterResponse> done) override;
+  void PurgeDeadLetter(const dispatch::v1::PurgeDeadLetterRequest& request,
+                       Done<dispatch::v1::PurgeDeadLetterResponse> done) override;
+
  private:
+  // Who an exec that may still report its exit went to, for EXEC_EXIT.
+  struct ExecTarget {
+    std::string event_id;
+    std::string path;
+    std::string origin_agent;
+    Recipient recipient;
+  };
+
+  // Publishes `update` to the watchers; callers check hub_.has_watchers()
+  // first, so nothing is built while nobody watches.
+  dispatch::v1::WatchUpdate NewUpdate(dispatch::v1::WatchUpdate::Kind kind,
+                                      const EventRecord& record) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The agent an API request goes to: `host`, or one chosen by `key`.
+  absl::StatusOr<std::string> ChooseAgent(const std::string& host, const std::string& key) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Registers `done` for an answer from `agent_id` and sends `message` with
+  // the request's id set by `set_id`.
+  void SendRequest(const std::string& agent_id, dispatch::v1::ControllerMessage message,
+                   const std::function<void(dispatch::v1::ControllerMessage*, uint64_t)>& set_id,
+                   AgentRequests::Done done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends one dead-letter operation to `host` and converts its answer.
+  void DeadLetterCall(const std::string& host, dispatch::v1::DeadLetterRequest::Op op,
+                      const std::string& path,
+                      std::function<void(absl::StatusOr<dispatch::v1::DeadLetterResult>)> done);
+  absl::Time PollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs the request callbacks that completed under the lock, after it.
+  void RunCompletions() ABSL_LOCKS_EXCLUDED(mu_);
+  dispatch::v1::EventInfo DescribeEvent(const EventRecord& record, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // One message that is not a batch.
   void HandleAgentMessage(const std::string& agent_id, const dispatch::v1::AgentMessage& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -154,11 +219,13 @@ class Dispatcher {
   void Enqueue(const std::string& lane_key, Delivery delivery) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpLane(const std::string& lane_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
-                   const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                   const std::string& detail, absl::string_view exec_id = "")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RetryFront(const std::string& lane_key, const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
-               const std::string& detail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+               const std::string& detail, absl::string_view exec_id = "")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Settle(EventRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpAgentLanes(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAwayAgents(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -178,6 +245,15 @@ class Dispatcher {
   EventLedger ledger_ ABSL_GUARDED_BY(mu_);
   DeliveryQueue queue_ ABSL_GUARDED_BY(mu_);
   DispatcherStats stats_ ABSL_GUARDED_BY(mu_);
+  AgentRequests requests_ ABSL_GUARDED_BY(mu_);
+  // Callbacks of requests that ended under the lock; run by RunCompletions.
+  std::vector<AgentRequests::Completion> completions_ ABSL_GUARDED_BY(mu_);
+  // Command id -> where a delivered exec went, while watchers may want its
+  // exit (filled only while someone watches; the oldest dropped past 10,000).
+  absl::flat_hash_map<uint64_t, ExecTarget> exec_targets_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> exec_target_order_ ABSL_GUARDED_BY(mu_);
+  // Its own lock; Publish never blocks on a watcher.
+  WatchHub hub_;
 
   // Poll thread.
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

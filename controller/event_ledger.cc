@@ -1,5 +1,7 @@
 #include "controller/event_ledger.h"
 
+#include <algorithm>
+
 #include <utility>
 
 #include "absl/time/time.h"
@@ -107,6 +109,19 @@ EventLedger::Settlement EventLedger::Settle(EventRecord& record) {
 void EventLedger::KeepUnacked(const std::string& agent_id, Settled settled) {
   EventKey key{agent_id, settled.key(), settled.generation()};
   unacked_settled_[std::move(key)] = std::move(settled);
+}
+
+std::vector<const EventRecord*> EventLedger::Records() const {
+  std::vector<const EventRecord*> out;
+  out.reserve(events_.size());
+  for (const auto& [seq, record] : events_) out.push_back(&record);
+  std::sort(out.begin(), out.end(),
+            [](const EventRecord* a, const EventRecord* b) { return a->seq < b->seq; });
+  return out;
+}
+
+bool EventLedger::IsHeld(uint64_t seq) const {
+  return std::find(held_.begin(), held_.end(), seq) != held_.end();
 }
 
 }  // namespace controller

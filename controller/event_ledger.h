@@ -105,6 +105,10 @@ class EventLedger {
   // re-sends the event (Admit).
   void KeepUnacked(const std::string& agent_id, dispatch::v1::Settled settled);
 
+  // Every record, in the order the events were observed (for the API).
+  std::vector<const EventRecord*> Records() const;
+  bool IsHeld(uint64_t seq) const;
+
   size_t in_flight() const { return events_.size(); }  // recorded, not settled
   size_t held() const { return held_.size(); }
   size_t unacked() const { return unacked_settled_.size(); }

@@ -199,7 +199,8 @@ int Run(const DispatchdOptions& options) {
     service = std::make_unique<controller::SessionService>(
         dispatcher.get(), controller::SessionServiceOptions{.access = access});
     api_service = std::make_unique<controller::ApiService>(
-        dispatcher.get(), controller::ApiServiceOptions{.access = access});
+        dispatcher.get(),
+        controller::ApiServiceOptions{.access = access, .backend = dispatcher.get()});
     // Generic gRPC tools can check health and list and call the API.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -324,6 +325,7 @@ int Run(const DispatchdOptions& options) {
   LOG(INFO) << "received " << (signal == SIGTERM ? "SIGTERM" : "SIGINT") << ": shutting down";
   if (metrics_server != nullptr) metrics_server->Stop();
   health.reset();
+  if (dispatcher != nullptr) dispatcher->EndApiCalls();
   if (agent != nullptr) agent->Stop();
   if (server != nullptr) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (dispatcher != nullptr) dispatcher->Stop();
