@@ -22,18 +22,6 @@ using dispatch::v1::SubscriptionInfo;
 
 constexpr absl::string_view kBearerPrefix = "Bearer ";
 
-ContainerState ToApiState(dispatch::v1::Container::State state) {
-  switch (state) {
-    case dispatch::v1::Container::CREATED: return dispatch::v1::CONTAINER_STATE_CREATED;
-    case dispatch::v1::Container::RUNNING: return dispatch::v1::CONTAINER_STATE_RUNNING;
-    case dispatch::v1::Container::PAUSED: return dispatch::v1::CONTAINER_STATE_PAUSED;
-    case dispatch::v1::Container::RESTARTING: return dispatch::v1::CONTAINER_STATE_RESTARTING;
-    case dispatch::v1::Container::REMOVING: return dispatch::v1::CONTAINER_STATE_REMOVING;
-    case dispatch::v1::Container::EXITED: return dispatch::v1::CONTAINER_STATE_EXITED;
-    case dispatch::v1::Container::DEAD: return dispatch::v1::CONTAINER_STATE_DEAD;
-    default: return dispatch::v1::CONTAINER_STATE_UNSPECIFIED;
-  }
-}
 
 void FillSubscription(const Target& target, SubscriptionInfo* out) {
   const contract::Subscription& s = target.subscription;

@@ -44,6 +44,7 @@
 #include "controller/recipient.h"
 #include "controller/subscription_index.h"
 #include "controller/watch_hub.h"
+#include "proto/dispatch/v1/api.pb.h"
 #include "proto/dispatch/v1/session.pb.h"
 #include "sinks/sink.h"
 
@@ -115,6 +116,7 @@ struct DispatcherStats {
 // Helpers shared by dispatcher.cc and dispatcher_api.cc.
 void FillRecipient(const Recipient& r, dispatch::v1::Recipient* out);
 dispatch::v1::DeliveryOutcome ToApiOutcome(DeliveryOutcome outcome);
+dispatch::v1::ContainerState ToApiState(dispatch::v1::Container::State state);
 
 // The Dispatcher is also the API's backend (ApiBackend): Emit and the
 // dead-letter calls go to agents as requests (AgentRequests) and complete

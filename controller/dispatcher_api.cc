@@ -31,18 +31,6 @@ absl::Status FromResult(int32_t code, const std::string& error) {
   return absl::Status(static_cast<absl::StatusCode>(code), error);
 }
 
-dispatch::v1::ContainerState ToApiState(dispatch::v1::Container::State state) {
-  switch (state) {
-    case dispatch::v1::Container::CREATED: return dispatch::v1::CONTAINER_STATE_CREATED;
-    case dispatch::v1::Container::RUNNING: return dispatch::v1::CONTAINER_STATE_RUNNING;
-    case dispatch::v1::Container::PAUSED: return dispatch::v1::CONTAINER_STATE_PAUSED;
-    case dispatch::v1::Container::RESTARTING: return dispatch::v1::CONTAINER_STATE_RESTARTING;
-    case dispatch::v1::Container::REMOVING: return dispatch::v1::CONTAINER_STATE_REMOVING;
-    case dispatch::v1::Container::EXITED: return dispatch::v1::CONTAINER_STATE_EXITED;
-    case dispatch::v1::Container::DEAD: return dispatch::v1::CONTAINER_STATE_DEAD;
-    default: return dispatch::v1::CONTAINER_STATE_UNSPECIFIED;
-  }
-}
 
 // A dead-letter note (.error.json) read into the API's message.
 void FillDeadLetter(const std::string& agent_id, const dispatch::v1::DeadLetterEntry& entry,
@@ -82,6 +70,19 @@ std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
 }
 
 }  // namespace
+
+dispatch::v1::ContainerState ToApiState(dispatch::v1::Container::State state) {
+  switch (state) {
+    case dispatch::v1::Container::CREATED: return dispatch::v1::CONTAINER_STATE_CREATED;
+    case dispatch::v1::Container::RUNNING: return dispatch::v1::CONTAINER_STATE_RUNNING;
+    case dispatch::v1::Container::PAUSED: return dispatch::v1::CONTAINER_STATE_PAUSED;
+    case dispatch::v1::Container::RESTARTING: return dispatch::v1::CONTAINER_STATE_RESTARTING;
+    case dispatch::v1::Container::REMOVING: return dispatch::v1::CONTAINER_STATE_REMOVING;
+    case dispatch::v1::Container::EXITED: return dispatch::v1::CONTAINER_STATE_EXITED;
+    case dispatch::v1::Container::DEAD: return dispatch::v1::CONTAINER_STATE_DEAD;
+    default: return dispatch::v1::CONTAINER_STATE_UNSPECIFIED;
+  }
+}
 
 void FillRecipient(const Recipient& r, dispatch::v1::Recipient* out) {
   out->set_agent_id(r.agent_id);
