@@ -470,6 +470,121 @@ TEST_F(DispatcherTest, ListsSubscriptionsAndAgents) {
   EXPECT_TRUE(agents[0].inventory_fresh);
 }
 
+// Explain: one test per reason a handler would or would not run.
+class ExplainTest : public DispatcherTest {
+ protected:
+  dispatch::v1::Explanation ExplainOne(const std::string& event_id, const std::string& host = "") {
+    dispatch::v1::ExplainRequest request;
+    request.set_event_id(event_id);
+    request.set_host(host);
+    absl::StatusOr<dispatch::v1::ExplainResponse> response = dispatcher_.Explain(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->containers_size(), 1) << response->DebugString();
+    return response->containers_size() > 0 ? response->containers(0)
+                                            : dispatch::v1::Explanation();
+  }
+};
+
+TEST_F(ExplainTest, ARunningSubscriberIsDelivered) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  const dispatch::v1::Explanation x = ExplainOne("demo.some-event");
+  EXPECT_EQ(x.verdict(), dispatch::v1::Explanation::DELIVER);
+  EXPECT_EQ(x.container().container_name(), "handler");
+}
+
+TEST_F(ExplainTest, HostScopeOnAnotherHost) {
+  Connect();
+  Snapshot({MakeContainer("c1", "local", {{"subscription.h.container.command", "true"},
+                                          {"subscription.h.dispatching.scope", "host"}})});
+  const dispatch::v1::Explanation x = ExplainOne("h", "host-b");
+  EXPECT_EQ(x.verdict(), dispatch::v1::Explanation::NOT_DELIVERED);
+  EXPECT_EQ(x.reason(), dispatch::v1::Explanation::OTHER_HOST);
+  EXPECT_THAT(x.detail(), HasSubstr("host-b"));
+  EXPECT_EQ(ExplainOne("h", "host-a").verdict(), dispatch::v1::Explanation::DELIVER);
+}
+
+TEST_F(ExplainTest, StoppedWithoutContainerStart) {
+  Connect();
+  Snapshot({MakeContainer("c1", "stopped", kTouch, dispatch::v1::Container::EXITED)});
+  const dispatch::v1::Explanation x = ExplainOne("demo.some-event");
+  EXPECT_EQ(x.reason(), dispatch::v1::Explanation::NOT_RUNNING);
+  EXPECT_EQ(x.container_state(), dispatch::v1::CONTAINER_STATE_EXITED);
+}
+
+TEST_F(ExplainTest, AnInvalidLabelAndItsReason) {
+  Connect();
+  Snapshot({MakeContainer("c1", "broken", {{"subscription.b.container.command", "echo 'open"}})});
+  const dispatch::v1::Explanation x = ExplainOne("b");
+  EXPECT_EQ(x.reason(), dispatch::v1::Explanation::INVALID_LABEL);
+  EXPECT_THAT(x.detail(), HasSubstr("quote"));
+}
+
+TEST_F(ExplainTest, DebouncePendingUntilItsTime) {
+  Connect();
+  Snapshot({MakeContainer("c1", "slow", {{"subscription.d.container.command", "true"},
+                                         {"subscription.d.dispatching.debounce", "1000"}})});
+  Event("d", "d");  // delivered at once; the next waits for the period
+  clock_.Advance(absl::Milliseconds(200));
+  const dispatch::v1::Explanation x = ExplainOne("d");
+  EXPECT_EQ(x.verdict(), dispatch::v1::Explanation::DELIVER_LATER);
+  EXPECT_EQ(x.reason(), dispatch::v1::Explanation::DEBOUNCE_PENDING);
+  EXPECT_EQ(x.due_unix_nanos(), absl::ToUnixNanos(clock_.Now() + absl::Milliseconds(800)));
+}
+
+TEST_F(ExplainTest, AgentAwayOrInventoryStale) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  AgentMessage stale;
+  stale.mutable_inventory_stale()->set_reason("events stream lost");
+  dispatcher_.OnAgentMessage("host-a", stale);
+  EXPECT_EQ(ExplainOne("demo.some-event").reason(), dispatch::v1::Explanation::INVENTORY_STALE);
+  dispatcher_.AgentDisconnected("host-a", &link_);
+  const dispatch::v1::Explanation away = ExplainOne("demo.some-event", "host-a");
+  EXPECT_EQ(away.reason(), dispatch::v1::Explanation::AGENT_AWAY);
+  dispatch::v1::ExplainRequest request;
+  request.set_event_id("demo.some-event");
+  EXPECT_FALSE(dispatcher_.Explain(request)->would_route_now());
+  EXPECT_THAT(dispatcher_.Explain(request)->held_reason(), HasSubstr("host-a is away"));
+}
+
+TEST_F(ExplainTest, ALabelThatAlmostMatches) {
+  Connect();
+  Snapshot({MakeContainer("c1", "prefix", {{"subscription.demo.container.command", "true"}}),
+            MakeContainer("c2", "case", {{"subscription.Demo.Ping.container.command", "true"}})});
+  dispatch::v1::ExplainRequest request;
+  request.set_event_id("demo.ping");
+  absl::StatusOr<dispatch::v1::ExplainResponse> response = dispatcher_.Explain(request);
+  ASSERT_TRUE(response.ok());
+  ASSERT_EQ(response->containers_size(), 2);
+  for (const auto& x : response->containers()) {
+    EXPECT_EQ(x.reason(), dispatch::v1::Explanation::NEAR_MISS) << x.DebugString();
+  }
+  EXPECT_THAT(response->containers(0).detail(), HasSubstr("only in case"));
+  EXPECT_THAT(response->containers(1).detail(), HasSubstr("a prefix of 'demo.ping'"));
+}
+
+TEST_F(DispatcherTest, ListEventsShowsHeldAndInFlightRecipients) {
+  Connect();
+  Event("early", "early");  // no inventory yet: held
+  dispatch::v1::ListEventsResponse listed = dispatcher_.ListEvents();
+  ASSERT_EQ(listed.events_size(), 1);
+  EXPECT_EQ(listed.events(0).state(), dispatch::v1::EventInfo::HELD);
+  EXPECT_THAT(listed.events(0).held_reason(), HasSubstr("not fresh"));
+  Snapshot({MakeContainer("c1", "handler", kTouch)});  // routes it: no subscriber
+  Event("demo/some-event", "demo.some-event");
+  listed = dispatcher_.ListEvents();
+  ASSERT_EQ(listed.events_size(), 1);
+  EXPECT_EQ(listed.events(0).state(), dispatch::v1::EventInfo::IN_FLIGHT);
+  ASSERT_EQ(listed.events(0).recipients_size(), 1);
+  EXPECT_EQ(listed.events(0).recipients(0).state(), dispatch::v1::RecipientState::IN_FLIGHT);
+  dispatch::v1::GetEventRequest get;
+  get.set_event_id("demo.some-event");
+  EXPECT_TRUE(dispatcher_.GetEvent(get).ok());
+  get.set_event_id("nothing");
+  EXPECT_EQ(dispatcher_.GetEvent(get).status().code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd
