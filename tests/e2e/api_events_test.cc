@@ -202,6 +202,44 @@ TEST_F(ApiEventsTest, WatchSeesTheWholeLifeOfAnEventInOrder) {
   EXPECT_THAT(*python, HasSubstr("SETTLED"));
 }
 
+// A watcher that never reads is cut off with RESOURCE_EXHAUSTED while every
+// event is still dispatched: the same burst settles in full with and
+// without it (counted, not timed). The burst must outgrow what gRPC and the
+// sockets buffer for a stream (megabytes), so it is of events without
+// subscribers, each of which is observed, routed and settled.
+TEST_F(ApiEventsTest, AStuckWatcherIsCutOffAndDispatchingGoesOn) {
+  StartAllInOne();
+  constexpr int kBurst = 20000;
+  auto burst = [&](const std::string& dir) {
+    for (int i = 0; i < kBurst; ++i) WriteFile(absl::StrCat(events_, "/", dir, "/e", i), "");
+  };
+  auto settled = [&] {
+    grpc::ClientContext context;
+    dispatch::v1::GetStatusResponse status;
+    return stub_->GetStatus(&context, {}, &status).ok()
+               ? status.events_settled_no_subscribers()
+               : 0;
+  };
+  grpc::ClientContext context;
+  dispatch::v1::WatchRequest request;
+  request.set_buffer(16);
+  auto reader = stub_->Watch(&context, request);
+  reader->WaitForInitialMetadata();
+  burst("with-watcher");
+  ASSERT_TRUE(WaitFor([&] { return settled() == kBurst; }, absl::Seconds(120))) << settled();
+  // Only now read: what was buffered, then the end of the stream.
+  WatchUpdate update;
+  int read = 0;
+  while (reader->Read(&update)) ++read;
+  grpc::Status end = reader->Finish();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << end.error_message();
+  EXPECT_THAT(end.error_message(), HasSubstr("missed"));
+  EXPECT_LT(read, 3 * kBurst);
+  // Without a watcher: the same count.
+  burst("without");
+  EXPECT_TRUE(WaitFor([&] { return settled() == 2 * kBurst; }, absl::Seconds(120))) << settled();
+}
+
 // An event that exhausts its attempts is listed, replayed once its cause is
 // fixed (then delivered), or purged.
 TEST_F(ApiEventsTest, DeadLettersAreListedReplayedAndPurged) {
