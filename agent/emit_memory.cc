@@ -10,7 +10,7 @@ void EmitMemory::ExpireLocked(absl::Time now) {
          (now - order_.front().first >= options_.ttl || order_.size() > options_.max_keys)) {
     auto it = by_key_.find(order_.front().second);
     // A key remembered again later has a newer entry further back.
-    if (it != by_key_.end() && it->second.written == order_.front().first) by_key_.erase(it);
+    if (it != by_key_.end() && it->second.remembered == order_.front().first) by_key_.erase(it);
     order_.pop_front();
   }
 }
@@ -20,14 +20,13 @@ std::optional<EmitMemory::Written> EmitMemory::Find(absl::string_view key) {
   ExpireLocked(clock_->Now());
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return std::nullopt;
-  return it->second;
+  return it->second.written;
 }
 
 void EmitMemory::Remember(absl::string_view key, Written written) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
-  written.written = now;
-  by_key_[key] = written;
+  by_key_[key] = Entry{std::move(written), now};
   order_.emplace_back(now, std::string(key));
   ExpireLocked(now);
 }

@@ -44,7 +44,8 @@ class EmitMemory {
 
   // The write remembered for `key`, if it is younger than the ttl.
   std::optional<Written> Find(absl::string_view key);
-  // Remembers `written` for `key` (replacing an expired entry).
+  // Remembers `written` (as given) for `key` from now on, replacing what
+  // was remembered for it.
   void Remember(absl::string_view key, Written written);
 
   size_t size() const;
@@ -55,7 +56,11 @@ class EmitMemory {
   Clock* const clock_;
   const EmitMemoryOptions options_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Written> by_key_ ABSL_GUARDED_BY(mu_);
+  struct Entry {
+    Written written;
+    absl::Time remembered;  // starts the ttl
+  };
+  absl::flat_hash_map<std::string, Entry> by_key_ ABSL_GUARDED_BY(mu_);
   // Keys in the order they were remembered, for expiry and the bound.
   std::deque<std::pair<absl::Time, std::string>> order_ ABSL_GUARDED_BY(mu_);
 };

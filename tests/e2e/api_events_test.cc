@@ -240,6 +240,68 @@ TEST_F(ApiEventsTest, AStuckWatcherIsCutOffAndDispatchingGoesOn) {
   EXPECT_TRUE(WaitFor([&] { return settled() == 2 * kBurst; }, absl::Seconds(120))) << settled();
 }
 
+// A client whose Emit may have been lost in a controller restart retries
+// with the same idempotency key: the agent that wrote the file remembers the
+// key, so the retry writes nothing and the handler runs once.
+TEST_F(ApiEventsTest, EmitRetriedAcrossAControllerRestartRunsOnce) {
+  const std::string handler = Name("once");
+  Run(handler, {{"subscription.api.once.container.command",
+                 "sh -c 'echo \"$DISPATCH_EVENT_PAYLOAD\" >> /ran'"}});
+  const std::string address = absl::StrCat("127.0.0.1:", FreePort());
+  auto start_controller = [&] {
+    auto process = DispatchdProcess::Start(
+        {"controller", "--listen", address, "--heartbeat", "1s", "--log-level", "debug"},
+        dir_ + "/controller.log");
+    EXPECT_TRUE(process.ok()) << process.status();
+    return process.ok() ? *std::move(process) : nullptr;
+  };
+  std::unique_ptr<DispatchdProcess> controller = start_controller();
+  ASSERT_NE(controller, nullptr);
+  auto agent = DispatchdProcess::Start(
+      {"agent", "--controller", address, "--agent-id", "api-host", "--events-dir", events_,
+       "--docker-host", daemon_->host(), "--log-level", "debug"},
+      dir_ + "/agent.log");
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto controller_log = [&] { return ReadFile(dir_ + "/controller.log"); };
+  ASSERT_TRUE(WaitFor([&] {
+    return controller_log().find("agent api-host inventory:") != std::string::npos;
+  })) << controller_log();
+  Connect(address);
+
+  dispatch::v1::EmitResponse first;
+  ASSERT_TRUE(Emit(EmitId("api.once", "first", "key-1"), &first).ok());
+  EXPECT_FALSE(first.duplicate());
+  ASSERT_TRUE(WaitFor([&] { return Cat(handler, "/ran") == "first"; })) << controller_log();
+  ASSERT_TRUE(WaitFor([&] { return Gone("api.once"); }));
+
+  // kill -9 and a new controller on the same address; the agent comes back.
+  controller.reset();
+  const size_t log_size = controller_log().size();
+  controller = start_controller();
+  ASSERT_NE(controller, nullptr);
+  ASSERT_TRUE(WaitFor([&] {
+    return controller_log().find("agent api-host inventory:", log_size) != std::string::npos;
+  }, absl::Seconds(60))) << controller_log();
+
+  // The client retries (its channel may still be reconnecting) with the key.
+  dispatch::v1::EmitResponse retried;
+  grpc::Status status;
+  ASSERT_TRUE(WaitFor([&] {
+    status = Emit(EmitId("api.once", "first", "key-1"), &retried);
+    return status.ok();
+  })) << status.error_code() << ": " << status.error_message();
+  EXPECT_TRUE(retried.duplicate());
+  EXPECT_EQ(retried.written_unix_nanos(), first.written_unix_nanos());
+  EXPECT_FALSE(FileExists(events_ + "/api.once")) << "the retry wrote nothing";
+  // A new key is a new event: it runs, after which the handler has run twice
+  // in all, not three times.
+  dispatch::v1::EmitResponse second;
+  ASSERT_TRUE(Emit(EmitId("api.once", "second", "key-2"), &second).ok());
+  EXPECT_TRUE(WaitFor([&] { return Cat(handler, "/ran") == "first\nsecond"; }))
+      << Cat(handler, "/ran");
+  agent->reset();
+}
+
 // An event that exhausts its attempts is listed, replayed once its cause is
 // fixed (then delivered), or purged.
 TEST_F(ApiEventsTest, DeadLettersAreListedReplayedAndPurged) {
