@@ -12,7 +12,12 @@
 // argv is the subscription's command (empty for start-only), and the
 // container is started first when the subscription says so.
 //
-// A pure function: thread-safe, keeps nothing.
+// The Command is built in place, normally in the outgoing message's
+// mutable_command(): one is built per delivery, and a returned value would
+// cost a second message and a swap each time.
+//
+// A pure function: it writes only `*command`, keeps nothing, and is
+// thread-safe.
 #ifndef DISPATCHD_CONTROLLER_COMMAND_BUILDER_H_
 #define DISPATCHD_CONTROLLER_COMMAND_BUILDER_H_
 
@@ -27,10 +32,11 @@
 namespace dispatchd {
 namespace controller {
 
-dispatch::v1::Command BuildCommand(uint64_t command_id, const dispatch::v1::ObservedEvent& event,
-                                   absl::string_view origin_host, const Recipient& recipient,
-                                   const contract::Subscription& subscription,
-                                   size_t max_env_payload_bytes);
+// REQUIRES: `*command` is empty.
+void BuildCommand(uint64_t command_id, const dispatch::v1::ObservedEvent& event,
+                  absl::string_view origin_host, const Recipient& recipient,
+                  const contract::Subscription& subscription, size_t max_env_payload_bytes,
+                  dispatch::v1::Command* command);
 
 }  // namespace controller
 }  // namespace dispatchd

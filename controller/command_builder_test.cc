@@ -26,6 +26,15 @@ dispatch::v1::ObservedEvent MakeEvent(const std::string& payload) {
 
 const Recipient kTo{"host-b", "c0ffee", "handler", "demo.some-event"};
 
+// BuildCommand into a fresh Command.
+dispatch::v1::Command Build(uint64_t command_id, const dispatch::v1::ObservedEvent& event,
+                            absl::string_view origin_host, const Recipient& recipient,
+                            const contract::Subscription& subscription, size_t max_payload) {
+  dispatch::v1::Command command;
+  BuildCommand(command_id, event, origin_host, recipient, subscription, max_payload, &command);
+  return command;
+}
+
 contract::Subscription Touch() {
   contract::Subscription sub;
   sub.event_id = "demo.some-event";
@@ -34,7 +43,7 @@ contract::Subscription Touch() {
 }
 
 TEST(BuildCommandTest, CarriesTheSubscriptionsCommandAndTheEventsEnvironment) {
-  dispatch::v1::Command c = BuildCommand(42, MakeEvent("hello"), "host-a", kTo, Touch(), 4096);
+  dispatch::v1::Command c = Build(42, MakeEvent("hello"), "host-a", kTo, Touch(), 4096);
   EXPECT_EQ(c.command_id(), 42u);
   EXPECT_EQ(c.event_id(), "demo.some-event");
   EXPECT_EQ(c.container_id(), "c0ffee");
@@ -49,40 +58,39 @@ TEST(BuildCommandTest, StartOnlySubscriptionStartsTheContainerAndExecsNothing) {
   contract::Subscription sub;
   sub.event_id = "demo.some-event";
   sub.start = contract::StartPolicy::kStartIfStopped;
-  dispatch::v1::Command c = BuildCommand(1, MakeEvent(""), "host-a", kTo, sub, 4096);
+  dispatch::v1::Command c = Build(1, MakeEvent(""), "host-a", kTo, sub, 4096);
   EXPECT_TRUE(c.start_container());
   EXPECT_THAT(c.argv(), IsEmpty());
 }
 
 TEST(BuildCommandTest, EmptyPayloadIsPassedEmpty) {
-  dispatch::v1::Command c = BuildCommand(1, MakeEvent(""), "host-a", kTo, Touch(), 4096);
+  dispatch::v1::Command c = Build(1, MakeEvent(""), "host-a", kTo, Touch(), 4096);
   EXPECT_THAT(c.env(), Contains("DISPATCH_EVENT_PAYLOAD="));
 }
 
 TEST(BuildCommandTest, PayloadUpToTheLimitIsPassed) {
   const std::string payload(16, 'x');
-  dispatch::v1::Command c = BuildCommand(1, MakeEvent(payload), "host-a", kTo, Touch(), 16);
+  dispatch::v1::Command c = Build(1, MakeEvent(payload), "host-a", kTo, Touch(), 16);
   EXPECT_THAT(c.env(), Contains("DISPATCH_EVENT_PAYLOAD=" + payload));
 }
 
 TEST(BuildCommandTest, PayloadOverTheLimitIsOmitted) {
-  dispatch::v1::Command c =
-      BuildCommand(1, MakeEvent(std::string(17, 'x')), "host-a", kTo, Touch(), 16);
+  dispatch::v1::Command c = Build(1, MakeEvent(std::string(17, 'x')), "host-a", kTo, Touch(), 16);
   EXPECT_THAT(c.env(), Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
   EXPECT_EQ(c.env_size(), 3) << "the other variables stay";
 }
 
 TEST(BuildCommandTest, PayloadWithANulByteIsOmitted) {
   dispatch::v1::Command c =
-      BuildCommand(1, MakeEvent(std::string("a\0b", 3)), "host-a", kTo, Touch(), 4096);
+      Build(1, MakeEvent(std::string("a\0b", 3)), "host-a", kTo, Touch(), 4096);
   EXPECT_THAT(c.env(), Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
   EXPECT_THAT(c.env(), Contains(HasSubstr("DISPATCH_EVENT_PATH=")));
 }
 
 TEST(BuildCommandTest, ZeroLimitPassesOnlyAnEmptyPayload) {
-  EXPECT_THAT(BuildCommand(1, MakeEvent(""), "h", kTo, Touch(), 0).env(),
+  EXPECT_THAT(Build(1, MakeEvent(""), "h", kTo, Touch(), 0).env(),
               Contains("DISPATCH_EVENT_PAYLOAD="));
-  EXPECT_THAT(BuildCommand(1, MakeEvent("x"), "h", kTo, Touch(), 0).env(),
+  EXPECT_THAT(Build(1, MakeEvent("x"), "h", kTo, Touch(), 0).env(),
               Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
 }
 

@@ -51,13 +51,15 @@ std::optional<DeliveryQueue::Answered> DeliveryQueue::TakeAnswered(uint64_t comm
 }
 
 std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
+  std::optional<Delivery> delivery;  // one return: no second move of the delivery
   auto it = lanes_.find(key);
-  if (it == lanes_.end() || it->second.queue.empty()) return std::nullopt;
-  Lane& lane = it->second;
-  std::optional<Delivery> delivery(std::move(lane.queue.front()));
-  lane.queue.pop_front();
-  lane.retry_at.reset();
-  delivery->command_id = 0;
+  if (it != lanes_.end() && !it->second.queue.empty()) {
+    Lane& lane = it->second;
+    delivery.emplace(std::move(lane.queue.front()));
+    lane.queue.pop_front();
+    lane.retry_at.reset();
+    delivery->command_id = 0;
+  }
   return delivery;
 }
 

@@ -363,7 +363,9 @@ void Dispatcher::Route(uint64_t seq) {
     Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
     Recipient recipient{*target.agent_id, *target.container_id, *target.container_name, event_id};
     if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
-      Enqueue(key, Delivery{seq, std::move(recipient), 0, ""});
+      // The delivery goes straight into the queue (no copy in between).
+      metrics_->RecordWorkQueueAdd();
+      if (queue_.Add(key, Delivery{seq, std::move(recipient)}, clock_->Now())) PumpLane(key);
     } else {
       debounce_targets_[key] = recipient;
       Wake();
@@ -374,11 +376,6 @@ void Dispatcher::Route(uint64_t seq) {
       }
     }
   }
-}
-
-void Dispatcher::Enqueue(const std::string& key, Delivery delivery) {
-  metrics_->RecordWorkQueueAdd();
-  if (queue_.Add(key, std::move(delivery), clock_->Now())) PumpLane(key);
 }
 
 void Dispatcher::PumpLane(const std::string& lane_key) {
@@ -407,9 +404,8 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     const absl::Time now = clock_->Now();
     const uint64_t command_id = queue_.MarkSent(lane_key, *front, to.agent_id, now);
     ControllerMessage message;
-    *message.mutable_command() =
-        BuildCommand(command_id, event->event, event->origin_host, to, *current->subscription,
-                     options_.max_env_payload_bytes);
+    BuildCommand(command_id, event->event, event->origin_host, to, *current->subscription,
+                 options_.max_env_payload_bytes, message.mutable_command());
     ++stats_.commands_sent;
     metrics_->RecordCommandSent();
     metrics_->ObserveQueueDuration(now - front->ready_at);
@@ -646,9 +642,11 @@ absl::Time Dispatcher::PollLocked() {
   for (Debouncer::Due& due : debouncer_.TakeDue(now)) {
     auto target = debounce_targets_.find(due.key);
     if (target == debounce_targets_.end()) continue;
-    Delivery delivery{due.item, std::move(target->second), 0, ""};
+    metrics_->RecordWorkQueueAdd();
+    const bool ready =
+        queue_.Add(due.key, Delivery{due.item, std::move(target->second)}, clock_->Now());
     debounce_targets_.erase(target);
-    Enqueue(due.key, std::move(delivery));
+    if (ready) PumpLane(due.key);
   }
   while (std::optional<std::string> lane_key = queue_.PopDueRetry(now)) PumpLane(*lane_key);
   ExpireAwayAgents(now);

@@ -218,7 +218,6 @@ class Dispatcher final : public ApiBackend {
   bool AllAgentsFresh() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RouteHeld() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Route(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Enqueue(const std::string& lane_key, Delivery delivery) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpLane(const std::string& lane_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
                    const std::string& detail, absl::string_view exec_id = "")
