@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "common/backoff.h"
 #include "common/logging.h"
 
 namespace dispatchd {
@@ -143,15 +144,13 @@ void ControllerSession::HeartbeatLoop() {
 }
 
 void ControllerSession::SessionLoop() {
-  absl::Duration backoff = options_.reconnect_min_backoff;
+  uint64_t failures = 0;  // since the last session that got a Welcome
   while (true) {
     if (stopping()) return;
     const bool had_session = RunSession();
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
-    if (had_session) backoff = options_.reconnect_min_backoff;
-    const absl::Duration wait = absl::Nanoseconds(absl::Uniform<int64_t>(
-        bitgen_, absl::ToInt64Nanoseconds(backoff) / 2, absl::ToInt64Nanoseconds(backoff) + 1));
+    if (had_session) failures = 0;
     // Once a controller has named its heartbeat period, try at least once
     // per period: a restarted controller holds events for 3 periods while
     // the agents of its previous run come back.
@@ -160,7 +159,11 @@ void ControllerSession::SessionLoop() {
       cap = std::max(options_.reconnect_min_backoff,
                      std::min(cap, absl::Nanoseconds(period_ns)));
     }
-    backoff = std::min(backoff * 2, cap);
+    const absl::Duration wait = EqualJitter(
+        FullJitterBound(absl::ZeroDuration(), options_.reconnect_min_backoff, cap, ++failures),
+        [this](int64_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // mu_ is held
+          return absl::Uniform<int64_t>(bitgen_, 0, n);
+        });
     clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + wait);
   }
 }

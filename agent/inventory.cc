@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/backoff.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 
@@ -74,12 +75,14 @@ std::pair<uint64_t, std::vector<ContainerInfo>> Inventory::Snapshot() const {
 }
 
 absl::Duration Inventory::Backoff(int failures) {
-  absl::Duration base = options_.min_backoff;
-  for (int i = 0; i < failures && base < options_.max_backoff; ++i) base *= 2;
-  base = std::min(base, options_.max_backoff);
-  // Jitter within [base/2, base], never under the minimum.
-  const double factor = absl::Uniform(bitgen_, 0.5, 1.0);
-  return std::max(options_.min_backoff, base * factor);
+  // Doubling from min to max, equal jitter, never under the minimum.
+  const absl::Duration bound =
+      FullJitterBound(absl::ZeroDuration(), options_.min_backoff, options_.max_backoff,
+                      static_cast<uint64_t>(failures) + 1);
+  return std::max(options_.min_backoff,
+                  EqualJitter(bound, [this](int64_t n) {
+                    return absl::Uniform<int64_t>(bitgen_, 0, n);
+                  }));
 }
 
 void Inventory::Run() {

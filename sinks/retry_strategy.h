@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/backoff.h"
 #include "common/clock.h"
 #include "sinks/event.h"
 
@@ -59,22 +60,13 @@ class Breaker final : public RetryStrategy {
   absl::Time last_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
-// Returns a uniformly distributed integer in [0, bound). Called only with
-// bound > 0. Must be thread-safe.
-using RandomSource = std::function<int64_t(int64_t bound)>;
+// The backoff computations are the project's one (common/backoff.h); a
+// RandomSource used here must be thread-safe.
+using ::dispatchd::FullJitter;
+using ::dispatchd::FullJitterBound;
+using ::dispatchd::RandomSource;
 // A thread-safe RandomSource seeded from std::random_device.
 RandomSource DefaultRandomSource();
-
-// The ceiling of a full-jitter wait after `failures` consecutive failures:
-// min(max, base + factor * 2^(failures-1)), zero for no failure. Saturates at
-// `max` for any count (no overflow, no loop). Shared by ExponentialBackoff
-// and the controller's delivery retries.
-absl::Duration FullJitterBound(absl::Duration base, absl::Duration factor, absl::Duration max,
-                               uint64_t failures);
-
-// A wait drawn uniformly from [0, bound) with `random`; zero, without asking
-// `random`, when `bound` is under a nanosecond.
-absl::Duration FullJitter(absl::Duration bound, const RandomSource& random);
 
 // Exponential backoff with full jitter: after n consecutive failures the
 // wait is uniform in [0, min(max, base + factor * 2^(n-1))). The bound
