@@ -83,6 +83,14 @@ class ApiEventsTest : public DockerHostTest {
     return out.ok() ? *out : "";
   }
 
+  // dispatchctl --controller <this dispatchd> args...
+  absl::StatusOr<std::string> Dispatchctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {Runfile("cmd/dispatchctl/dispatchctl"), "--controller",
+                                     address_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+
   std::string address_;
   std::unique_ptr<dispatch::v1::Dispatch::Stub> stub_;
 };
@@ -312,6 +320,16 @@ TEST_F(ApiEventsTest, DeadLettersAreListedReplayedAndPurged) {
   dispatch::v1::EmitResponse r;
   ASSERT_TRUE(Emit(EmitId("api.dead", "1"), &r).ok());
   ASSERT_TRUE(WaitFor([&] { return FileExists(events_ + "/.dead-letter/api.dead"); })) << Log();
+  // The same through dispatchctl, as a user would look.
+  auto table = Dispatchctl({"dead-letters"});
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_THAT(*table, HasSubstr("api-host"));
+  EXPECT_THAT(*table, HasSubstr("api.dead"));
+  EXPECT_THAT(*table, HasSubstr("gave up"));
+  auto explained = Dispatchctl({"explain", "api.dead"});
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_THAT(*explained, HasSubstr("not-delivered"));
+  EXPECT_THAT(*explained, HasSubstr(handler));
 
   grpc::ClientContext list_context;
   dispatch::v1::ListDeadLettersResponse listed;
@@ -332,6 +350,11 @@ TEST_F(ApiEventsTest, DeadLettersAreListedReplayedAndPurged) {
   ASSERT_TRUE(stub_->ReplayDeadLetter(&replay_context, replay, &replayed).ok());
   EXPECT_EQ(replayed.event_id(), "api.dead");
   ASSERT_TRUE(WaitFor([&] { return InContainer(handler, "/ran"); })) << Log();
+  EXPECT_TRUE(WaitFor([&] { return Gone("api.dead"); }));
+
+  auto emitted = Dispatchctl({"emit", "api.dead", "from dispatchctl"});
+  ASSERT_TRUE(emitted.ok()) << emitted.status();
+  EXPECT_THAT(*emitted, HasSubstr("emitted api.dead (api.dead on api-host)"));
   EXPECT_TRUE(WaitFor([&] { return Gone("api.dead"); }));
 
   // Another one, purged.
