@@ -580,7 +580,9 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, Deliver
     case DeliveryOutcome::kFailed:
       LOG(ERROR) << "could not deliver " << event_id << " to " << recipient.container_name << ": "
                  << detail;
-      ledger_.RecordFailure(*record, absl::StrCat(recipient.container_name, ": ", detail));
+      // A delivery fails only once it spent its whole budget.
+      ledger_.RecordFailure(*record, absl::StrCat(recipient.container_name, ": ", detail),
+                            options_.max_attempts);
       break;
     default:
       LOG(INFO) << "skipped " << event_id << " for " << recipient.container_name << " ("

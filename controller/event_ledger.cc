@@ -64,9 +64,10 @@ void EventLedger::MarkRouted(EventRecord& record, size_t subscriptions) {
   }
 }
 
-void EventLedger::RecordFailure(EventRecord& record, std::string error) {
+void EventLedger::RecordFailure(EventRecord& record, std::string error, int attempts) {
   record.failed = true;
   record.errors.push_back(std::move(error));
+  record.attempts = std::max(record.attempts, attempts);
 }
 
 bool EventLedger::Resolve(EventRecord& record) { return --record.outstanding <= 0; }
@@ -85,6 +86,7 @@ EventLedger::Settlement EventLedger::Settle(EventRecord& record) {
         {"observed_at", Rfc3339(absl::FromUnixNanos(record.event.observed_unix_nanos()))},
         {"settled_at", Rfc3339(clock_->Now())},
         {"errors", record.errors},
+        {"attempts", record.attempts},
     };
     settled.set_error_json(note.dump(2));
     settlement.outcome = SettleOutcome::kDeadLettered;

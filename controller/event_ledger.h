@@ -50,7 +50,8 @@ struct EventRecord {
   int outstanding = 0;  // subscriptions not settled yet
   bool failed = false;  // some subscription exhausted its retries
   bool no_subscribers = false;
-  std::vector<std::string> errors;  // of the failed subscriptions, for the dead-letter note
+  std::vector<std::string> errors;
+  int attempts = 0;  // the most attempts a failed subscription took, for the note  // of the failed subscriptions, for the dead-letter note
 };
 
 class EventLedger {
@@ -86,7 +87,7 @@ class EventLedger {
   void MarkRouted(EventRecord& record, size_t subscriptions);
   // One subscription of `record` failed for good: the event will be
   // dead-lettered, with `error` in its note.
-  void RecordFailure(EventRecord& record, std::string error);
+  void RecordFailure(EventRecord& record, std::string error, int attempts = 0);
   // One subscription of `record` is settled (delivered, coalesced, skipped
   // or failed). Returns true when none is left: the caller settles it.
   bool Resolve(EventRecord& record);

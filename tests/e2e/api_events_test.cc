@@ -338,6 +338,7 @@ TEST_F(ApiEventsTest, DeadLettersAreListedReplayedAndPurged) {
   EXPECT_EQ(listed.dead_letters(0).agent_id(), "api-host");
   EXPECT_EQ(listed.dead_letters(0).path(), "api.dead");
   EXPECT_EQ(listed.dead_letters(0).event_id(), "api.dead");
+  EXPECT_EQ(listed.dead_letters(0).attempts(), 2);
   ASSERT_GT(listed.dead_letters(0).errors_size(), 0);
   EXPECT_THAT(listed.dead_letters(0).errors(0), HasSubstr("gave up"));
 
