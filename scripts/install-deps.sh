@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libboost-dev libssl-dev nlohmann-json3-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   docker.io docker-compose busybox-static prometheus inotify-tools curl openssl ca-certificates
-  systemd nodejs
+  systemd nodejs python3-grpcio python3-protobuf
 )
 
 missing=()
