@@ -20,12 +20,6 @@ using dispatch::v1::AgentMessage;
 using dispatch::v1::CommandResult;
 using dispatch::v1::ControllerMessage;
 
-// Lanes and debounce state are per (event id, agent, container).
-std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
-                    absl::string_view container_id) {
-  return absl::StrCat(event_id, "\x1f", agent_id, "\x1f", container_id);
-}
-
 std::string Rfc3339(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", t, absl::UTCTimeZone());
 }
@@ -33,6 +27,11 @@ std::string Rfc3339(absl::Time t) {
 std::string ShortId(absl::string_view id) { return std::string(id.substr(0, 12)); }
 
 }  // namespace
+
+std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
+                    absl::string_view container_id) {
+  return absl::StrCat(event_id, "\x1f", agent_id, "\x1f", container_id);
+}
 
 absl::string_view DeliveryOutcomeName(DeliveryOutcome outcome) {
   switch (outcome) {

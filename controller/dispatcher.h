@@ -114,6 +114,9 @@ struct DispatcherStats {
 };
 
 // Helpers shared by dispatcher.cc and dispatcher_api.cc.
+// Lanes and debounce state are per (event id, agent, container).
+std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
+                    absl::string_view container_id);
 void FillRecipient(const Recipient& r, dispatch::v1::Recipient* out);
 dispatch::v1::DeliveryOutcome ToApiOutcome(DeliveryOutcome outcome);
 dispatch::v1::ContainerState ToApiState(dispatch::v1::Container::State state);

@@ -62,13 +62,6 @@ void FillDeadLetter(const std::string& agent_id, const dispatch::v1::DeadLetterE
   }
 }
 
-// Lanes and debounce state are per (event id, agent, container), as in
-// dispatcher.cc.
-std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
-                    absl::string_view container_id) {
-  return absl::StrCat(event_id, "\x1f", agent_id, "\x1f", container_id);
-}
-
 }  // namespace
 
 dispatch::v1::ContainerState ToApiState(dispatch::v1::Container::State state) {
