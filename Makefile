@@ -3,7 +3,7 @@ BAZEL ?= bazel
 EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
 
-.PHONY: deps build run test tsan bench clean demo-image image format
+.PHONY: deps build run test tsan fuzz bench clean demo-image image format
 
 deps:
 	@scripts/install-deps.sh
@@ -46,6 +46,14 @@ TSAN_TESTS = //sinks/... //common:metrics_test //common:http_server_test \
 	//agent:watcher_test //agent:spool_test
 tsan: deps
 	$(BAZEL) test --config=tsan $(TSAN_TESTS)
+
+# Every libFuzzer target of tests/fuzz/ for FUZZ_SECONDS each (default 60),
+# built with clang, ASan and UBSan; crashes go to fuzz-out/<target>/
+# (docs/reliability.md, "Fuzzing"). `make test` replays their seed corpora.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@scripts/install-deps.sh clang libclang-rt-14-dev
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 # Every benchmark of docs/benchmarks.md, on a private dockerd (needs root),
 # built with -c opt. The table goes to stdout and bench/results.md. `make test`
