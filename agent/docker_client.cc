@@ -281,6 +281,10 @@ class EventStream final : public DockerEventStream {
     const unsigned status = parser_.get().result_int();
     if (status == 200) {
       stream_.expires_never();
+      // A body that ended with its header (Content-Length: 0, from a peer
+      // that is not the engine) is a stream already over: reading on from
+      // a complete parser is not allowed.
+      if (parser_.is_done()) broken_ = absl::UnavailableError("events: the daemon ended the stream");
       return absl::OkStatus();
     }
     // Collect the (short) error body within the same bound.
