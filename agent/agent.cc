@@ -193,8 +193,12 @@ absl::Status Agent::Start() {
   }
   session_.Start();
 
+  Watcher::Options watcher_options{.root = options_.events_dir};
+  watcher_options.on_unwatched_change = [this](size_t n) {
+    metrics_->SetUnwatchedDirectories(n);
+  };
   absl::StatusOr<std::unique_ptr<Watcher>> watcher = Watcher::Start(
-      Watcher::Options{options_.events_dir},
+      std::move(watcher_options),
       [this](const std::string& relative_path, absl::Time observed) {
         OnFile(relative_path, observed);
       });
@@ -241,6 +245,13 @@ std::string Agent::NotReadyReason() const {
                                    error.empty() ? " (listing containers)" : ": ", error));
   }
   if (!session_.ready()) reasons.push_back("agent: no session with the controller");
+  if (const size_t unwatched = watcher_ != nullptr ? watcher_->unwatched_directories() : 0;
+      unwatched != 0) {
+    reasons.push_back(absl::StrCat(
+        "agent: ", unwatched,
+        " directories have no inotify watch (raise fs.inotify.max_user_watches); they are "
+        "scanned every 10s instead"));
+  }
   return absl::StrJoin(reasons, "; ");
 }
 
@@ -254,6 +265,10 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
     if (it != pending_.end() && it->second.identity == *identity) return;  // seen already
   }
   absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
+  if (absl::IsUnavailable(payload.status())) {
+    LOG(DEBUG) << relative_path << " is still open for writing: dispatched when it is closed";
+    return;
+  }
   if (!payload.ok()) {
     if (!absl::IsNotFound(payload.status())) {
       metrics_->RecordFileError(AgentMetrics::FileOperation::kRead);

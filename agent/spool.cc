@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/open_writers.h"
 #include "contract/event_id.h"
 #include "common/status_macros.h"
 
@@ -341,8 +342,20 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
   if (!S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
   }
-
+  // A file still open for writing is not an event yet: its writer's close
+  // reports it again. Otherwise the lease, held until `fd` closes, makes a
+  // writer that opens it meanwhile wait until the read is done.
   Payload payload;
+  switch (TakeReadLease(fd.get())) {
+    case Writers::kOpen:
+      return absl::UnavailableError(absl::StrCat(what, ": still open for writing"));
+    case Writers::kNone:
+      payload.writers_checked = true;
+      break;
+    case Writers::kUnknown:
+      break;
+  }
+  if (payload.writers_checked && fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
   payload.size = st.st_size;
   const size_t limit = static_cast<size_t>(max_bytes);
   std::string& data = payload.data;

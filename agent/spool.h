@@ -39,6 +39,9 @@ struct Payload {
   std::string data;        // at most the requested max_bytes
   bool truncated = false;  // the file holds more than `data`
   int64_t size = 0;        // the file's size (st_size) when it was opened
+  // No process had the file open for writing while it was read (a read
+  // lease was held); false where leases are not available.
+  bool writers_checked = false;
 };
 
 class Spool {
@@ -49,7 +52,9 @@ class Spool {
   // Reads at most `max_bytes` of root/rel. The file is opened with
   // O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC and fstat()ed: anything but a
   // regular file is FailedPrecondition; NotFound if it is gone;
-  // InvalidArgument if max_bytes < 0.
+  // InvalidArgument if max_bytes < 0. Unavailable while a process holds the
+  // file open for writing (open_writers.h): it is not complete yet, and its
+  // writer's close makes it an event again.
   absl::StatusOr<Payload> Read(absl::string_view rel, int64_t max_bytes) const;
 
   // Deletes the regular file root/rel. NotFound if it is already gone.
