@@ -355,8 +355,22 @@ void Dispatcher::Route(uint64_t seq) {
   }
   const absl::Time now = clock_->Now();
   const std::string event_id = record->event.event_id();
+  // Subscribers that already ran it before a restart (the origin agent kept
+  // that with the file): not again.
+  std::vector<std::pair<std::string, std::string>> already;
+  for (const dispatch::v1::DeliveredTo& to : record->event.delivered()) {
+    already.emplace_back(to.agent_id(), to.container_id());
+  }
   // `record` may be settled (erased) by a synchronous resolution below.
   for (const TargetRef& target : targets) {
+    if (!already.empty() &&
+        std::find(already.begin(), already.end(),
+                  std::make_pair(*target.agent_id, *target.container_id)) != already.end()) {
+      Resolve(seq,
+              Recipient{*target.agent_id, *target.container_id, *target.container_name, event_id},
+              DeliveryOutcome::kDelivered, "already delivered before a restart");
+      continue;
+    }
     const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
     const absl::Duration debounce = target.subscription->debounce;
     Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
@@ -500,6 +514,20 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
             exec_targets_.erase(exec_target_order_.front());
             exec_target_order_.pop_front();
           }
+        }
+      }
+      // The origin agent keeps who got the event, with its file, so that a
+      // restart of either side does not run it here again.
+      if (record != nullptr) {
+        const AgentTable::Agent* origin = agents_.Find(record->origin_agent);
+        if (origin != nullptr && origin->link != nullptr) {
+          ControllerMessage message;
+          dispatch::v1::Delivered* delivered = message.mutable_delivered();
+          delivered->set_key(record->event.key());
+          delivered->set_generation(record->event.generation());
+          delivered->mutable_to()->set_agent_id(answered->delivery->recipient.agent_id);
+          delivered->mutable_to()->set_container_id(answered->delivery->recipient.container_id);
+          origin->link->Send(std::move(message));
         }
       }
       FinishFront(lane_key, DeliveryOutcome::kDelivered, detail, result.exec_id());
