@@ -8,7 +8,14 @@
 //   - Exec/Start commands run on a pool of workers, each re-checked against
 //     the target container's own labels before anything runs;
 //   - the session reconnects with jittered exponential backoff and re-sends
-//     its inventory and every unsettled event (at-least-once).
+//     its inventory and every unsettled event (at-least-once), each with the
+//     subscribers the controller said it was delivered to;
+//   - what an unsettled event must keep across a restart of this process
+//     (its generation and those subscribers) is kept with its file, in an
+//     extended attribute (EventMark), so a restart re-sends the same event
+//     and only what was running at the time can run twice;
+//   - commands queued but not started when a session ends are dropped: the
+//     controller sends them again (a new controller routes them again).
 //
 // The parts: Watcher (the files), Spool (read, delete, dead-letter),
 // Inventory (Docker's containers), ControllerSession (the stream to the
@@ -21,6 +28,7 @@
 #ifndef DISPATCHD_AGENT_AGENT_H_
 #define DISPATCHD_AGENT_AGENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -67,6 +75,11 @@ struct AgentOptions {
   // goes, alone).
   size_t max_batch_messages = 1000;
   size_t max_batch_bytes = 1 << 20;
+  // Bounds of the unsettled events held in memory (with their payloads).
+  // Above either, new files are not read: they wait on disk, and are picked
+  // up by a rescan once half of the bound is free again.
+  size_t max_unsettled_events = 10000;
+  size_t max_unsettled_bytes = 64 << 20;
   // Prometheus metrics. May be null; must outlive the Agent.
   AgentMetrics* metrics = nullptr;
 };
@@ -122,6 +135,12 @@ class Agent {
   void OnFile(const std::string& relative_path, absl::Time observed);
   std::optional<FileIdentity> Identify(const std::string& relative_path) const;
   void HandleSettled(const dispatch::v1::Settled& settled);
+  void HandleDelivered(const dispatch::v1::Delivered& delivered);
+  // Stores `mark` with the file of `key`; returns the file's identity
+  // afterwards (the attribute changes its ctime), or nullopt if it could not
+  // (logged once where marks cannot be kept).
+  std::optional<FileIdentity> WriteMark(const std::string& key,
+                                        const dispatch::v1::EventMark& mark);
   // An exec worker: runs queued commands until Stop().
   void ExecWorker();
   void OnExecDie(const std::string& exec_id, int exit_code, absl::Time time);
@@ -147,7 +166,13 @@ class Agent {
   mutable absl::Mutex mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<dispatch::v1::Command> commands_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  // Random high half per process: generations of a later run never meet
+  // those of an earlier one.
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_);
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // payload bytes in pending_
+  // Files were left on disk because the unsettled bound was reached.
+  bool over_bound_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> marks_unavailable_logged_{false};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
 

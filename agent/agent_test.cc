@@ -2,7 +2,10 @@
 // in-process channel: the outgoing queue keeps its order and batches.
 #include "agent/agent.h"
 
+#include <sys/xattr.h>
+
 #include <cstdio>
+#include <set>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -45,6 +48,10 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
     welcome.mutable_welcome()->set_heartbeat_period_ms(60000);
     welcome.mutable_welcome()->set_accepts_batches(true);
     if (!stream->Write(welcome)) return grpc::Status::CANCELLED;
+    {
+      absl::MutexLock lock(&write_mu_);
+      stream_ = stream;
+    }
     while (stream->Read(&message)) {
       absl::MutexLock lock(&mu_);
       ++stream_messages_;
@@ -55,10 +62,18 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
         received_.push_back(message);
       }
     }
+    absl::MutexLock lock(&write_mu_);
+    stream_ = nullptr;
     return grpc::Status::OK;
   }
 
   void SendWelcome() { welcome_.Notify(); }
+
+  // Sends `message` on the open session; false if there is none.
+  bool Send(const ControllerMessage& message) {
+    absl::MutexLock lock(&write_mu_);
+    return stream_ != nullptr && stream_->Write(message);
+  }
 
   // Waits until `count` agent messages (batches unpacked) arrived.
   std::vector<AgentMessage> Await(size_t count) {
@@ -78,6 +93,9 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
 
  private:
   absl::Notification welcome_;
+  absl::Mutex write_mu_;
+  grpc::ServerReaderWriter<ControllerMessage, AgentMessage>* stream_ ABSL_GUARDED_BY(write_mu_) =
+      nullptr;
   mutable absl::Mutex mu_;
   std::vector<AgentMessage> received_ ABSL_GUARDED_BY(mu_);
   int stream_messages_ ABSL_GUARDED_BY(mu_) = 0;
@@ -133,6 +151,159 @@ TEST(AgentTest, OutgoingQueueKeepsOrderAndBatches) {
 
   agent->Stop();
   server->Shutdown();
+}
+
+// An agent and its fake controller on one events directory, for tests
+// that restart the agent.
+class AgentRun {
+ public:
+  AgentRun(const std::string& events, AgentOptions options = {}) {
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&controller_);
+    server_ = builder.BuildAndStart();
+    options.agent_id = "agent-1";
+    options.events_dir = events;
+    agent_ = std::make_unique<Agent>(options, &docker_, &clock_,
+                                     server_->InProcessChannel(grpc::ChannelArguments()));
+    ok_ = agent_->Start().ok();
+    controller_.SendWelcome();
+  }
+  ~AgentRun() {
+    agent_->Stop();
+    server_->Shutdown();
+  }
+  bool ok() const { return ok_; }
+  FakeController& controller() { return controller_; }
+  Agent& agent() { return *agent_; }
+
+  // The events received so far, waiting (bounded) for at least `count`.
+  std::vector<dispatch::v1::ObservedEvent> Events(size_t count) {
+    std::vector<dispatch::v1::ObservedEvent> events;
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    for (size_t seen = 1; absl::Now() < deadline; ++seen) {
+      events.clear();
+      for (const AgentMessage& m : controller_.Await(seen)) {
+        if (m.has_event()) events.push_back(m.event());
+      }
+      if (events.size() >= count) break;
+    }
+    return events;
+  }
+
+ private:
+  FakeController controller_;
+  std::unique_ptr<grpc::Server> server_;
+  FakeDockerApi docker_;
+  FakeClock clock_;
+  std::unique_ptr<Agent> agent_;
+  bool ok_ = false;
+};
+
+std::string TestEventsDir(const std::string& name) {
+  const std::string events = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+  std::filesystem::create_directories(events);
+  return events;
+}
+
+std::string MarkOf(const std::string& path) {
+  char value[4096];
+  ssize_t n = getxattr(path.c_str(), "user.dispatchd.event", value, sizeof(value));
+  return n > 0 ? std::string(value, n) : std::string();
+}
+
+// The agent of a later run (after a kill, say) re-sends the same event,
+// with the subscribers it was told had run it, so the controller neither
+// takes it for a new event nor runs it there again.
+TEST(AgentTest, AnEventKeepsItsGenerationAndDeliveriesAcrossARestart) {
+  const std::string events = TestEventsDir("restart");
+  std::ofstream(events + "/deploy") << "v1";
+  uint64_t generation = 0;
+  {
+    AgentRun first(events);
+    ASSERT_TRUE(first.ok());
+    std::vector<dispatch::v1::ObservedEvent> got = first.Events(1);
+    ASSERT_EQ(got.size(), 1u);
+    generation = got[0].generation();
+    EXPECT_TRUE(got[0].delivered().empty());
+    ControllerMessage delivered;
+    delivered.mutable_delivered()->set_key("deploy");
+    delivered.mutable_delivered()->set_generation(generation);
+    delivered.mutable_delivered()->mutable_to()->set_agent_id("agent-2");
+    delivered.mutable_delivered()->mutable_to()->set_container_id("c9");
+    ASSERT_TRUE(first.controller().Send(delivered));
+    // Kept with the file once the agent has handled it.
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    dispatch::v1::EventMark mark;
+    while (absl::Now() < deadline &&
+           !(mark.ParseFromString(MarkOf(events + "/deploy")) && mark.delivered_size() == 1)) {
+      std::this_thread::yield();
+    }
+    ASSERT_EQ(mark.delivered_size(), 1);
+    EXPECT_EQ(mark.generation(), generation);
+    EXPECT_EQ(first.agent().unsettled(), 1u);  // the mark did not make it a new event
+  }
+  AgentRun second(events);
+  ASSERT_TRUE(second.ok());
+  std::vector<dispatch::v1::ObservedEvent> got = second.Events(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key(), "deploy");
+  EXPECT_EQ(got[0].generation(), generation);
+  ASSERT_EQ(got[0].delivered_size(), 1);
+  EXPECT_EQ(got[0].delivered(0).agent_id(), "agent-2");
+  EXPECT_EQ(got[0].delivered(0).container_id(), "c9");
+  EXPECT_EQ(got[0].payload(), "v1");
+}
+
+TEST(AgentTest, AFileWrittenAgainAfterARestartIsANewEventDespiteItsMark) {
+  const std::string events = TestEventsDir("rewritten");
+  std::ofstream(events + "/deploy") << "v1";
+  uint64_t generation = 0;
+  {
+    AgentRun first(events);
+    ASSERT_TRUE(first.ok());
+    std::vector<dispatch::v1::ObservedEvent> got = first.Events(1);
+    ASSERT_EQ(got.size(), 1u);
+    generation = got[0].generation();
+  }
+  ASSERT_FALSE(MarkOf(events + "/deploy").empty());
+  std::ofstream(events + "/deploy", std::ios::trunc) << "version 2";  // same inode
+  AgentRun second(events);
+  ASSERT_TRUE(second.ok());
+  std::vector<dispatch::v1::ObservedEvent> got = second.Events(1);
+  ASSERT_GE(got.size(), 1u);
+  EXPECT_NE(got[0].generation(), generation);
+  EXPECT_TRUE(got[0].delivered().empty());
+  EXPECT_EQ(got[0].payload(), "version 2");
+}
+
+// Above the bound, files wait on disk (the durable copy) and are read once
+// settled events made room: all arrive, never more than the bound at once.
+TEST(AgentTest, AboveTheUnsettledBoundFilesWaitOnDiskAndAllArriveLater) {
+  const std::string events = TestEventsDir("bounded");
+  constexpr int kFiles = 40;
+  for (int i = 0; i < kFiles; ++i) {
+    std::ofstream(absl::StrFormat("%s/e%02d", events, i)) << "x";
+  }
+  AgentOptions options;
+  options.max_unsettled_events = 10;
+  AgentRun run(events, options);
+  ASSERT_TRUE(run.ok());
+  std::set<std::string> settled;
+  size_t seen = 0;
+  while (settled.size() < static_cast<size_t>(kFiles)) {
+    std::vector<dispatch::v1::ObservedEvent> got = run.Events(seen + 1);
+    ASSERT_GT(got.size(), seen) << settled.size() << " of " << kFiles << " arrived";
+    EXPECT_LE(run.agent().unsettled(), 10u);
+    for (; seen < got.size(); ++seen) {
+      if (!settled.insert(got[seen].key()).second) continue;  // re-sent
+      ControllerMessage message;
+      message.mutable_settled()->set_key(got[seen].key());
+      message.mutable_settled()->set_generation(got[seen].generation());
+      message.mutable_settled()->set_disposition(dispatch::v1::Settled::DELETE);
+      ASSERT_TRUE(run.controller().Send(message));
+    }
+  }
+  EXPECT_EQ(settled.size(), static_cast<size_t>(kFiles));
 }
 
 }  // namespace

@@ -241,6 +241,7 @@ bool ControllerSession::RunSession() {
     LOG(WARNING) << "controller session ended: " << status.error_message() << " ("
                  << CodeName(status) << "); reconnecting";
   }
+  if (callbacks_.on_session_end) callbacks_.on_session_end();
   return true;
 }
 
@@ -260,6 +261,9 @@ void ControllerSession::Handle(const ControllerMessage& message) {
       break;
     case ControllerMessage::kSettled:
       if (callbacks_.on_settled) callbacks_.on_settled(message.settled());
+      break;
+    case ControllerMessage::kDelivered:
+      if (callbacks_.on_delivered) callbacks_.on_delivered(message.delivered());
       break;
     default:
       break;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +29,8 @@ constexpr int kMaxDeadLetterSuffix = 10000;
 constexpr absl::string_view kEmitDir = ".dispatchd-emit";
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxNoteBytes = 64 * 1024;
+constexpr char kMarkAttribute[] = "user.dispatchd.event";
+constexpr size_t kMaxMarkBytes = 64 * 1024;
 
 // Owns a file descriptor.
 class ScopedFd {
@@ -300,6 +303,13 @@ absl::Status Spool::ReplayDeadLetter(absl::string_view rel) const {
   ASSIGN_OR_RETURN(ScopedFd root_copy, OpenDir(root_fd.get(), ".", Follow::kNo, what));
   ASSIGN_OR_RETURN(ScopedFd source, WalkDirs(std::move(root_copy), source_dirs, Create::kNo, what));
   RETURN_IF_ERROR(CheckRegularFile(source.get(), split.base, what));
+  {
+    // A replay is a new event: whatever its earlier run recorded (who it
+    // was delivered to) must not make it skip anyone.
+    ScopedFd file(openat(source.get(), split.base.c_str(),
+                         O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (file.get() >= 0) (void)fremovexattr(file.get(), kMarkAttribute);
+  }
   ASSIGN_OR_RETURN(ScopedFd target, WalkDirs(std::move(root_fd), split.dirs, Create::kYes, what));
   absl::Status moved = RenameNoReplace(source.get(), split.base, target.get(), split.base, what);
   if (absl::IsAlreadyExists(moved)) {
@@ -372,6 +382,18 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
     length += n;
   }
   data.resize(length);
+  char mark[4096];
+  ssize_t mark_size = fgetxattr(fd.get(), kMarkAttribute, mark, sizeof(mark));
+  if (mark_size > 0) {
+    payload.mark.assign(mark, static_cast<size_t>(mark_size));
+  } else if (mark_size < 0 && errno == ERANGE) {
+    mark_size = fgetxattr(fd.get(), kMarkAttribute, nullptr, 0);
+    if (mark_size > 0 && static_cast<size_t>(mark_size) <= kMaxMarkBytes) {
+      payload.mark.resize(static_cast<size_t>(mark_size));
+      mark_size = fgetxattr(fd.get(), kMarkAttribute, payload.mark.data(), payload.mark.size());
+      payload.mark.resize(mark_size > 0 ? static_cast<size_t>(mark_size) : 0);
+    }
+  }
   payload.truncated = st.st_size > max_bytes;
   if (!payload.truncated && length == limit) {
     // The file may have grown since fstat().
@@ -383,6 +405,31 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
     payload.truncated = n > 0;
   }
   return payload;
+}
+
+absl::StatusOr<struct stat> Spool::WriteMark(absl::string_view rel, absl::string_view mark) const {
+  RETURN_IF_ERROR(CheckRelative(rel));
+  const std::string what = absl::StrCat("marking event file ", rel);
+  SplitPath split = Split(rel);
+  ASSIGN_OR_RETURN(ScopedFd parent, OpenParent(root_, split, what));
+  RETURN_IF_ERROR(CheckRegularFile(parent.get(), split.base, what));
+  ScopedFd fd(
+      openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(errno, what);
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
+  }
+  if (fsetxattr(fd.get(), kMarkAttribute, mark.data(), mark.size(), 0) != 0) {
+    if (errno == ENOTSUP) {
+      return absl::UnimplementedError(
+          absl::StrCat(what, ": the file system keeps no user extended attributes"));
+    }
+    return ErrnoStatus(errno, what);
+  }
+  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
+  return st;
 }
 
 absl::Status Spool::Delete(absl::string_view rel) const {
