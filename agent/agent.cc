@@ -72,6 +72,16 @@ uint64_t FirstGeneration() {
   return (static_cast<uint64_t>(random()) << 32) | 1;
 }
 
+constexpr size_t kRecentDeliveries = 65536;
+
+// The identity of one delivery: an event (its origin agent, key and
+// generation) to one container. Empty for a controller that sends none.
+std::string DeliveryKey(const dispatch::v1::Command& command) {
+  if (command.origin_agent().empty()) return "";
+  return absl::StrCat(command.origin_agent(), "\x1f", command.key(), "\x1f", command.generation(),
+                      "\x1f", command.container_id());
+}
+
 bool SameRecipient(const dispatch::v1::DeliveredTo& a, const dispatch::v1::DeliveredTo& b) {
   return a.agent_id() == b.agent_id() && a.container_id() == b.container_id();
 }
@@ -484,6 +494,8 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
 void Agent::ExecWorker() {
   while (true) {
     dispatch::v1::Command command;
+    std::string key;
+    bool repeat = false;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -494,10 +506,44 @@ void Agent::ExecWorker() {
       if (stopping_) return;
       command = std::move(commands_.front());
       commands_.pop_front();
+      key = DeliveryKey(command);
+      if (!key.empty()) {
+        // The same delivery already running on another worker: its outcome
+        // decides.
+        auto done = [this, &key]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || running_.count(key) == 0;
+        };
+        mu_.Await(absl::Condition(&done));
+        if (stopping_) return;
+        repeat = delivered_recently_.count(key) != 0;
+        if (!repeat) running_.insert(key);
+      }
     }
     AgentMessage message;
+    if (repeat) {
+      LOG(INFO) << "event " << command.event_id() << " was delivered to container "
+                << command.container_id().substr(0, 12)
+                << " lately: not running it again (command " << command.command_id() << ")";
+      CommandResult* result = message.mutable_command_result();
+      result->set_command_id(command.command_id());
+      result->set_outcome(CommandResult::DELIVERED);
+      session_.Write(std::move(message));
+      continue;
+    }
     *message.mutable_command_result() = runner_.Run(command);
     metrics_->RecordCommand(MetricOutcome(message.command_result().outcome()));
+    if (!key.empty()) {
+      absl::MutexLock lock(&mu_);
+      running_.erase(key);
+      if (message.command_result().outcome() == CommandResult::DELIVERED &&
+          delivered_recently_.insert(key).second) {
+        delivered_order_.push_back(key);
+        if (delivered_order_.size() > kRecentDeliveries) {
+          delivered_recently_.erase(delivered_order_.front());
+          delivered_order_.pop_front();
+        }
+      }
+    }
     session_.Write(std::move(message));
   }
 }

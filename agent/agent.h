@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -166,6 +167,13 @@ class Agent {
   mutable absl::Mutex mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<dispatch::v1::Command> commands_ ABSL_GUARDED_BY(mu_);
+  // Commands being run, and the latest ones delivered (at most
+  // kRecentDeliveries), by event identity and container: the same event for
+  // the same container again (a restarted controller routing it anew) is
+  // answered DELIVERED without running it twice.
+  absl::flat_hash_set<std::string> running_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> delivered_recently_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> delivered_order_ ABSL_GUARDED_BY(mu_);
   // Random high half per process: generations of a later run never meet
   // those of an earlier one.
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_);

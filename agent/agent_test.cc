@@ -5,6 +5,8 @@
 #include <sys/xattr.h>
 
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <set>
 #include <cstdlib>
 #include <filesystem>
@@ -157,7 +159,9 @@ TEST(AgentTest, OutgoingQueueKeepsOrderAndBatches) {
 // that restart the agent.
 class AgentRun {
  public:
-  AgentRun(const std::string& events, AgentOptions options = {}) {
+  AgentRun(const std::string& events, AgentOptions options = {},
+           const std::function<void(FakeDockerApi&)>& setup = nullptr) {
+    if (setup) setup(docker_);
     grpc::ServerBuilder builder;
     builder.RegisterService(&controller_);
     server_ = builder.BuildAndStart();
@@ -174,6 +178,7 @@ class AgentRun {
   }
   bool ok() const { return ok_; }
   FakeController& controller() { return controller_; }
+  FakeDockerApi& docker() { return docker_; }
   Agent& agent() { return *agent_; }
 
   // The events received so far, waiting (bounded) for at least `count`.
@@ -304,6 +309,51 @@ TEST(AgentTest, AboveTheUnsettledBoundFilesWaitOnDiskAndAllArriveLater) {
     }
   }
   EXPECT_EQ(settled.size(), static_cast<size_t>(kFiles));
+}
+
+// A restarted controller routes an event again to a container whose agent
+// already ran it: the agent answers DELIVERED and does not run it twice.
+TEST(AgentTest, TheSameDeliveryGivenTwiceRunsOnce) {
+  const std::string events = TestEventsDir("twice");
+  AgentRun run(events, {}, [](FakeDockerApi& docker) {
+    ContainerInfo info;
+    info.id = "c0ffee";
+    info.name = "builder";
+    info.state = ContainerState::kRunning;
+    info.labels = {{"subscription.repo.pushed.container.command", "make all"}};
+    docker.AddContainer(info);
+  });
+  ASSERT_TRUE(run.ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline && !run.agent().ready()) std::this_thread::yield();
+  ASSERT_TRUE(run.agent().ready());
+  auto command = [](uint64_t id, uint64_t generation) {
+    ControllerMessage message;
+    dispatch::v1::Command* c = message.mutable_command();
+    c->set_command_id(id);
+    c->set_event_id("repo.pushed");
+    c->set_container_id("c0ffee");
+    c->add_argv("make");
+    c->add_argv("all");
+    c->set_origin_agent("agent-0");
+    c->set_key("repo/pushed");
+    c->set_generation(generation);
+    return message;
+  };
+  ASSERT_TRUE(run.controller().Send(command(1, 5)));
+  ASSERT_TRUE(run.controller().Send(command(2, 5)));  // the same delivery again
+  ASSERT_TRUE(run.controller().Send(command(3, 6)));  // a later event: runs
+  std::map<uint64_t, dispatch::v1::CommandResult> results;
+  for (size_t seen = 1; results.size() < 3 && absl::Now() < deadline; ++seen) {
+    for (const AgentMessage& m : run.controller().Await(seen)) {
+      if (m.has_command_result()) results[m.command_result().command_id()] = m.command_result();
+    }
+  }
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& [id, result] : results) {
+    EXPECT_EQ(result.outcome(), dispatch::v1::CommandResult::DELIVERED) << id << result.error();
+  }
+  EXPECT_EQ(run.docker().execs().size(), 2u);
 }
 
 }  // namespace

@@ -34,7 +34,7 @@ namespace controller {
 
 // REQUIRES: `*command` is empty.
 void BuildCommand(uint64_t command_id, const dispatch::v1::ObservedEvent& event,
-                  absl::string_view origin_host, const Recipient& recipient,
+                  absl::string_view origin_agent, absl::string_view origin_host, const Recipient& recipient,
                   const contract::Subscription& subscription, size_t max_env_payload_bytes,
                   dispatch::v1::Command* command);
 

@@ -21,6 +21,7 @@ dispatch::v1::ObservedEvent MakeEvent(const std::string& payload) {
   event.set_key("demo/some-event");
   event.set_event_id("demo.some-event");
   event.set_payload(payload);
+  event.set_generation(7);
   return event;
 }
 
@@ -31,7 +32,8 @@ dispatch::v1::Command Build(uint64_t command_id, const dispatch::v1::ObservedEve
                             absl::string_view origin_host, const Recipient& recipient,
                             const contract::Subscription& subscription, size_t max_payload) {
   dispatch::v1::Command command;
-  BuildCommand(command_id, event, origin_host, recipient, subscription, max_payload, &command);
+  BuildCommand(command_id, event, "agent-a", origin_host, recipient, subscription, max_payload,
+               &command);
   return command;
 }
 
@@ -52,6 +54,10 @@ TEST(BuildCommandTest, CarriesTheSubscriptionsCommandAndTheEventsEnvironment) {
   EXPECT_THAT(c.env(),
               ElementsAre("DISPATCH_EVENT_ID=demo.some-event", "DISPATCH_EVENT_HOST=host-a",
                           "DISPATCH_EVENT_PATH=demo/some-event", "DISPATCH_EVENT_PAYLOAD=hello"));
+  // The event's identity, for the agent's check against running it twice.
+  EXPECT_EQ(c.origin_agent(), "agent-a");
+  EXPECT_EQ(c.key(), "demo/some-event");
+  EXPECT_EQ(c.generation(), 7u);
 }
 
 TEST(BuildCommandTest, StartOnlySubscriptionStartsTheContainerAndExecsNothing) {

@@ -417,7 +417,7 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     const absl::Time now = clock_->Now();
     const uint64_t command_id = queue_.MarkSent(lane_key, *front, to.agent_id, now);
     ControllerMessage message;
-    BuildCommand(command_id, event->event, event->origin_host, to, *current->subscription,
+    BuildCommand(command_id, event->event, event->origin_agent, event->origin_host, to, *current->subscription,
                  options_.max_env_payload_bytes, message.mutable_command());
     ++stats_.commands_sent;
     metrics_->RecordCommandSent();
