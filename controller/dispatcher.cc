@@ -438,8 +438,8 @@ void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcom
   PumpLane(lane_key);
 }
 
-void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error) {
-  const DeliveryQueue::RetryPlan plan = queue_.Retry(lane_key, error, clock_->Now());
+void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error, bool spend) {
+  const DeliveryQueue::RetryPlan plan = queue_.Retry(lane_key, error, clock_->Now(), spend);
   switch (plan.verdict) {
     case DeliveryQueue::RetryPlan::Verdict::kNoLane:
       return;
@@ -543,7 +543,8 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
       FinishFront(lane_key, DeliveryOutcome::kSkippedRejected, result.error());
       break;
     default:
-      RetryFront(lane_key, result.error().empty() ? "agent reported a failure" : result.error());
+      RetryFront(lane_key, result.error().empty() ? "agent reported a failure" : result.error(),
+                 /*spend=*/!result.docker_unreachable());
       break;
   }
 }

@@ -308,6 +308,35 @@ TEST_F(DispatcherTest, RetriesWithBackoffThenDeadLetters) {
   EXPECT_EQ(dispatcher_.stats().retries, 2u);
 }
 
+// A Docker daemon that cannot be reached (restarting, say) is not the
+// subscriber's failure: its attempts spend no budget, however many, and the
+// event is delivered once Docker is back instead of dead-lettered.
+TEST_F(DispatcherTest, AnUnreachableDockerSpendsNoAttempts) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  for (int attempt = 1; attempt <= 10; ++attempt) {  // max_attempts is 3
+    std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+    ASSERT_EQ(commands.size(), 1u) << "attempt " << attempt;
+    AgentMessage m;
+    m.mutable_command_result()->set_command_id(commands[0].command_id());
+    m.mutable_command_result()->set_outcome(CommandResult::FAILED);
+    m.mutable_command_result()->set_error("create exec: no Docker socket at /run/docker.sock");
+    m.mutable_command_result()->set_docker_unreachable(true);
+    dispatcher_.OnAgentMessage("host-a", m);
+    EXPECT_TRUE(link_.TakeCommands().empty()) << "retried without waiting";
+    EXPECT_TRUE(link_.TakeSettled().empty()) << "attempt " << attempt;
+    clock_.Advance(DeliveryQueue::kUnreachableMaxBackoff);
+    dispatcher_.Poll();
+  }
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].disposition(), Settled::DELETE);
+}
+
 TEST_F(DispatcherTest, OneDeliveryInFlightPerContainerAndEvent) {
   Connect();
   Snapshot({MakeContainer("c1", "handler", kTouch)});

@@ -282,6 +282,9 @@ absl::StatusOr<ChaosReport> RunChaos(ChaosOptions options) {
   for (const auto& [where, note] : cluster.DeadLetters()) {
     ++report.dead_lettered;
     if (note.empty()) ++report.dead_letters_without_note;
+    if (report.dead_letter_notes.size() < 3) {
+      report.dead_letter_notes.push_back(absl::StrCat(where.second, ": ", note));
+    }
   }
   std::map<std::string, std::vector<const Written*>> by_id;
   for (const Written& w : written) by_id[w.id].push_back(&w);
@@ -366,6 +369,7 @@ std::string ChaosReport::Summary() const {
                   " repeats. Dead letters without a note: ", dead_letters_without_note,
                   ". Files left unsettled: ", unsettled.size(), ".\n");
   for (const std::string& m : missing_examples) absl::StrAppend(&out, "- missing: ", m, "\n");
+  for (const std::string& d : dead_letter_notes) absl::StrAppend(&out, "- dead letter: ", d, "\n");
   for (size_t i = 0; i < unsettled.size() && i < 10; ++i) {
     absl::StrAppend(&out, "- unsettled: ", unsettled[i], "\n");
   }

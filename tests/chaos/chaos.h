@@ -77,6 +77,7 @@ struct ChaosReport {
   int64_t duplicate_bound = 0;  // sum of the faults' allowances
   int64_t dead_lettered = 0;
   int64_t dead_letters_without_note = 0;
+  std::vector<std::string> dead_letter_notes;  // the first few
   std::vector<std::string> unsettled;  // files left in place
   int64_t forwarded_missing = 0;
   int64_t forwarded_repeats = 0;

@@ -57,10 +57,7 @@ absl::StatusOr<std::unique_ptr<ChaosCluster>> ChaosCluster::Start(const std::str
   chmod((dir + "/results").c_str(), 0777);
 
   if (options.forward) {
-    auto receiver = HttpServer::Start("127.0.0.1:0", {});
-    if (!receiver.ok()) return receiver.status();
-    cluster->receiver_port_ = (*receiver)->port();
-    (*receiver)->Stop();
+    cluster->receiver_port_ = testing::FreePort();
     if (absl::Status up = cluster->ReceiverUp(); !up.ok()) return up;
   }
 
@@ -251,13 +248,18 @@ absl::Status ChaosCluster::ReceiverUp() {
   };
   absl::StatusOr<std::unique_ptr<HttpServer>> server;
   // The port may linger a moment after the previous server closed it.
-  for (int attempt = 0; attempt < 50; ++attempt) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
     server = HttpServer::Start(absl::StrCat("127.0.0.1:", receiver_port_),
                                {{"POST /events", record}});
     if (server.ok()) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
-  if (!server.ok()) return server.status();
+  if (!server.ok()) {
+    absl::StatusOr<std::string> holders =
+        testing::RunCommand({"ss", "-tanp", absl::StrCat("( sport = :", receiver_port_, " )")});
+    return absl::UnavailableError(absl::StrCat(server.status().message(), "; held by:\n",
+                                               holders.ok() ? *holders : ""));
+  }
   receiver_ = *std::move(server);
   return absl::OkStatus();
 }
