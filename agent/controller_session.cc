@@ -170,6 +170,11 @@ void ControllerSession::SessionLoop() {
 
 bool ControllerSession::RunSession() {
   grpc::ClientContext context;
+  // Wait for the channel to connect rather than fail at once while it backs
+  // off after a failure: a restarted controller must see its agents back
+  // within its start-up grace, or it routes their subscribers' events
+  // without them. Stop() still cancels the wait.
+  context.set_wait_for_ready(true);
   std::unique_ptr<Stream> stream;
   {
     absl::MutexLock lock(&write_mu_);
