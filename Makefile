@@ -3,7 +3,7 @@ BAZEL ?= bazel
 EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
 
-.PHONY: deps build run test tsan bench clean demo-image image format
+.PHONY: deps build run test tsan bench chaos clean demo-image image format
 
 deps:
 	@scripts/install-deps.sh
@@ -46,6 +46,18 @@ TSAN_TESTS = //sinks/... //common:metrics_test //common:http_server_test \
 	//agent:watcher_test //agent:spool_test
 tsan: deps
 	$(BAZEL) test --config=tsan $(TSAN_TESTS)
+
+# The chaos run of docs/reliability.md: events written for CHAOS_SECONDS
+# while dispatchd, its agents and the Docker daemons are killed and
+# restarted at random (seeded) moments, all-in-one and with a controller
+# and three agents on private dockerds (needs root); then every file, run
+# and forward is audited. `make test` runs a 40 s version of each.
+CHAOS_MODE ?= both
+CHAOS_SECONDS ?= 300
+CHAOS_SEED ?= $(shell date +%s)
+chaos: deps
+	$(BAZEL) run //tests/chaos:chaos -- --mode=$(CHAOS_MODE) --seconds=$(CHAOS_SECONDS) \
+		--seed=$(CHAOS_SEED)
 
 # Every benchmark of docs/benchmarks.md, on a private dockerd (needs root),
 # built with -c opt. The table goes to stdout and bench/results.md. `make test`

@@ -532,6 +532,18 @@ void Agent::ExecWorker() {
     }
     *message.mutable_command_result() = runner_.Run(command);
     metrics_->RecordCommand(MetricOutcome(message.command_result().outcome()));
+    if (message.command_result().outcome() == CommandResult::DELIVERED &&
+        command.origin_agent() == options_.agent_id) {
+      // One of this agent's own events: kept with its file now, rather than
+      // when the controller's Delivered notice comes back, so a kill in
+      // between does not run it again.
+      dispatch::v1::Delivered delivered;
+      delivered.set_key(command.key());
+      delivered.set_generation(command.generation());
+      delivered.mutable_to()->set_agent_id(options_.agent_id);
+      delivered.mutable_to()->set_container_id(command.container_id());
+      HandleDelivered(delivered);
+    }
     if (!key.empty()) {
       absl::MutexLock lock(&mu_);
       running_.erase(key);

@@ -5,6 +5,8 @@
 //
 //   chaos [--mode=all-in-one|cluster|both] [--seconds=N] [--seed=N]
 //         [--rate=EVENTS_PER_SECOND] [--fault-interval-seconds=N] [--hosts=N]
+#include <unistd.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -27,6 +29,17 @@ bool Flag(const std::string& arg, const std::string& name, std::string* value) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `bazel run` starts it in its runfiles tree (<runfiles>/<workspace>),
+  // where the tests' helpers look for the dispatchd binary.
+  if (std::getenv("TEST_SRCDIR") == nullptr) {
+    if (char* cwd = getcwd(nullptr, 0); cwd != nullptr) {
+      const std::string here = cwd;
+      free(cwd);
+      const size_t slash = here.rfind('/');
+      setenv("TEST_SRCDIR", here.substr(0, slash).c_str(), 1);
+      setenv("TEST_WORKSPACE", here.substr(slash + 1).c_str(), 1);
+    }
+  }
   std::string mode = "both";
   int64_t seconds = 300, hosts = 3, fault_interval = 6;
   uint64_t seed = static_cast<uint64_t>(absl::ToUnixSeconds(absl::Now()));
