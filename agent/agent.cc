@@ -405,6 +405,9 @@ std::optional<Agent::FileIdentity> Agent::WriteMark(const std::string& key,
 }
 
 void Agent::HandleDelivered(const dispatch::v1::Delivered& delivered) {
+  // One at a time from building the mark to writing it: a later write
+  // always holds every delivery an earlier one did.
+  absl::MutexLock mark_lock(&mark_mu_);
   dispatch::v1::EventMark mark;
   FileIdentity before;
   {

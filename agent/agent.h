@@ -164,6 +164,9 @@ class Agent {
   // Never held while calling into the session or the runner; the session
   // calls the `inventory` callback with its queue locked, which then takes
   // only the inventory's own lock.
+  // Serialises HandleDelivered (the session thread and the exec workers);
+  // taken before mu_.
+  absl::Mutex mark_mu_;
   mutable absl::Mutex mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<dispatch::v1::Command> commands_ ABSL_GUARDED_BY(mu_);
