@@ -235,7 +235,12 @@ TEST(AgentTest, AnEventKeepsItsGenerationAndDeliveriesAcrossARestart) {
     delivered.mutable_delivered()->set_generation(generation);
     delivered.mutable_delivered()->mutable_to()->set_agent_id("agent-2");
     delivered.mutable_delivered()->mutable_to()->set_container_id("c9");
-    ASSERT_TRUE(first.controller().Send(delivered));
+    bool sent = false;
+    const absl::Time send_deadline = absl::Now() + absl::Seconds(30);
+    while (!(sent = first.controller().Send(delivered)) && absl::Now() < send_deadline) {
+      std::this_thread::yield();
+    }
+    ASSERT_TRUE(sent);
     // Kept with the file once the agent has handled it.
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     dispatch::v1::EventMark mark;
@@ -340,7 +345,12 @@ TEST(AgentTest, TheSameDeliveryGivenTwiceRunsOnce) {
     c->set_generation(generation);
     return message;
   };
-  ASSERT_TRUE(run.controller().Send(command(1, 5)));
+  // The fake takes the stream for sending just after its Welcome.
+  bool sent = false;
+  while (!(sent = run.controller().Send(command(1, 5))) && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_TRUE(sent);
   ASSERT_TRUE(run.controller().Send(command(2, 5)));  // the same delivery again
   ASSERT_TRUE(run.controller().Send(command(3, 6)));  // a later event: runs
   std::map<uint64_t, dispatch::v1::CommandResult> results;
