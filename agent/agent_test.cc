@@ -366,6 +366,65 @@ TEST(AgentTest, TheSameDeliveryGivenTwiceRunsOnce) {
   EXPECT_EQ(run.docker().execs().size(), 2u);
 }
 
+// A writer that pauses with its file open, caught by the scan of a new
+// directory and by the start-up scan: one event, with the whole payload.
+size_t CountEvents(const std::vector<dispatch::v1::ObservedEvent>& events, const std::string& key) {
+  size_t n = 0;
+  for (const auto& e : events) n += e.key() == key ? 1 : 0;
+  return n;
+}
+
+TEST(AgentTest, AFileHeldOpenAcrossTheScanOfANewDirectoryIsOneCompleteEvent) {
+  const std::string base = TestEventsDir("held-new-dir");
+  const std::string events = base + "/events";
+  std::filesystem::create_directories(events);
+  AgentRun run(events);
+  ASSERT_TRUE(run.ok());
+  std::filesystem::create_directories(base + "/nd/s1");
+  std::FILE* writer = std::fopen((base + "/nd/s1/x").c_str(), "w");
+  ASSERT_NE(writer, nullptr);
+  std::fputs("slow-", writer);
+  std::fflush(writer);
+  std::filesystem::rename(base + "/nd", events + "/nd");  // scanned with x open
+  std::ofstream(events + "/sentinel-1") << "s";
+  std::vector<dispatch::v1::ObservedEvent> got = run.Events(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key(), "sentinel-1");
+  std::fputs("1", writer);
+  std::fclose(writer);
+  got = run.Events(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].key(), "nd/s1/x");
+  EXPECT_EQ(got[1].payload(), "slow-1");
+  std::ofstream(events + "/sentinel-2") << "s";
+  got = run.Events(3);
+  EXPECT_EQ(CountEvents(got, "nd/s1/x"), 1u);
+}
+
+TEST(AgentTest, AFileHeldOpenAcrossTheStartUpScanIsOneCompleteEvent) {
+  const std::string events = TestEventsDir("held-start");
+  std::filesystem::create_directories(events + "/d");
+  std::FILE* writer = std::fopen((events + "/d/x").c_str(), "w");
+  ASSERT_NE(writer, nullptr);
+  std::fputs("slow-", writer);
+  std::fflush(writer);
+  std::ofstream(events + "/d/ready") << "r";
+  AgentRun run(events);
+  ASSERT_TRUE(run.ok());
+  std::vector<dispatch::v1::ObservedEvent> got = run.Events(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key(), "d/ready");
+  std::fputs("1", writer);
+  std::fclose(writer);
+  got = run.Events(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].key(), "d/x");
+  EXPECT_EQ(got[1].payload(), "slow-1");
+  std::ofstream(events + "/sentinel") << "s";
+  got = run.Events(3);
+  EXPECT_EQ(CountEvents(got, "d/x"), 1u);
+}
+
 }  // namespace
 }  // namespace agent
 }  // namespace dispatchd
