@@ -60,7 +60,13 @@ struct FaultRecord {
   Fault fault;
   std::string detail;
   int duplicate_allowance = 0;  // execs that may have been running
+  // The host whose handler containers it stopped (a dockerd restart, the
+  // container.start subscriber stopped), or -1.
+  int stopped_host = -1;
+  bool stopped_all_handlers = false;  // dockerd restart: every handler there
 };
+
+inline constexpr absl::Duration kStopWindow = absl::Seconds(60);
 
 struct ChaosReport {
   std::string mode;
@@ -72,6 +78,11 @@ struct ChaosReport {
   int64_t runs = 0;             // handler runs counted
   int64_t missing = 0;          // (event, lasting handler) never run
   std::vector<std::string> missing_examples;
+  // Never run on a handler whose container a fault stopped while the event
+  // was on its way (written at most kStopWindow before the fault): the exec
+  // may have started (DELIVERED) and been killed with the container before
+  // its first line. Reported, not failed.
+  int64_t missing_at_stop = 0;
   int64_t partial = 0;          // runs of a payload never written whole
   int64_t duplicates = 0;       // runs beyond the first
   int64_t duplicate_bound = 0;  // sum of the faults' allowances
