@@ -382,6 +382,9 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
     length += n;
   }
   data.resize(length);
+  // The buffer grew in 64 KiB steps to find the end: give back what the
+  // payload does not use, since it waits in memory until settled.
+  if (data.capacity() > data.size() + 4096) data.shrink_to_fit();
   char mark[4096];
   ssize_t mark_size = fgetxattr(fd.get(), kMarkAttribute, mark, sizeof(mark));
   if (mark_size > 0) {
