@@ -84,7 +84,7 @@ int Run(int argc, char** argv) {
   int64_t backlog_files = 100000;
   UnsettledBenchOptions unsettled_options;
   unsettled_options.events = 20000;
-  unsettled_options.payload_bytes = {0, 1024, 16384};
+  unsettled_options.payload_bytes = {0, 1024, 4096, 65536};
   bool skip_docker = false, skip_controller = false, skip_backlog = false,
        skip_unsettled = false;
   for (int i = 1; i < argc; ++i) {

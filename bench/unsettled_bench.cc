@@ -98,13 +98,12 @@ std::string UnsettledResultsMarkdown(const std::vector<UnsettledResult>& results
   std::string out =
       "### 8. Controller memory per unsettled event (in-process Dispatcher, jemalloc's "
       "allocated bytes)\n\n"
-      "| state | payload | events | unsettled at the end | bytes per event | over the payload |\n"
-      "|---|---|---|---|---|---|\n";
+      "| state | payload | events | unsettled at the end | bytes per event |\n"
+      "|---|---|---|---|---|\n";
   for (const UnsettledResult& r : results) {
-    absl::StrAppend(&out, absl::StrFormat("| %s | %d B | %d | %d | %.0f | %.0f |\n", r.state,
+    absl::StrAppend(&out, absl::StrFormat("| %s | %d B | %d | %d | %.0f |\n", r.state,
                                           r.payload_bytes, r.events, r.unsettled,
-                                          r.bytes_per_event,
-                                          r.bytes_per_event - static_cast<double>(r.payload_bytes)));
+                                          r.bytes_per_event));
   }
   absl::StrAppend(&out, "\n");
   return out;

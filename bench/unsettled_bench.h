@@ -5,6 +5,8 @@
 // cost of one unsettled event in each state an event can wait in:
 //   - held: the agents' inventories are not fresh yet (start-up);
 //   - queued for 1 subscriber, or for 10, whose agent has not answered.
+// Payloads over 4 KiB are not kept (controller/event_ledger.h), so the
+// largest cost is at 4 KiB whatever the file's size.
 // Needs jemalloc (//common:allocator); without it every figure is -1.
 #ifndef DISPATCHD_BENCH_UNSETTLED_BENCH_H_
 #define DISPATCHD_BENCH_UNSETTLED_BENCH_H_
