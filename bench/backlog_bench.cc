@@ -1,6 +1,7 @@
 #include "bench/backlog_bench.h"
 
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,8 +9,6 @@
 #include <chrono>
 #include <memory>
 #include <utility>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -51,7 +50,9 @@ absl::StatusOr<std::vector<agent::ContainerInfo>> MakeBacklog(const BacklogBench
   const int directories = std::max(1, o.directories);
   for (int d = 0; d < directories; ++d) {
     const std::string dir = absl::StrFormat("%s/d%03d", events, d);
-    if (mkdir(dir.c_str(), 0755) != 0) return absl::InternalError(absl::StrCat("cannot create ", dir));
+    if (mkdir(dir.c_str(), 0755) != 0) {
+      return absl::InternalError(absl::StrCat("cannot create ", dir));
+    }
   }
   std::string content(static_cast<size_t>(std::max<int64_t>(0, o.payload_bytes)), 'x');
   *subscribed = 0;
@@ -105,8 +106,8 @@ absl::StatusOr<BacklogResult> RunBacklogBenchmark(const BacklogBenchOptions& o) 
   // As `dispatchd all-in-one` wires them (cmd/dispatchd/main.cc), without
   // the metrics and the API.
   InstantDockerApi docker(*std::move(containers));
-  auto dispatcher = std::make_unique<controller::Dispatcher>(controller::DispatcherOptions(),
-                                                             Clock::Real());
+  auto dispatcher =
+      std::make_unique<controller::Dispatcher>(controller::DispatcherOptions(), Clock::Real());
   dispatcher->Start();
   controller::SessionService service(dispatcher.get(), controller::SessionServiceOptions());
   grpc::ServerBuilder builder;
@@ -134,9 +135,9 @@ absl::StatusOr<BacklogResult> RunBacklogBenchmark(const BacklogBenchOptions& o) 
     r.heap_peak_bytes = std::max(r.heap_peak_bytes, HeapAllocatedBytes());
     if (static_cast<int64_t>(settled) >= o.files && unsettled == 0) break;
     if (absl::Now() - start > o.timeout) {
-      status = absl::DeadlineExceededError(absl::StrCat(
-          "backlog not drained after ", absl::FormatDuration(o.timeout), ": ", settled, " of ",
-          o.files, " events settled, ", unsettled, " files unsettled"));
+      status = absl::DeadlineExceededError(
+          absl::StrCat("backlog not drained after ", absl::FormatDuration(o.timeout), ": ", settled,
+                       " of ", o.files, " events settled, ", unsettled, " files unsettled"));
       break;
     }
     absl::SleepFor(o.sample_period);
@@ -222,7 +223,8 @@ absl::StatusOr<BacklogResult> BacklogResultFromJson(const std::string& text) {
     r.peak_agent_unsettled = j.at("peak_agent_unsettled");
     r.peak_controller_in_flight = j.at("peak_controller_in_flight");
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("not a backlog result (", e.what(), "): ", text));
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a backlog result (", e.what(), "): ", text));
   }
   return r;
 }
@@ -240,14 +242,13 @@ std::string BacklogResultsMarkdown(const std::vector<BacklogResult>& results) {
   for (const BacklogResult& r : results) {
     const double heap = static_cast<double>(r.heap_peak_bytes - r.heap_start_bytes);
     absl::StrAppend(
-        &out,
-        absl::StrFormat("| %d (%d) | %.2f s | %.0f | %.1f MiB | %.1f MiB | %.1f MiB | %d / %d | "
-                        "%.0f B | %d |\n",
-                        r.files, r.subscribed, r.drain_seconds, r.events_per_second(),
-                        r.rss_peak_kib / 1024.0, r.rss_start_kib / 1024.0, heap / 1048576.0,
-                        r.peak_agent_unsettled, r.peak_controller_in_flight,
-                        r.peak_agent_unsettled > 0 ? heap / r.peak_agent_unsettled : 0.0,
-                        r.files_left));
+        &out, absl::StrFormat(
+                  "| %d (%d) | %.2f s | %.0f | %.1f MiB | %.1f MiB | %.1f MiB | %d / %d | "
+                  "%.0f B | %d |\n",
+                  r.files, r.subscribed, r.drain_seconds, r.events_per_second(),
+                  r.rss_peak_kib / 1024.0, r.rss_start_kib / 1024.0, heap / 1048576.0,
+                  r.peak_agent_unsettled, r.peak_controller_in_flight,
+                  r.peak_agent_unsettled > 0 ? heap / r.peak_agent_unsettled : 0.0, r.files_left));
   }
   absl::StrAppend(&out,
                   "\nThe agent reads files ahead of their settling without a bound, so the peak "

@@ -31,10 +31,10 @@ namespace bench {
 
 struct BacklogBenchOptions {
   int64_t files = 100000;
-  int directories = 100;          // files are spread evenly over d000/, d001/, ...
-  int64_t payload_bytes = 1024;   // content of every file
-  int subscribed_every = 10;      // every Nth file has a subscriber (10%)
-  int containers = 100;           // subscribers; each holds 1/containers of the labels
+  int directories = 100;         // files are spread evenly over d000/, d001/, ...
+  int64_t payload_bytes = 1024;  // content of every file
+  int subscribed_every = 10;     // every Nth file has a subscriber (10%)
+  int containers = 100;          // subscribers; each holds 1/containers of the labels
   std::string log_level = "info";
   // The events directory is made below it and removed afterwards.
   std::string work_dir;
@@ -44,18 +44,18 @@ struct BacklogBenchOptions {
 
 struct BacklogResult {
   int64_t files = 0;
-  int64_t subscribed = 0;        // files with a subscriber
+  int64_t subscribed = 0;  // files with a subscriber
   int64_t payload_bytes = 0;
-  int64_t execs = 0;             // execs Docker was asked to start
-  int64_t files_left = 0;        // event files still there at the end (expected: 0)
-  double create_seconds = 0;     // writing the files (not part of the drain)
-  double drain_seconds = 0;      // start -> every event settled and its file gone
-  int64_t rss_start_kib = -1;    // before dispatchd's parts started
-  int64_t rss_peak_kib = -1;     // VmHWM during the drain
-  bool rss_peak_reset = false;   // VmHWM was reset before the start (else it is the process's)
-  int64_t heap_start_bytes = -1; // jemalloc's stats.allocated (-1 without jemalloc)
-  int64_t heap_peak_bytes = -1;  // largest sample during the drain
-  int64_t peak_agent_unsettled = 0;       // the agent's files in flight, sampled
+  int64_t execs = 0;                 // execs Docker was asked to start
+  int64_t files_left = 0;            // event files still there at the end (expected: 0)
+  double create_seconds = 0;         // writing the files (not part of the drain)
+  double drain_seconds = 0;          // start -> every event settled and its file gone
+  int64_t rss_start_kib = -1;        // before dispatchd's parts started
+  int64_t rss_peak_kib = -1;         // VmHWM during the drain
+  bool rss_peak_reset = false;       // VmHWM was reset before the start (else it is the process's)
+  int64_t heap_start_bytes = -1;     // jemalloc's stats.allocated (-1 without jemalloc)
+  int64_t heap_peak_bytes = -1;      // largest sample during the drain
+  int64_t peak_agent_unsettled = 0;  // the agent's files in flight, sampled
   int64_t peak_controller_in_flight = 0;  // the controller's unsettled events, sampled
 
   double events_per_second() const { return drain_seconds > 0 ? files / drain_seconds : 0; }

@@ -24,10 +24,10 @@ class InstantDockerApi::Stream final : public agent::DockerEventStream {
 
   absl::StatusOr<std::optional<agent::DockerEvent>> Next(absl::Duration timeout) override {
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(
-                             +[](std::deque<agent::DockerEvent>* q) { return !q->empty(); },
-                             &events_),
-                         timeout);
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::deque<agent::DockerEvent>* q) { return !q->empty(); }, &events_),
+        timeout);
     if (events_.empty()) return std::optional<agent::DockerEvent>();
     agent::DockerEvent event = std::move(events_.front());
     events_.pop_front();
@@ -73,7 +73,8 @@ absl::StatusOr<std::string> InstantDockerApi::CreateExec(absl::string_view conta
                                                          const std::vector<std::string>&,
                                                          const std::vector<std::string>&) {
   if (containers_.find(container_id) == containers_.end()) {
-    return absl::NotFoundError(absl::StrCat("create exec in ", container_id, ": No such container"));
+    return absl::NotFoundError(
+        absl::StrCat("create exec in ", container_id, ": No such container"));
   }
   // "<container>/<n>": StartExec knows where the exit is reported.
   return absl::StrCat(container_id, "/", next_exec_.fetch_add(1, std::memory_order_relaxed));

@@ -67,8 +67,8 @@ std::string MachineMarkdown(const std::string& docker_version, const double load
 std::string BacklogBenchBinary(const char* argv0) {
   if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
     const char* workspace = std::getenv("TEST_WORKSPACE");
-    const std::string path = absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "dispatchd",
-                                          "/bench/backlog_bench");
+    const std::string path = absl::StrCat(
+        srcdir, "/", workspace != nullptr ? workspace : "dispatchd", "/bench/backlog_bench");
     if (access(path.c_str(), X_OK) == 0) return path;
   }
   std::string beside(argv0);
@@ -85,8 +85,7 @@ int Run(int argc, char** argv) {
   UnsettledBenchOptions unsettled_options;
   unsettled_options.events = 20000;
   unsettled_options.payload_bytes = {0, 1024, 4096, 65536};
-  bool skip_docker = false, skip_controller = false, skip_backlog = false,
-       skip_unsettled = false;
+  bool skip_docker = false, skip_controller = false, skip_backlog = false, skip_unsettled = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char* flag, auto* out) {
@@ -115,8 +114,14 @@ int Run(int argc, char** argv) {
     }
     if (arg == "--skip-docker") { skip_docker = true; continue; }
     if (arg == "--skip-controller") { skip_controller = true; continue; }
-    if (arg == "--skip-backlog") { skip_backlog = true; continue; }
-    if (arg == "--skip-unsettled") { skip_unsettled = true; continue; }
+    if (arg == "--skip-backlog") {
+      skip_backlog = true;
+      continue;
+    }
+    if (arg == "--skip-unsettled") {
+      skip_unsettled = true;
+      continue;
+    }
     std::cerr << "dispatchd_bench: unknown or bad flag " << arg << "\n";
     return 2;
   }
@@ -152,8 +157,9 @@ int Run(int argc, char** argv) {
       backlog_options.files = files;
       backlog_options.log_level = controller_options.log_level;
       backlog_options.work_dir = work;
-      absl::StatusOr<BacklogResult> r = RunBacklogBenchmarkProcess(
-          BacklogBenchBinary(argv[0]), backlog_options, absl::StrCat(work, "/backlog-", files, ".log"));
+      absl::StatusOr<BacklogResult> r =
+          RunBacklogBenchmarkProcess(BacklogBenchBinary(argv[0]), backlog_options,
+                                     absl::StrCat(work, "/backlog-", files, ".log"));
       if (!r.ok()) {
         std::cerr << "backlog benchmark failed: " << r.status() << "\n";
         status = 1;

@@ -4,11 +4,11 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "bench/backlog_bench.h"
 #include "bench/controller_bench.h"
 #include "bench/docker_bench.h"
 #include "bench/unsettled_bench.h"
-#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
@@ -66,9 +66,8 @@ TEST(BenchSmokeTest, MemoryBenchmarksProduceResults) {
   backlog_options.directories = 10;
   backlog_options.containers = 10;
   backlog_options.work_dir = work;
-  const std::string binary =
-      absl::StrCat(std::getenv("TEST_SRCDIR"), "/", std::getenv("TEST_WORKSPACE"),
-                   "/bench/backlog_bench");
+  const std::string binary = absl::StrCat(std::getenv("TEST_SRCDIR"), "/",
+                                          std::getenv("TEST_WORKSPACE"), "/bench/backlog_bench");
   absl::StatusOr<BacklogResult> backlog =
       RunBacklogBenchmarkProcess(binary, backlog_options, work + "/backlog.log");
   ASSERT_TRUE(backlog.ok()) << backlog.status();

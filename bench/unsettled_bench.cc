@@ -35,8 +35,9 @@ AgentMessage Snapshot(int subscribers) {
     container->set_name(absl::StrFormat("handler-%02d", c));
     container->set_state(dispatch::v1::Container::RUNNING);
     for (int e = 0; e < kEventIds; ++e) {
-      (*container->mutable_labels())[absl::StrFormat("subscription.bench.e%03d.container.command",
-                                                     e)] = "true";
+      (*container
+            ->mutable_labels())[absl::StrFormat("subscription.bench.e%03d.container.command", e)] =
+          "true";
     }
   }
   return m;
@@ -101,9 +102,9 @@ std::string UnsettledResultsMarkdown(const std::vector<UnsettledResult>& results
       "| state | payload | events | unsettled at the end | bytes per event |\n"
       "|---|---|---|---|---|\n";
   for (const UnsettledResult& r : results) {
-    absl::StrAppend(&out, absl::StrFormat("| %s | %d B | %d | %d | %.0f |\n", r.state,
-                                          r.payload_bytes, r.events, r.unsettled,
-                                          r.bytes_per_event));
+    absl::StrAppend(&out,
+                    absl::StrFormat("| %s | %d B | %d | %d | %.0f |\n", r.state, r.payload_bytes,
+                                    r.events, r.unsettled, r.bytes_per_event));
   }
   absl::StrAppend(&out, "\n");
   return out;

@@ -24,10 +24,10 @@ struct UnsettledBenchOptions {
 };
 
 struct UnsettledResult {
-  std::string state;          // "held", "queued, 1 subscriber", ...
+  std::string state;  // "held", "queued, 1 subscriber", ...
   int64_t payload_bytes = 0;
   int64_t events = 0;
-  int64_t unsettled = 0;      // events the controller held unsettled at the end (= events)
+  int64_t unsettled = 0;  // events the controller held unsettled at the end (= events)
   double bytes_per_event = -1;
 };
 

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <set>
 #include <optional>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -110,8 +110,8 @@ absl::Status AppendForwardDeadLetter(const std::string& dir, const std::string& 
     return OsError("cannot append to", path);
   }
   if (static_cast<size_t>(n) != text.size()) {
-    return absl::UnavailableError(absl::StrCat("short write to ", path, " (", n, " of ",
-                                               text.size(), " bytes)"));
+    return absl::UnavailableError(
+        absl::StrCat("short write to ", path, " (", n, " of ", text.size(), " bytes)"));
   }
   return absl::OkStatus();
 }

@@ -26,9 +26,8 @@ TEST(ForwardDeadLetterFileNamesTest, OneSafeDistinctNamePerDestination) {
                                   "log:", "log:audit", "http://[::1]:9000/a b/../c",
                                   "HTTP://hooks.example:8443/in"}),
       ElementsAre("forward-hooks.example-8443-in.jsonl", "forward-hooks.example-8443-in-2.jsonl",
-                  "forward-var-log-events.jsonl.jsonl", "forward-log.jsonl",
-                  "forward-audit.jsonl", "forward-1-9000-a-b-..-c.jsonl",
-                  "forward-hooks.example-8443-in-3.jsonl"));
+                  "forward-var-log-events.jsonl.jsonl", "forward-log.jsonl", "forward-audit.jsonl",
+                  "forward-1-9000-a-b-..-c.jsonl", "forward-hooks.example-8443-in-3.jsonl"));
   const std::string long_path(500, 'p');
   const std::vector<std::string> names =
       ForwardDeadLetterFileNames({"http://h/" + long_path, "http://h/" + long_path + "x"});
@@ -47,9 +46,8 @@ TEST(ForwardDeadLetterLineTest, RecordsTheAnswerAndTheEventAsForwarded) {
   absl::Status rejected = absl::NotFoundError("POST http://h/in?token=secret: HTTP 404 Not Found");
   rejected.SetPayload("type.dispatchd.dev/dispatchd.sinks.HttpAnswer",
                       absl::Cord("404\nNot Found\nfno such hook \xff"));
-  const std::string line =
-      ForwardDeadLetterLine(event, "http://user:pw@h/in?token=secret", 5, rejected,
-                            absl::FromUnixSeconds(1767225603));
+  const std::string line = ForwardDeadLetterLine(event, "http://user:pw@h/in?token=secret", 5,
+                                                 rejected, absl::FromUnixSeconds(1767225603));
   EXPECT_EQ(line.find('\n'), std::string::npos);
   EXPECT_EQ(line.find("secret"), std::string::npos) << line;
   const nlohmann::json json = nlohmann::json::parse(line);

@@ -73,21 +73,21 @@ class DeadLetters {
         ForwardDeadLetterLine(event, destination_, attempts, reason, clock_->Now());
     if (dir_.empty()) {
       recorded_.fetch_add(1, std::memory_order_relaxed);
-      LOG(ERROR) << "forwarding to " << destination_ << ": event " << event.id << " ("
-                 << event.path << ") rejected " << attempts << " times, given up: " << line;
+      LOG(ERROR) << "forwarding to " << destination_ << ": event " << event.id << " (" << event.path
+                 << ") rejected " << attempts << " times, given up: " << line;
       return;
     }
     if (absl::Status status = AppendForwardDeadLetter(dir_, file_, line); !status.ok()) {
-      LOG(ERROR) << "forwarding to " << destination_ << ": event " << event.id << " ("
-                 << event.path << ") rejected " << attempts
+      LOG(ERROR) << "forwarding to " << destination_ << ": event " << event.id << " (" << event.path
+                 << ") rejected " << attempts
                  << " times, and the dead-letter file cannot be written (" << status
                  << "); dropped: " << line;
       return;
     }
     recorded_.fetch_add(1, std::memory_order_relaxed);
-    LOG(WARNING) << "forwarding to " << destination_ << ": event " << event.id << " ("
-                 << event.path << ") rejected " << attempts << " times (" << reason.message()
-                 << "), appended to " << path();
+    LOG(WARNING) << "forwarding to " << destination_ << ": event " << event.id << " (" << event.path
+                 << ") rejected " << attempts << " times (" << reason.message() << "), appended to "
+                 << path();
   }
 
   std::string path() const { return dir_.empty() ? file_ : absl::StrCat(dir_, "/", file_); }
@@ -166,10 +166,10 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
             .random = options.random,
         }),
         options.max_rejected_attempts, &sinks::IsPermanentRejection);
-    pipeline->dead_letters = std::make_shared<DeadLetters>(
-        pipeline->name, options.dead_letter_dir, dead_letter_files[i], clock, budget);
+    pipeline->dead_letters = std::make_shared<DeadLetters>(pipeline->name, options.dead_letter_dir,
+                                                           dead_letter_files[i], clock, budget);
     auto retrying = std::make_shared<sinks::RetryingSink>(pipeline->metered, std::move(budget),
-                                                           sinks::RetryingSinkOptions{clock});
+                                                          sinks::RetryingSinkOptions{clock});
     const std::string name = pipeline->name;
     pipeline->queue = std::make_shared<sinks::Queue>(
         retrying, sinks::QueueOptions{
@@ -191,15 +191,13 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
                   });
     members.push_back(pipeline->queue);
     if (parsed[i].kind == ForwardDestination::Kind::kHttp) {
-      LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of "
-                << options.queue_size << "; events it rejects "
-                << options.max_rejected_attempts << " times go to "
-                << (options.dead_letter_dir.empty() ? "the log"
-                                                    : pipeline->dead_letters->path())
+      LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of " << options.queue_size
+                << "; events it rejects " << options.max_rejected_attempts << " times go to "
+                << (options.dead_letter_dir.empty() ? "the log" : pipeline->dead_letters->path())
                 << ")";
     } else {
-      LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of "
-                << options.queue_size << ")";
+      LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of " << options.queue_size
+                << ")";
     }
     pipelines.push_back(std::move(pipeline));
   }

@@ -220,18 +220,18 @@ class RejectingReceiver {
  public:
   RejectingReceiver() {
     auto server = HttpServer::Start(
-        "127.0.0.1:0", {{"POST /hook", [this](const HttpRequest& request) {
-                           const std::string id = nlohmann::json::parse(request.body)["id"];
-                           std::lock_guard<std::mutex> lock(mu_);
-                           ++requests_[id];
-                           if (absl::StartsWith(id, "reject-")) {
-                             const int status = std::stoi(id.substr(7));
-                             return HttpResponse{status, "text/plain",
-                                                 absl::StrCat("no thanks (", status, ")")};
-                           }
-                           taken_.push_back(id);
-                           return HttpResponse{200, "text/plain", "ok"};
-                         }}});
+        "127.0.0.1:0",
+        {{"POST /hook", [this](const HttpRequest& request) {
+            const std::string id = nlohmann::json::parse(request.body)["id"];
+            std::lock_guard<std::mutex> lock(mu_);
+            ++requests_[id];
+            if (absl::StartsWith(id, "reject-")) {
+              const int status = std::stoi(id.substr(7));
+              return HttpResponse{status, "text/plain", absl::StrCat("no thanks (", status, ")")};
+            }
+            taken_.push_back(id);
+            return HttpResponse{200, "text/plain", "ok"};
+          }}});
     EXPECT_TRUE(server.ok()) << server.status();
     if (server.ok()) server_ = *std::move(server);
   }
@@ -282,8 +282,8 @@ TEST_F(ForwarderTest, AnEventRejectedForGoodIsDeadLetteredAndTheQueueMovesOn) {
   Registry registry;
   ExportForwardingMetrics(registry, [&forwarder] { return forwarder.stats(); });
 
-  const std::vector<std::string> ids = {"reject-400", "ok-1", "reject-404", "ok-2",
-                                        "reject-410", "ok-3"};
+  const std::vector<std::string> ids = {"reject-400", "ok-1",       "reject-404",
+                                        "ok-2",       "reject-410", "ok-3"};
   for (const std::string& id : ids) ASSERT_TRUE(forwarder.sink()->Write(MakeEvent(id)).ok());
   // Each rejection is retried after a backoff on the fake clock: move it on
   // whenever the worker waits, until every event is accounted for.
@@ -340,11 +340,11 @@ TEST_F(ForwarderTest, TransientFailuresKeepBeingRetriedPastTheBudget) {
   // 503 five times, then 200: a budget of 2 rejections does not apply.
   std::mutex mu;
   int requests = 0;
-  auto server = HttpServer::Start("127.0.0.1:0", {{"POST /hook", [&](const HttpRequest&) {
-                                                     std::lock_guard<std::mutex> lock(mu);
-                                                     return HttpResponse{++requests <= 5 ? 503 : 200,
-                                                                         "text/plain", "busy"};
-                                                   }}});
+  auto server = HttpServer::Start(
+      "127.0.0.1:0", {{"POST /hook", [&](const HttpRequest&) {
+                         std::lock_guard<std::mutex> lock(mu);
+                         return HttpResponse{++requests <= 5 ? 503 : 200, "text/plain", "busy"};
+                       }}});
   ASSERT_TRUE(server.ok()) << server.status();
   ForwarderOptions options;
   options.max_rejected_attempts = 2;
@@ -352,8 +352,8 @@ TEST_F(ForwarderTest, TransientFailuresKeepBeingRetriedPastTheBudget) {
   options.retry_max_backoff = absl::Seconds(4);
   options.clock = &clock_;
   options.random = [](int64_t bound) { return bound - 1; };
-  auto created = Forwarder::Create(
-      {absl::StrCat("http://127.0.0.1:", (*server)->port(), "/hook")}, options);
+  auto created =
+      Forwarder::Create({absl::StrCat("http://127.0.0.1:", (*server)->port(), "/hook")}, options);
   ASSERT_TRUE(created.ok()) << created.status();
   Forwarder& forwarder = **created;
   ASSERT_TRUE(forwarder.sink()->Write(MakeEvent("e1")).ok());

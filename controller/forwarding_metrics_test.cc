@@ -30,8 +30,9 @@ TEST(ForwardingMetricsTest, DestinationsStartAtZeroAndFollowTheStats) {
       << text;
   EXPECT_EQ(Sample(text, "dispatchd_forward_queue_depth{destination=\"file:/var/log/events.jsonl\"}"),
             0);
-  EXPECT_EQ(Sample(text, "dispatchd_forward_events_total{destination=\"file:/var/log/events.jsonl\","
-                         "result=\"dead_lettered\"}"),
+  EXPECT_EQ(Sample(text,
+                   "dispatchd_forward_events_total{destination=\"file:/var/log/events.jsonl\","
+                   "result=\"dead_lettered\"}"),
             0)
       << "present at 0 from the start";
 
@@ -43,8 +44,8 @@ TEST(ForwardingMetricsTest, DestinationsStartAtZeroAndFollowTheStats) {
   text = SerializeText(registry);
   EXPECT_EQ(Sample(text, "dispatchd_forward_events_total{" + https + ",result=\"sent\"}"), 7);
   EXPECT_EQ(Sample(text, "dispatchd_forward_events_total{" + https + ",result=\"dropped\"}"), 1);
-  EXPECT_EQ(
-      Sample(text, "dispatchd_forward_events_total{" + https + ",result=\"dead_lettered\"}"), 3);
+  EXPECT_EQ(Sample(text, "dispatchd_forward_events_total{" + https + ",result=\"dead_lettered\"}"),
+            3);
   EXPECT_EQ(Sample(text, "dispatchd_forward_failures_total{" + https + "}"), 2);
   EXPECT_EQ(Sample(text, "dispatchd_forward_queue_depth{destination=\"file:/var/log/events.jsonl\"}"),
             5);

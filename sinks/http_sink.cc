@@ -2,13 +2,6 @@
 
 #include <openssl/ssl.h>
 
-#include <chrono>
-#include <cstdint>
-#include <functional>
-#include <mutex>
-#include <set>
-#include <utility>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,6 +9,12 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
@@ -272,9 +271,9 @@ class HttpSink::Impl {
     answer.body_truncated = answered.size() > answer.body.size() || !parser.is_done();
     std::string excerpt = answered.substr(0, 200);
     absl::StripTrailingAsciiWhitespace(&excerpt);
-    absl::Status status = StatusFromHttp(
-        code, absl::StrCat("POST ", url_, ": HTTP ", code, " ", answer.reason,
-                           excerpt.empty() ? "" : ": ", excerpt));
+    absl::Status status =
+        StatusFromHttp(code, absl::StrCat("POST ", url_, ": HTTP ", code, " ", answer.reason,
+                                          excerpt.empty() ? "" : ": ", excerpt));
     AttachAnswer(status, answer);
     return status;
   }

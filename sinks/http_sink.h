@@ -51,9 +51,9 @@ absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url);
 // The answer of a destination that did not accept an event (not 2xx), as
 // the error of HttpSink::Write carries it.
 struct HttpAnswer {
-  int status = 0;       // 404
-  std::string reason;   // "Not Found", as sent
-  std::string body;     // the first kHttpAnswerExcerptBytes bytes of the body
+  int status = 0;               // 404
+  std::string reason;           // "Not Found", as sent
+  std::string body;             // the first kHttpAnswerExcerptBytes bytes of the body
   bool body_truncated = false;  // the body was longer than `body`
 };
 inline constexpr size_t kHttpAnswerExcerptBytes = 1024;

@@ -1,11 +1,10 @@
 #include "sinks/http_sink.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <future>
 #include <memory>
@@ -17,10 +16,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "sinks/testing/test_sinks.h"
-#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace sinks {
@@ -163,10 +162,10 @@ TEST(HttpSinkTest, ErrorsCarryTheAnswerAndTellPermanentRejectionsFromTransientOn
 
 TEST(HttpSinkTest, TheAnswerKeepsABoundedExcerptOfALongBody) {
   const std::string long_body(10 * 1024, 'x');
-  auto server = HttpServer::Start("127.0.0.1:0", {{"POST /hook", [&](const HttpRequest&) {
-                                                     return HttpResponse{400, "text/plain",
-                                                                         long_body};
-                                                   }}});
+  auto server =
+      HttpServer::Start("127.0.0.1:0", {{"POST /hook", [&](const HttpRequest&) {
+                                           return HttpResponse{400, "text/plain", long_body};
+                                         }}});
   ASSERT_OK(server);
   auto sink = HttpSink::Create(absl::StrCat("http://127.0.0.1:", (*server)->port(), "/hook"));
   ASSERT_OK(sink);

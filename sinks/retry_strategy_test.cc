@@ -138,11 +138,11 @@ const absl::Status kRejected = absl::NotFoundError("HTTP 404");
 bool IsRejected(const absl::Status& status) { return absl::IsNotFound(status); }
 
 TEST(PermanentErrorBudgetTest, GivesUpAfterTheBudgetOfRejectionsAndStartsAfreshPerEvent) {
-  auto inner = std::make_shared<ExponentialBackoff>(ExponentialBackoff::Options{
-      .base = absl::ZeroDuration(),
-      .factor = absl::Seconds(1),
-      .max = absl::Seconds(8),
-      .random = [](int64_t bound) { return bound - 1; }});
+  auto inner = std::make_shared<ExponentialBackoff>(
+      ExponentialBackoff::Options{.base = absl::ZeroDuration(),
+                                  .factor = absl::Seconds(1),
+                                  .max = absl::Seconds(8),
+                                  .random = [](int64_t bound) { return bound - 1; }});
   PermanentErrorBudget budget(inner, 3, IsRejected);
   const Event a{}, b{};
   EXPECT_EQ(budget.Proceed(a), absl::ZeroDuration());
@@ -166,11 +166,11 @@ TEST(PermanentErrorBudgetTest, GivesUpAfterTheBudgetOfRejectionsAndStartsAfreshP
 }
 
 TEST(PermanentErrorBudgetTest, TransientFailuresAreRetriedWithoutLimit) {
-  auto inner = std::make_shared<ExponentialBackoff>(ExponentialBackoff::Options{
-      .base = absl::ZeroDuration(),
-      .factor = absl::Seconds(1),
-      .max = absl::Seconds(8),
-      .random = [](int64_t bound) { return bound - 1; }});
+  auto inner = std::make_shared<ExponentialBackoff>(
+      ExponentialBackoff::Options{.base = absl::ZeroDuration(),
+                                  .factor = absl::Seconds(1),
+                                  .max = absl::Seconds(8),
+                                  .random = [](int64_t bound) { return bound - 1; }});
   PermanentErrorBudget budget(inner, 2, IsRejected);
   const Event a{};
   for (int i = 0; i < 100; ++i) {

@@ -240,8 +240,8 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
     // Hidden, so the watcher never takes it for events, and beside the
     // agent's .dead-letter/ without being in it (dispatchctl dead-letters
     // lists and replays event files only).
-    o.forward_dead_letter_dir = absl::StrCat(
-        absl::StripSuffix(o.events_dir, "/"), "/.forward-dead-letter");
+    o.forward_dead_letter_dir =
+        absl::StrCat(absl::StripSuffix(o.events_dir, "/"), "/.forward-dead-letter");
   }
   return o;
 }
