@@ -2,6 +2,7 @@
 BAZEL ?= bazel
 EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
+BENCH_FLAGS ?=
 
 .PHONY: deps build run test tsan bench chaos clean demo-image image format
 
@@ -61,9 +62,10 @@ chaos: deps
 
 # Every benchmark of docs/benchmarks.md, on a private dockerd (needs root),
 # built with -c opt. The table goes to stdout and bench/results.md. `make test`
-# runs only its smoke version (//bench:smoke_test).
+# runs only its smoke version (//bench:smoke_test). BENCH_FLAGS go to the
+# driver, e.g. BENCH_FLAGS=--backlog-files=10000 (flags: bench/main.cc).
 bench: deps
-	$(BAZEL) run -c opt //bench:dispatchd_bench -- --out=$(CURDIR)/bench/results.md
+	$(BAZEL) run -c opt //bench:dispatchd_bench -- --out=$(CURDIR)/bench/results.md $(BENCH_FLAGS)
 	$(BAZEL) run -c opt //bench:micro_benchmark -- --benchmark_repetitions=3 \
 		--benchmark_report_aggregates_only=true > bench/micro_results.txt
 	@{ printf '\n### 6. Microbenchmarks (Google Benchmark)\n\n```\n'; \

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "controller/event_ledger.h"
 
 namespace dispatchd {
 namespace controller {
@@ -23,7 +24,8 @@ void BuildCommand(uint64_t command_id, const dispatch::v1::ObservedEvent& event,
   command->add_env(absl::StrCat("DISPATCH_EVENT_HOST=", origin_host));
   command->add_env(absl::StrCat("DISPATCH_EVENT_PATH=", event.key()));
   const std::string& payload = event.payload();
-  if (payload.size() <= max_env_payload_bytes && payload.find('\0') == std::string::npos) {
+  if (!PayloadDropped(event) && payload.size() <= max_env_payload_bytes &&
+      payload.find('\0') == std::string::npos) {
     command->add_env(absl::StrCat("DISPATCH_EVENT_PAYLOAD=", payload));
   }
 }

@@ -8,7 +8,8 @@
 //   DISPATCH_EVENT_PATH=<the event file's path, relative to the events directory>
 //   DISPATCH_EVENT_PAYLOAD=<the payload>, only when it is at most
 //     `max_env_payload_bytes` long and holds no NUL byte (an environment
-//     string cannot carry one); otherwise omitted.
+//     string cannot carry one), and the event ledger kept it (a larger one
+//     is dropped there: PayloadDropped); otherwise omitted.
 // argv is the subscription's command (empty for start-only), and the
 // container is started first when the subscription says so.
 //

@@ -93,6 +93,18 @@ TEST(BuildCommandTest, PayloadWithANulByteIsOmitted) {
   EXPECT_THAT(c.env(), Contains(HasSubstr("DISPATCH_EVENT_PATH=")));
 }
 
+TEST(BuildCommandTest, APayloadTheLedgerDroppedIsOmittedNotPassedEmpty) {
+  dispatch::v1::ObservedEvent dropped = MakeEvent("");
+  dropped.set_size(100000);  // the file's size; the ledger kept no payload
+  dispatch::v1::Command c = Build(1, dropped, "host-a", kTo, Touch(), 1 << 20);
+  EXPECT_THAT(c.env(), Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
+  EXPECT_EQ(c.env_size(), 3);
+  // An empty file is an empty payload.
+  dispatch::v1::ObservedEvent empty = MakeEvent("");
+  empty.set_size(0);
+  EXPECT_THAT(Build(1, empty, "h", kTo, Touch(), 4096).env(), Contains("DISPATCH_EVENT_PAYLOAD="));
+}
+
 TEST(BuildCommandTest, ZeroLimitPassesOnlyAnEmptyPayload) {
   EXPECT_THAT(Build(1, MakeEvent(""), "h", kTo, Touch(), 0).env(),
               Contains("DISPATCH_EVENT_PAYLOAD="));

@@ -55,7 +55,7 @@ Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
                                 .missed_heartbeats = options_.missed_heartbeats,
                                 .startup_grace = options_.startup_grace},
               clock->Now()),
-      ledger_(clock),
+      ledger_(clock, EventLedgerOptions{.keep_payload_bytes = options_.max_env_payload_bytes}),
       queue_(DeliveryQueueOptions{.min_backoff = options_.retry_min_backoff,
                                   .max_backoff = options_.retry_max_backoff,
                                   .max_attempts = options_.max_attempts}) {}

@@ -141,6 +141,8 @@ int Run(const DispatchdOptions& options) {
     forwarder_options.queue_size = static_cast<size_t>(options.forward_queue_size);
     forwarder_options.retry_min_backoff = options.retry_min_backoff;
     forwarder_options.retry_max_backoff = options.retry_max_backoff;
+    forwarder_options.max_rejected_attempts = options.forward_max_attempts;
+    forwarder_options.dead_letter_dir = options.forward_dead_letter_dir;
     absl::StatusOr<std::unique_ptr<controller::Forwarder>> created =
         controller::Forwarder::Create(options.forward_destinations, forwarder_options);
     if (!created.ok()) {

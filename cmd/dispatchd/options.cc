@@ -65,6 +65,14 @@ void DeclareFlags(FlagSet& flags, DispatchdOptions& o, Pending& p) {
   flags.Positive("forward-queue-size", &o.forward_queue_size, "N",
                  "events kept per destination while it is slow or down (default\n"
                  "10000); beyond that the oldest are dropped and logged");
+  flags.Positive("forward-max-attempts", &o.forward_max_attempts, "N",
+                 "attempts of an event a destination rejects with a 4xx answer (not\n"
+                 "408, 425, 429) before it goes to the dead-letter file (default 5);\n"
+                 "5xx answers and connection errors are retried without limit");
+  flags.String("forward-dead-letter-dir", &o.forward_dead_letter_dir, "DIR",
+               "where events rejected for good go, one forward-<destination>.jsonl\n"
+               "per destination (default EVENTS_DIR/.forward-dead-letter; a\n"
+               "controller without an events directory should set it)");
 
   flags.Section("Common flags");
   flags.String("label-namespace", &o.label_namespace, "NS",
@@ -228,6 +236,13 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
         "controller mode needs --listen ADDR: agents and API clients connect there");
   }
   o.forward_destinations = SplitDestinations(p.forward, p.delimiter);
+  if (o.forward_dead_letter_dir.empty()) {
+    // Hidden, so the watcher never takes it for events, and beside the
+    // agent's .dead-letter/ without being in it (dispatchctl dead-letters
+    // lists and replays event files only).
+    o.forward_dead_letter_dir =
+        absl::StrCat(absl::StripSuffix(o.events_dir, "/"), "/.forward-dead-letter");
+  }
   return o;
 }
 

@@ -67,6 +67,11 @@ struct DispatchdOptions {
   std::string tls_ca;
   std::vector<std::string> forward_destinations;
   int64_t forward_queue_size = 10000;  // events waiting per destination
+  // Attempts of an event a destination rejects for good (HTTP 4xx) before
+  // it goes to the destination's dead-letter file.
+  int forward_max_attempts = 5;
+  // Where those files go; default: <events_dir>/.forward-dead-letter.
+  std::string forward_dead_letter_dir;
   LogLevel log_level = LogLevel::kInfo;
   // HTTP address of /metrics, /healthz, /readyz; empty turns the server off.
   std::string metrics_listen = "127.0.0.1:9477";

@@ -110,6 +110,17 @@ TEST_F(OptionsTest, ForwardingFlags) {
   EXPECT_EQ(Parse({})->forward_queue_size, 10000);
   EXPECT_THAT(Parse({"--forward-queue-size=0"}).status().message(),
               HasSubstr("--forward-queue-size"));
+  EXPECT_EQ(Parse({})->forward_max_attempts, 5);
+  EXPECT_EQ(Parse({"--forward-max-attempts", "2"})->forward_max_attempts, 2);
+  EXPECT_THAT(Parse({"--forward-max-attempts=0"}).status().message(),
+              HasSubstr("--forward-max-attempts"));
+  // Dead letters of forwarding: hidden in the events directory unless told.
+  EXPECT_EQ(Parse({})->forward_dead_letter_dir, "./events/.forward-dead-letter");
+  EXPECT_EQ(Parse({"--events-dir", "/srv/events/"})->forward_dead_letter_dir,
+            "/srv/events/.forward-dead-letter");
+  EXPECT_EQ(Parse({"--events-dir", "/srv/events", "--forward-dead-letter-dir", "/var/lib/x"})
+                ->forward_dead_letter_dir,
+            "/var/lib/x");
 }
 
 TEST_F(OptionsTest, FlagsWinOverEnvironmentInBothSpellings) {
