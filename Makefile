@@ -4,7 +4,7 @@ EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
 BENCH_FLAGS ?=
 
-.PHONY: deps build run test tsan bench chaos clean demo-image image format
+.PHONY: deps build run test tsan fuzz bench chaos clean demo-image image format
 
 deps:
 	@scripts/install-deps.sh
@@ -59,6 +59,14 @@ CHAOS_SEED ?= $(shell date +%s)
 chaos: deps
 	$(BAZEL) run //tests/chaos:chaos -- --mode=$(CHAOS_MODE) --seconds=$(CHAOS_SECONDS) \
 		--seed=$(CHAOS_SEED)
+
+# Every libFuzzer target of tests/fuzz/ for FUZZ_SECONDS each (default 60),
+# built with clang, ASan and UBSan; crashes go to fuzz-out/<target>/
+# (docs/reliability.md, "Fuzzing"). `make test` replays their seed corpora.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@scripts/install-deps.sh clang libclang-rt-14-dev
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 # Every benchmark of docs/benchmarks.md, on a private dockerd (needs root),
 # built with -c opt. The table goes to stdout and bench/results.md. `make test`

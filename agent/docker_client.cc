@@ -283,6 +283,10 @@ class EventStream final : public DockerEventStream {
     const unsigned status = parser_.get().result_int();
     if (status == 200) {
       stream_.expires_never();
+      // A body that ended with its header (Content-Length: 0, from a peer
+      // that is not the engine) is a stream already over: reading on from
+      // a complete parser is not allowed.
+      if (parser_.is_done()) broken_ = absl::UnavailableError("events: the daemon ended the stream");
       return absl::OkStatus();
     }
     // Collect the (short) error body within the same bound.
@@ -348,30 +352,7 @@ class DockerClient final : public DockerApi {
     constexpr char kOp[] = "list containers";
     ASSIGN_OR_RETURN(Response response, Call(kOp, http::verb::get, "/containers/json?all=1"));
     RETURN_IF_ERROR(Expect(kOp, response, {200}));
-    ASSIGN_OR_RETURN(Json j, ParseJson(kOp, response.body));
-    if (!j.is_array()) return absl::InternalError("list containers: expected a JSON array");
-    std::vector<ContainerInfo> containers;
-    containers.reserve(j.size());
-    for (const Json& c : j) {
-      ContainerInfo info;
-      info.id = StringField(c, "Id");
-      const Json& names = Field(c, "Names");
-      if (names.is_array()) {
-        // Linked containers have extra names like "/other/alias"; take the
-        // container's own ("/name").
-        for (const Json& name : names) {
-          if (!name.is_string()) continue;
-          std::string n = name.get<std::string>();
-          if (absl::StartsWith(n, "/")) n.erase(0, 1);
-          if (info.name.empty() || n.find('/') == std::string::npos) info.name = n;
-          if (n.find('/') == std::string::npos) break;
-        }
-      }
-      info.labels = StringMap(Field(c, "Labels"));
-      info.state = ParseContainerState(StringField(c, "State"));
-      containers.push_back(std::move(info));
-    }
-    return containers;
+    return internal::ParseContainerList(response.body);
   }
 
   absl::StatusOr<ContainerInfo> InspectContainer(absl::string_view id) override {
@@ -380,14 +361,7 @@ class DockerClient final : public DockerApi {
     ASSIGN_OR_RETURN(Response response,
                      Call(op, http::verb::get, absl::StrCat("/containers/", Escape(id), "/json")));
     RETURN_IF_ERROR(Expect(op, response, {200}));
-    ASSIGN_OR_RETURN(Json j, ParseJson(op, response.body));
-    ContainerInfo info;
-    info.id = StringField(j, "Id");
-    info.name = StringField(j, "Name");
-    if (absl::StartsWith(info.name, "/")) info.name.erase(0, 1);
-    info.labels = StringMap(Field(Field(j, "Config"), "Labels"));
-    info.state = ParseContainerState(StringField(Field(j, "State"), "Status"));
-    return info;
+    return internal::ParseContainerInspect(op, response.body);
   }
 
   absl::StatusOr<std::string> CreateExec(absl::string_view container_id,
@@ -423,13 +397,7 @@ class DockerClient final : public DockerApi {
     ASSIGN_OR_RETURN(Response response,
                      Call(op, http::verb::get, absl::StrCat("/exec/", Escape(exec_id), "/json")));
     RETURN_IF_ERROR(Expect(op, response, {200}));
-    ASSIGN_OR_RETURN(Json j, ParseJson(op, response.body));
-    ExecInfo info;
-    const Json& running = Field(j, "Running");
-    info.running = running.is_boolean() && running.get<bool>();
-    const Json& exit_code = Field(j, "ExitCode");
-    if (exit_code.is_number_integer()) info.exit_code = exit_code.get<int>();
-    return info;
+    return internal::ParseExecInspect(op, response.body);
   }
 
   absl::Status StartContainer(absl::string_view id) override {
@@ -585,6 +553,55 @@ absl::StatusOr<std::unique_ptr<DockerApi>> NewDockerClient(DockerClientOptions o
 }
 
 namespace internal {
+
+absl::StatusOr<std::vector<ContainerInfo>> ParseContainerList(absl::string_view body) {
+  constexpr char kOp[] = "list containers";
+  ASSIGN_OR_RETURN(Json j, ParseJson(kOp, body));
+  if (!j.is_array()) return absl::InternalError("list containers: expected a JSON array");
+  std::vector<ContainerInfo> containers;
+  containers.reserve(j.size());
+  for (const Json& c : j) {
+    ContainerInfo info;
+    info.id = StringField(c, "Id");
+    const Json& names = Field(c, "Names");
+    if (names.is_array()) {
+      // Linked containers have extra names like "/other/alias"; take the
+      // container's own ("/name").
+      for (const Json& name : names) {
+        if (!name.is_string()) continue;
+        std::string n = name.get<std::string>();
+        if (absl::StartsWith(n, "/")) n.erase(0, 1);
+        if (info.name.empty() || n.find('/') == std::string::npos) info.name = n;
+        if (n.find('/') == std::string::npos) break;
+      }
+    }
+    info.labels = StringMap(Field(c, "Labels"));
+    info.state = ParseContainerState(StringField(c, "State"));
+    containers.push_back(std::move(info));
+  }
+  return containers;
+}
+
+absl::StatusOr<ContainerInfo> ParseContainerInspect(absl::string_view op, absl::string_view body) {
+  ASSIGN_OR_RETURN(Json j, ParseJson(op, body));
+  ContainerInfo info;
+  info.id = StringField(j, "Id");
+  info.name = StringField(j, "Name");
+  if (absl::StartsWith(info.name, "/")) info.name.erase(0, 1);
+  info.labels = StringMap(Field(Field(j, "Config"), "Labels"));
+  info.state = ParseContainerState(StringField(Field(j, "State"), "Status"));
+  return info;
+}
+
+absl::StatusOr<ExecInfo> ParseExecInspect(absl::string_view op, absl::string_view body) {
+  ASSIGN_OR_RETURN(Json j, ParseJson(op, body));
+  ExecInfo info;
+  const Json& running = Field(j, "Running");
+  info.running = running.is_boolean() && running.get<bool>();
+  const Json& exit_code = Field(j, "ExitCode");
+  if (exit_code.is_number_integer()) info.exit_code = exit_code.get<int>();
+  return info;
+}
 
 void LineSplitter::Append(absl::string_view data) {
   while (!data.empty()) {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -60,6 +61,15 @@ class LineSplitter {
   std::string partial_;
   std::deque<std::string> lines_;
 };
+
+// The decoders of the engine's answers, as the client applies them to a
+// response body (exposed for tests). `op` names the call in errors.
+// GET /containers/json?all=1: a JSON array of containers.
+absl::StatusOr<std::vector<ContainerInfo>> ParseContainerList(absl::string_view body);
+// GET /containers/{id}/json.
+absl::StatusOr<ContainerInfo> ParseContainerInspect(absl::string_view op, absl::string_view body);
+// GET /exec/{id}/json.
+absl::StatusOr<ExecInfo> ParseExecInspect(absl::string_view op, absl::string_view body);
 
 // Parses one JSON line of GET /events.
 absl::StatusOr<DockerEvent> ParseDockerEvent(absl::string_view line);

@@ -166,6 +166,18 @@ TEST_F(SocketPairTest, PeerClosingMidStreamIsUnavailable) {
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kUnavailable) << broken.status();
 }
 
+// A peer that answers 200 with an empty body (not the engine, which
+// streams): the stream is over at once, without reading past the end.
+TEST_F(SocketPairTest, EmptyBodyEndsTheStream) {
+  Send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n");
+  auto stream = internal::NewEventStreamFromFd(client_fd_, absl::Seconds(10));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  auto ended = (*stream)->Next(absl::Seconds(10));
+  EXPECT_EQ(ended.status().code(), absl::StatusCode::kUnavailable) << ended.status();
+  auto again = (*stream)->Next(absl::Seconds(10));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kUnavailable) << again.status();
+}
+
 TEST_F(SocketPairTest, ErrorAnswerKeepsDockersMessage) {
   Send("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 33\r\n\r\n"
        "{\"message\":\"invalid filter 'x'\"}\n");

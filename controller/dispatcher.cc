@@ -193,6 +193,11 @@ void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage&
 void Dispatcher::HandleAgentMessage(const std::string& agent_id, const AgentMessage& message) {
   const AgentTable::Agent* agent = agents_.Heard(agent_id, clock_->Now());
   if (agent == nullptr) return;  // session already replaced or ended
+  // A message of a session that has ended (its last read and its end run on
+  // different threads, so one can still arrive after AgentDisconnected):
+  // ignored. An away agent must stay not fresh, and its next session sends
+  // its inventory and every unsettled event again anyway.
+  if (agent->link == nullptr) return;
   switch (message.msg_case()) {
     case AgentMessage::kHeartbeat:
     case AgentMessage::kHello:

@@ -428,9 +428,12 @@ TEST_F(DispatcherTest, CommandsInFlightToADisconnectedAgentGoAgainWhenItIsBack) 
   Snapshot({MakeContainer("c1", "handler", kTouch)});
   Event("demo/some-event", "demo.some-event");
   ASSERT_EQ(link_.TakeCommands().size(), 1u);
+  FakeLink other;
+  dispatcher_.AgentConnected("host-b", "host-b", &other);
+  Snapshot({}, 1, "host-b");
   dispatcher_.AgentDisconnected("host-a", &link_);
   // Away: events are held, not routed on a partial view.
-  Event("demo/other", "demo.other");
+  Event("demo/other", "demo.other", "", "host-b");
   EXPECT_EQ(dispatcher_.stats().events_held, 1u);
   // It comes back within the grace period: the command goes out again at
   // once, without spending retry budget.
@@ -440,7 +443,24 @@ TEST_F(DispatcherTest, CommandsInFlightToADisconnectedAgentGoAgainWhenItIsBack) 
   EXPECT_EQ(dispatcher_.stats().retries, 0u);
   Snapshot({MakeContainer("c1", "handler", kTouch)}, 5);
   EXPECT_EQ(dispatcher_.stats().events_held, 0u);
-  EXPECT_EQ(link_.TakeSettled().size(), 1u);  // demo/other: no subscriber
+  EXPECT_EQ(other.TakeSettled().size(), 1u);  // demo/other: no subscriber
+}
+
+// A session's last read and its end run on different threads, so a message
+// can still arrive after AgentDisconnected. It is ignored: it must neither
+// make the away agent fresh (events would be routed while it is away) nor
+// reach code that answers on the session's link.
+TEST_F(DispatcherTest, MessagesOfAnEndedSessionAreIgnored) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  ASSERT_EQ(link_.TakeCommands().size(), 1u);
+  dispatcher_.AgentDisconnected("host-a", &link_);
+  Snapshot({MakeContainer("c1", "handler", kTouch)}, 2);
+  EXPECT_EQ(dispatcher_.stats().agents_fresh, 0u) << "an away agent made fresh";
+  Event("demo/other", "demo.other");
+  EXPECT_EQ(dispatcher_.stats().events_observed, 1u);
+  EXPECT_TRUE(link_.sent.empty());
 }
 
 TEST_F(DispatcherTest, AgentThatStaysAwayLeavesTheIndexAfterTheGracePeriod) {

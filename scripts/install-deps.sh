@@ -11,6 +11,9 @@ PACKAGES=(
   docker.io docker-compose busybox-static prometheus inotify-tools curl openssl ca-certificates
   systemd nodejs python3-grpcio python3-protobuf
 )
+# Extra packages a target needs beyond these (e.g. `make fuzz`: clang and
+# its libFuzzer/sanitizer runtimes).
+PACKAGES+=("$@")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
