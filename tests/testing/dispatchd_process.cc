@@ -90,6 +90,7 @@ bool DispatchdProcess::Running() {
   int status = 0;
   if (waitpid(pid_, &status, WNOHANG) == pid_) {
     reaped_ = true;
+    exit_status_ = status;
     return false;
   }
   return true;
@@ -103,6 +104,7 @@ absl::StatusOr<int> DispatchdProcess::Terminate(absl::Duration timeout) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       reaped_ = true;
+      exit_status_ = status;
       return status;
     }
     absl::SleepFor(absl::Milliseconds(10));
