@@ -39,6 +39,10 @@ class DispatchdProcess {
   // exit; std::nullopt before, and after a Terminate() that had to kill it.
   std::optional<int> exit_status() const { return exit_status_; }
   std::string Log() const;
+  // What AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer
+  // reported in the log (under `make asan`), from the first report on; ""
+  // when nothing was. The destructor fails the running test with it.
+  std::string SanitizerReport() const;
   pid_t pid() const { return pid_; }
 
  private:
