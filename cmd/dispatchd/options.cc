@@ -1,5 +1,8 @@
 #include "cmd/dispatchd/options.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <iterator>
 #include <map>
@@ -14,6 +17,7 @@
 #include "common/flags.h"
 #include "common/secret_file.h"
 #include "common/status_macros.h"
+#include "controller/access_policy.h"
 
 namespace dispatchd {
 namespace {
@@ -157,6 +161,47 @@ dispatched on the next start.
 
 std::string EnvironmentVariable(absl::string_view flag) {
   return FlagSet(kEnvPrefix).EnvironmentVariable(flag);
+}
+
+bool IsLoopbackAddress(absl::string_view listen) {
+  if (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:")) return true;
+  // host:port, [v6]:port, or a bare host.
+  std::string host;
+  if (absl::ConsumePrefix(&listen, "[")) {
+    const size_t close = listen.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = std::string(listen.substr(0, close));
+  } else {
+    const size_t colon = listen.rfind(':');
+    host = std::string(colon == absl::string_view::npos ? listen : listen.substr(0, colon));
+  }
+  if (absl::AsciiStrToLower(host) == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6;
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  }
+  return false;
+}
+
+absl::Status CheckListenIsAuthenticated(const DispatchdOptions& o) {
+  if (o.mode == Mode::kAgent || o.listen.empty() || o.insecure || IsLoopbackAddress(o.listen)) {
+    return absl::OkStatus();
+  }
+  // With --tls-ca every caller, agent or API client, presents a certificate
+  // signed by it.
+  if (!o.tls_ca.empty()) return absl::OkStatus();
+  const controller::AccessPolicy policy(
+      controller::AccessTokens{o.token, o.agent_token, o.api_token, o.api_read_token});
+  if (!policy.agent_sessions_open() && !policy.api_open()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "refusing to listen on ", o.listen, " without ",
+      policy.agent_sessions_open() ? "a token for agents (--token or --agent-token)"
+                                   : "a token for the API (--token or --api-token)",
+      " or TLS client certificates (--tls-ca): anyone who can reach it could ",
+      policy.agent_sessions_open() ? "connect as an agent" : "call the API",
+      "; listen on 127.0.0.1, or pass --insecure to do it anyway"));
 }
 
 std::string BoundAddress(const std::string& listen, int port) {

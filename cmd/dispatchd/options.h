@@ -88,6 +88,19 @@ std::string EnvironmentVariable(absl::string_view flag);
 // The text of --help.
 std::string DispatchdUsage();
 
+// True when the gRPC address `listen` can be reached from this host only: a
+// unix: socket, an IPv4 address in 127.0.0.0/8, [::1] (or an IPv4-mapped
+// 127.x.y.z), or localhost. Any other host name is not: it may resolve to
+// any address (127.0.0.1.example.com is a name, not a loopback address).
+bool IsLoopbackAddress(absl::string_view listen);
+
+// OK unless the controller part of `options` would listen off loopback
+// (--listen set and not IsLoopbackAddress) while agents or API callers could
+// connect without credentials (no token for their role and no --tls-ca)
+// and --insecure is not given: then FailedPrecondition saying what is
+// missing. Checked before anything listens.
+absl::Status CheckListenIsAuthenticated(const DispatchdOptions& options);
+
 // `listen` with its port replaced by `port` (the port the server actually
 // bound, e.g. for 127.0.0.1:0); unix: addresses are returned unchanged.
 std::string BoundAddress(const std::string& listen, int port);
