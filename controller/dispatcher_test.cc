@@ -463,6 +463,28 @@ TEST_F(DispatcherTest, MessagesOfAnEndedSessionAreIgnored) {
   EXPECT_TRUE(link_.sent.empty());
 }
 
+TEST_F(DispatcherTest, LateResendOfAnEventSettledWhileAwayIsIgnored) {
+  FakeLink other;
+  Connect();
+  dispatcher_.AgentConnected("host-b", "host-b", &other);
+  Snapshot({}, 1, "host-a");
+  Snapshot({MakeContainer("c2", "handler", kTouch)}, 1, "host-b");
+  Event("demo/some-event", "demo.some-event");  // observed by host-a
+  std::vector<dispatch::v1::Command> commands = other.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  dispatcher_.AgentDisconnected("host-a", &link_);
+  Result(commands[0].command_id(), CommandResult::DELIVERED, "", "host-b");
+  ASSERT_EQ(dispatcher_.stats().events_settled_delivered, 1u);  // kept for host-a
+  // The ended session's last message re-sends it: nothing to answer it on.
+  Event("demo/some-event", "demo.some-event");
+  link_.sent.clear();
+  // host-a's next session gets the notice.
+  dispatcher_.AgentConnected("host-a", "host-a", &link_);
+  Event("demo/some-event", "demo.some-event");
+  EXPECT_EQ(link_.TakeSettled().size(), 1u);
+  EXPECT_EQ(dispatcher_.stats().events_observed, 1u);
+}
+
 TEST_F(DispatcherTest, AgentThatStaysAwayLeavesTheIndexAfterTheGracePeriod) {
   FakeLink other;
   Connect();
