@@ -65,9 +65,12 @@ asan: deps
 CHAOS_MODE ?= both
 CHAOS_SECONDS ?= 300
 CHAOS_SEED ?= $(shell date +%s)
+# More flags: --rate=EVENTS_PER_SECOND (10), --drain-seconds=N (600),
+# --fault-interval-seconds=N (6), --hosts=N (3).
+CHAOS_FLAGS ?=
 chaos: deps
 	$(BAZEL) run //tests/chaos:chaos -- --mode=$(CHAOS_MODE) --seconds=$(CHAOS_SECONDS) \
-		--seed=$(CHAOS_SEED)
+		--seed=$(CHAOS_SEED) $(CHAOS_FLAGS)
 
 # Every libFuzzer target of tests/fuzz/ for FUZZ_SECONDS each (default 60),
 # built with clang, ASan and UBSan; crashes go to fuzz-out/<target>/

@@ -5,6 +5,7 @@
 //
 //   chaos [--mode=all-in-one|cluster|both] [--seconds=N] [--seed=N]
 //         [--rate=EVENTS_PER_SECOND] [--fault-interval-seconds=N] [--hosts=N]
+//         [--drain-seconds=N]
 #include <unistd.h>
 
 #include <cstdlib>
@@ -41,7 +42,7 @@ int main(int argc, char** argv) {
     }
   }
   std::string mode = "both";
-  int64_t seconds = 300, hosts = 3, fault_interval = 6;
+  int64_t seconds = 300, hosts = 3, fault_interval = 6, drain = 600;
   uint64_t seed = static_cast<uint64_t>(absl::ToUnixSeconds(absl::Now()));
   double rate = 10;
   for (int i = 1; i < argc; ++i) {
@@ -59,6 +60,8 @@ int main(int argc, char** argv) {
       ok = absl::SimpleAtod(v, &rate) && rate > 0;
     } else if (Flag(arg, "fault-interval-seconds", &v)) {
       ok = absl::SimpleAtoi(v, &fault_interval) && fault_interval > 0;
+    } else if (Flag(arg, "drain-seconds", &v)) {
+      ok = absl::SimpleAtoi(v, &drain) && drain > 0;
     } else if (Flag(arg, "hosts", &v)) {
       ok = absl::SimpleAtoi(v, &hosts) && hosts > 0 && hosts <= 8;
     } else {
@@ -67,7 +70,7 @@ int main(int argc, char** argv) {
     if (!ok) {
       std::cerr << "chaos: bad argument " << arg
                 << "\nusage: chaos [--mode=all-in-one|cluster|both] [--seconds=N] [--seed=N] "
-                   "[--rate=N] [--fault-interval-seconds=N] [--hosts=N]\n";
+                   "[--rate=N] [--fault-interval-seconds=N] [--hosts=N] [--drain-seconds=N]\n";
       return 2;
     }
   }
@@ -84,6 +87,7 @@ int main(int argc, char** argv) {
     options.duration = absl::Seconds(seconds);
     options.events_per_second = rate;
     options.fault_interval = absl::Seconds(fault_interval);
+    options.drain_timeout = absl::Seconds(drain);
     absl::StatusOr<dispatchd::chaos::ChaosReport> report = dispatchd::chaos::RunChaos(options);
     if (!report.ok()) {
       std::cerr << "chaos run could not run: " << report.status() << "\n";
