@@ -250,6 +250,24 @@ absl::Status RenameNoReplace(int from_dir, const std::string& from, int to_dir,
   return absl::OkStatus();
 }
 
+// Opens the regular file root/rel read-only, never following a symlink and
+// never opening a FIFO or device (lstat first; the fstat into `*st` closes
+// the race with a file swapped in between).
+absl::StatusOr<ScopedFd> OpenEventFile(const std::string& root, absl::string_view rel,
+                                       const std::string& what, struct stat* st) {
+  SplitPath split = Split(rel);
+  ASSIGN_OR_RETURN(ScopedFd parent, OpenParent(root, split, what));
+  RETURN_IF_ERROR(CheckRegularFile(parent.get(), split.base, what));
+  ScopedFd fd(
+      openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(errno, what);
+  if (fstat(fd.get(), st) != 0) return ErrnoStatus(errno, what);
+  if (!S_ISREG(st->st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
+  }
+  return fd;
+}
+
 }  // namespace
 
 Spool::Spool(std::string root) : root_(std::move(root)) {}
@@ -339,19 +357,8 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
   RETURN_IF_ERROR(CheckRelative(rel));
   if (max_bytes < 0) return absl::InvalidArgumentError("max_bytes < 0");
   const std::string what = absl::StrCat("reading event file ", rel);
-  SplitPath split = Split(rel);
-  ASSIGN_OR_RETURN(ScopedFd parent, OpenParent(root_, split, what));
-  // lstat first so that a FIFO or device is never even opened; the fstat
-  // below closes the race with a file swapped in between.
-  RETURN_IF_ERROR(CheckRegularFile(parent.get(), split.base, what));
-  ScopedFd fd(
-      openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (fd.get() < 0) return ErrnoStatus(errno, what);
   struct stat st;
-  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
-  if (!S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
-  }
+  ASSIGN_OR_RETURN(ScopedFd fd, OpenEventFile(root_, rel, what, &st));
   // A file still open for writing is not an event yet: its writer's close
   // reports it again. Otherwise the lease, held until `fd` closes, makes a
   // writer that opens it meanwhile wait until the read is done.
@@ -413,17 +420,8 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
 absl::StatusOr<struct stat> Spool::WriteMark(absl::string_view rel, absl::string_view mark) const {
   RETURN_IF_ERROR(CheckRelative(rel));
   const std::string what = absl::StrCat("marking event file ", rel);
-  SplitPath split = Split(rel);
-  ASSIGN_OR_RETURN(ScopedFd parent, OpenParent(root_, split, what));
-  RETURN_IF_ERROR(CheckRegularFile(parent.get(), split.base, what));
-  ScopedFd fd(
-      openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (fd.get() < 0) return ErrnoStatus(errno, what);
   struct stat st;
-  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
-  if (!S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
-  }
+  ASSIGN_OR_RETURN(ScopedFd fd, OpenEventFile(root_, rel, what, &st));
   if (fsetxattr(fd.get(), kMarkAttribute, mark.data(), mark.size(), 0) != 0) {
     if (errno == ENOTSUP) {
       return absl::UnimplementedError(
