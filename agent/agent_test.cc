@@ -374,6 +374,25 @@ size_t CountEvents(const std::vector<dispatch::v1::ObservedEvent>& events, const
   return n;
 }
 
+// `writer` holds `key` open with "slow-" written; the first event seen was
+// `first`, not it. Finishes the write and expects one event of `key` with
+// the whole payload, and no second one after a later sentinel.
+void FinishAndExpectOneCompleteEvent(AgentRun& run, const std::string& events, std::FILE* writer,
+                                     const std::string& key, const std::string& first) {
+  std::vector<dispatch::v1::ObservedEvent> got = run.Events(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key(), first);
+  std::fputs("1", writer);
+  std::fclose(writer);
+  got = run.Events(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].key(), key);
+  EXPECT_EQ(got[1].payload(), "slow-1");
+  std::ofstream(events + "/sentinel-after") << "s";
+  got = run.Events(3);
+  EXPECT_EQ(CountEvents(got, key), 1u);
+}
+
 TEST(AgentTest, AFileHeldOpenAcrossTheScanOfANewDirectoryIsOneCompleteEvent) {
   const std::string base = TestEventsDir("held-new-dir");
   const std::string events = base + "/events";
@@ -387,18 +406,7 @@ TEST(AgentTest, AFileHeldOpenAcrossTheScanOfANewDirectoryIsOneCompleteEvent) {
   std::fflush(writer);
   std::filesystem::rename(base + "/nd", events + "/nd");  // scanned with x open
   std::ofstream(events + "/sentinel-1") << "s";
-  std::vector<dispatch::v1::ObservedEvent> got = run.Events(1);
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(got[0].key(), "sentinel-1");
-  std::fputs("1", writer);
-  std::fclose(writer);
-  got = run.Events(2);
-  ASSERT_EQ(got.size(), 2u);
-  EXPECT_EQ(got[1].key(), "nd/s1/x");
-  EXPECT_EQ(got[1].payload(), "slow-1");
-  std::ofstream(events + "/sentinel-2") << "s";
-  got = run.Events(3);
-  EXPECT_EQ(CountEvents(got, "nd/s1/x"), 1u);
+  FinishAndExpectOneCompleteEvent(run, events, writer, "nd/s1/x", "sentinel-1");
 }
 
 TEST(AgentTest, AFileHeldOpenAcrossTheStartUpScanIsOneCompleteEvent) {
@@ -411,18 +419,7 @@ TEST(AgentTest, AFileHeldOpenAcrossTheStartUpScanIsOneCompleteEvent) {
   std::ofstream(events + "/d/ready") << "r";
   AgentRun run(events);
   ASSERT_TRUE(run.ok());
-  std::vector<dispatch::v1::ObservedEvent> got = run.Events(1);
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(got[0].key(), "d/ready");
-  std::fputs("1", writer);
-  std::fclose(writer);
-  got = run.Events(2);
-  ASSERT_EQ(got.size(), 2u);
-  EXPECT_EQ(got[1].key(), "d/x");
-  EXPECT_EQ(got[1].payload(), "slow-1");
-  std::ofstream(events + "/sentinel") << "s";
-  got = run.Events(3);
-  EXPECT_EQ(CountEvents(got, "d/x"), 1u);
+  FinishAndExpectOneCompleteEvent(run, events, writer, "d/x", "d/ready");
 }
 
 }  // namespace
