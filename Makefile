@@ -2,8 +2,9 @@
 BAZEL ?= bazel
 EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
+BENCH_FLAGS ?=
 
-.PHONY: deps build run test tsan fuzz bench clean demo-image image format
+.PHONY: deps build run test tsan asan fuzz bench chaos clean demo-image image format
 
 deps:
 	@scripts/install-deps.sh
@@ -47,6 +48,30 @@ TSAN_TESTS = //sinks/... //common:metrics_test //common:http_server_test \
 tsan: deps
 	$(BAZEL) test --config=tsan $(TSAN_TESTS)
 
+# Every test, unit and end to end, under AddressSanitizer and
+# UndefinedBehaviorSanitizer (--config=asan in .bazelrc): a memory error, a
+# leak at exit or undefined behaviour fails the test that runs into it; the
+# end-to-end tests run the sanitized dispatchd and fail on its reports too
+# (tests/testing/dispatchd_process.h). Debian's gRPC, protobuf and abseil
+# are not instrumented: errors inside them go unseen, but not ours.
+asan: deps
+	$(BAZEL) test --config=asan //...
+
+# The chaos run of docs/reliability.md: events written for CHAOS_SECONDS
+# while dispatchd, its agents and the Docker daemons are killed and
+# restarted at random (seeded) moments, all-in-one and with a controller
+# and three agents on private dockerds (needs root); then every file, run
+# and forward is audited. `make test` runs a 40 s version of each.
+CHAOS_MODE ?= both
+CHAOS_SECONDS ?= 300
+CHAOS_SEED ?= $(shell date +%s)
+# More flags: --rate=EVENTS_PER_SECOND (10), --drain-seconds=N (600),
+# --fault-interval-seconds=N (6), --hosts=N (3).
+CHAOS_FLAGS ?=
+chaos: deps
+	$(BAZEL) run //tests/chaos:chaos -- --mode=$(CHAOS_MODE) --seconds=$(CHAOS_SECONDS) \
+		--seed=$(CHAOS_SEED) $(CHAOS_FLAGS)
+
 # Every libFuzzer target of tests/fuzz/ for FUZZ_SECONDS each (default 60),
 # built with clang, ASan and UBSan; crashes go to fuzz-out/<target>/
 # (docs/reliability.md, "Fuzzing"). `make test` replays their seed corpora.
@@ -57,9 +82,10 @@ fuzz: deps
 
 # Every benchmark of docs/benchmarks.md, on a private dockerd (needs root),
 # built with -c opt. The table goes to stdout and bench/results.md. `make test`
-# runs only its smoke version (//bench:smoke_test).
+# runs only its smoke version (//bench:smoke_test). BENCH_FLAGS go to the
+# driver, e.g. BENCH_FLAGS=--backlog-files=10000 (flags: bench/main.cc).
 bench: deps
-	$(BAZEL) run -c opt //bench:dispatchd_bench -- --out=$(CURDIR)/bench/results.md
+	$(BAZEL) run -c opt //bench:dispatchd_bench -- --out=$(CURDIR)/bench/results.md $(BENCH_FLAGS)
 	$(BAZEL) run -c opt //bench:micro_benchmark -- --benchmark_repetitions=3 \
 		--benchmark_report_aggregates_only=true > bench/micro_results.txt
 	@{ printf '\n### 6. Microbenchmarks (Google Benchmark)\n\n```\n'; \

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <random>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -66,6 +67,25 @@ int64_t Nanos(const struct timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+uint64_t FirstGeneration() {
+  std::random_device random;
+  return (static_cast<uint64_t>(random()) << 32) | 1;
+}
+
+constexpr size_t kRecentDeliveries = 65536;
+
+// The identity of one delivery: an event (its origin agent, key and
+// generation) to one container. Empty for a controller that sends none.
+std::string DeliveryKey(const dispatch::v1::Command& command) {
+  if (command.origin_agent().empty()) return "";
+  return absl::StrCat(command.origin_agent(), "\x1f", command.key(), "\x1f", command.generation(),
+                      "\x1f", command.container_id());
+}
+
+bool SameRecipient(const dispatch::v1::DeliveredTo& a, const dispatch::v1::DeliveredTo& b) {
+  return a.agent_id() == b.agent_id() && a.container_id() == b.container_id();
+}
+
 }  // namespace
 
 std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_path) const {
@@ -92,6 +112,7 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
       clock_(clock),
       metrics_(options_.metrics != nullptr ? options_.metrics : NullAgentMetrics()),
       spool_(options_.events_dir),
+      next_generation_(FirstGeneration()),
       emit_memory_(clock_),
       file_requests_(&spool_, &emit_memory_, clock_,
                      FileRequestsOptions{.event_namespace = options_.event_namespace,
@@ -141,6 +162,21 @@ ControllerSession::Callbacks Agent::SessionCallbacks() {
     commands_.push_back(std::move(command));
   };
   callbacks.on_settled = [this](const dispatch::v1::Settled& settled) { HandleSettled(settled); };
+  callbacks.on_delivered = [this](const dispatch::v1::Delivered& delivered) {
+    HandleDelivered(delivered);
+  };
+  // Commands not started yet belong to a session that is gone: its
+  // controller sends them again once the agent is back (or, if it was
+  // restarted, routes the events again), so running them now would run
+  // them twice.
+  callbacks.on_session_end = [this] {
+    absl::MutexLock lock(&mu_);
+    if (!commands_.empty()) {
+      LOG(WARNING) << "session ended: dropping " << commands_.size()
+                   << " commands not started yet (the controller sends them again)";
+      commands_.clear();
+    }
+  };
   // Small file operations (a write and fsync, a listing): answered inline.
   callbacks.on_file_request = [this](const dispatch::v1::ControllerMessage& request) {
     AgentMessage answer = request.has_write_event()
@@ -193,8 +229,12 @@ absl::Status Agent::Start() {
   }
   session_.Start();
 
+  Watcher::Options watcher_options{.root = options_.events_dir};
+  watcher_options.on_unwatched_change = [this](size_t n) {
+    metrics_->SetUnwatchedDirectories(n);
+  };
   absl::StatusOr<std::unique_ptr<Watcher>> watcher = Watcher::Start(
-      Watcher::Options{options_.events_dir},
+      std::move(watcher_options),
       [this](const std::string& relative_path, absl::Time observed) {
         OnFile(relative_path, observed);
       });
@@ -241,6 +281,13 @@ std::string Agent::NotReadyReason() const {
                                    error.empty() ? " (listing containers)" : ": ", error));
   }
   if (!session_.ready()) reasons.push_back("agent: no session with the controller");
+  if (const size_t unwatched = watcher_ != nullptr ? watcher_->unwatched_directories() : 0;
+      unwatched != 0) {
+    reasons.push_back(absl::StrCat(
+        "agent: ", unwatched,
+        " directories have no inotify watch (raise fs.inotify.max_user_watches); they are "
+        "scanned every 10s instead"));
+  }
   return absl::StrJoin(reasons, "; ");
 }
 
@@ -252,8 +299,24 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
     if (stopping_) return;
     auto it = pending_.find(relative_path);
     if (it != pending_.end() && it->second.identity == *identity) return;  // seen already
+    if (pending_.size() >= options_.max_unsettled_events ||
+        pending_bytes_ >= options_.max_unsettled_bytes) {
+      // The file is the durable copy: it waits on disk, and a rescan picks
+      // it up once unsettled events have made room.
+      if (!over_bound_) {
+        over_bound_ = true;
+        LOG(WARNING) << pending_.size() << " unsettled events (" << pending_bytes_
+                     << " payload bytes) are held: new event files wait on disk until half "
+                        "of them are settled";
+      }
+      return;
+    }
   }
   absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
+  if (absl::IsUnavailable(payload.status())) {
+    LOG(DEBUG) << relative_path << " is still open for writing: dispatched when it is closed";
+    return;
+  }
   if (!payload.ok()) {
     if (!absl::IsNotFound(payload.status())) {
       metrics_->RecordFileError(AgentMetrics::FileOperation::kRead);
@@ -262,8 +325,13 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
     }
     return;
   }
+  // A mark left by an earlier run for this very file: the same event.
+  dispatch::v1::EventMark mark;
+  const bool marked = !payload->mark.empty() && mark.ParseFromString(payload->mark) &&
+                      mark.generation() != 0 && mark.inode() == identity->inode &&
+                      mark.size() == identity->size &&
+                      mark.mtime_unix_nanos() == identity->mtime_ns;
   Pending pending;
-  pending.identity = *identity;
   dispatch::v1::ObservedEvent& event = pending.event;
   event.set_key(relative_path);
   event.set_event_id(contract::EventIdFromRelativePath(relative_path, options_.event_namespace));
@@ -275,27 +343,105 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
     LOG(WARNING) << "event file " << relative_path << " is " << payload->size
                  << " bytes; payload truncated to " << options_.max_payload_bytes;
   }
+  if (marked) {
+    event.set_generation(mark.generation());
+    *event.mutable_delivered() = mark.delivered();
+  } else {
+    // A first sight, or the file was written again while its event is in
+    // flight: either way a new event (generation), kept with the file.
+    {
+      absl::MutexLock lock(&mu_);
+      event.set_generation(next_generation_++);
+    }
+    mark.Clear();
+    mark.set_generation(event.generation());
+    mark.set_inode(identity->inode);
+    mark.set_size(identity->size);
+    mark.set_mtime_unix_nanos(identity->mtime_ns);
+    if (std::optional<FileIdentity> now = WriteMark(relative_path, mark);
+        now.has_value() && now->inode == identity->inode && now->size == identity->size &&
+        now->mtime_ns == identity->mtime_ns) {
+      identity = now;
+    }
+  }
+  pending.identity = *identity;
   AgentMessage message;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
     auto it = pending_.find(relative_path);
     if (it != pending_.end() && it->second.identity == *identity) return;
-    // A first sight, or the file was written again while its event is in
-    // flight: either way a new event (generation).
-    event.set_generation(next_generation_++);
+    if (it != pending_.end()) pending_bytes_ -= it->second.event.payload().size();
     *message.mutable_event() = event;
+    pending_bytes_ += event.payload().size();
     pending_[relative_path] = std::move(pending);
     metrics_->RecordFileObserved();
     metrics_->SetUnsettled(pending_.size());
   }
   LOG(DEBUG) << "observed " << relative_path << " as event " << message.event().event_id()
-             << " (generation " << message.event().generation() << ")";
+             << " (generation " << message.event().generation()
+             << (marked ? ", from an earlier run" : "") << ")";
   session_.Write(std::move(message));
+}
+
+std::optional<Agent::FileIdentity> Agent::WriteMark(const std::string& key,
+                                                    const dispatch::v1::EventMark& mark) {
+  absl::StatusOr<struct stat> st = spool_.WriteMark(key, mark.SerializeAsString());
+  if (!st.ok()) {
+    if (!absl::IsNotFound(st.status()) && !marks_unavailable_logged_.exchange(true)) {
+      LOG(WARNING) << "cannot keep the state of event " << key << " with its file ("
+                   << st.status()
+                   << "); events in flight when this agent restarts may run again";
+    }
+    return std::nullopt;
+  }
+  FileIdentity id;
+  id.device = st->st_dev;
+  id.inode = st->st_ino;
+  id.size = st->st_size;
+  id.mtime_ns = Nanos(st->st_mtim);
+  id.ctime_ns = Nanos(st->st_ctim);
+  return id;
+}
+
+void Agent::HandleDelivered(const dispatch::v1::Delivered& delivered) {
+  // One at a time from building the mark to writing it: a later write
+  // always holds every delivery an earlier one did.
+  absl::MutexLock mark_lock(&mark_mu_);
+  dispatch::v1::EventMark mark;
+  FileIdentity before;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(delivered.key());
+    if (it == pending_.end() || it->second.event.generation() != delivered.generation()) return;
+    dispatch::v1::ObservedEvent& event = it->second.event;
+    for (const dispatch::v1::DeliveredTo& to : event.delivered()) {
+      if (SameRecipient(to, delivered.to())) return;
+    }
+    *event.add_delivered() = delivered.to();
+    before = it->second.identity;
+    mark.set_generation(event.generation());
+    mark.set_inode(before.inode);
+    mark.set_size(before.size);
+    mark.set_mtime_unix_nanos(before.mtime_ns);
+    *mark.mutable_delivered() = event.delivered();
+  }
+  std::optional<FileIdentity> now = WriteMark(delivered.key(), mark);
+  if (!now.has_value()) return;
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(delivered.key());
+  if (it == pending_.end() || it->second.event.generation() != delivered.generation()) return;
+  // Only the attribute changed (the ctime): still the same file.
+  FileIdentity& identity = it->second.identity;
+  if (identity == before && now->inode == before.inode && now->size == before.size &&
+      now->mtime_ns == before.mtime_ns) {
+    identity = *now;
+  }
 }
 
 void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
   FileIdentity identity;
+  bool rescan = false;
   {
     absl::MutexLock lock(&mu_);
     auto it = pending_.find(settled.key());
@@ -330,9 +476,19 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
     absl::MutexLock lock(&mu_);
     auto it = pending_.find(settled.key());
     if (it != pending_.end() && it->second.event.generation() == settled.generation()) {
+      pending_bytes_ -= it->second.event.payload().size();
       pending_.erase(it);
     }
     metrics_->SetUnsettled(pending_.size());
+    if (over_bound_ && pending_.size() <= options_.max_unsettled_events / 2 &&
+        pending_bytes_ <= options_.max_unsettled_bytes / 2) {
+      over_bound_ = false;
+      rescan = true;
+    }
+  }
+  if (rescan && watcher_ != nullptr) {
+    LOG(INFO) << "unsettled events below half of the bound: looking for the files that waited";
+    watcher_->Rescan();
   }
   // Written again since it was read: that is a new event, left in place.
   if (!same_file && now.has_value()) OnFile(settled.key(), clock_->Now());
@@ -341,6 +497,8 @@ void Agent::HandleSettled(const dispatch::v1::Settled& settled) {
 void Agent::ExecWorker() {
   while (true) {
     dispatch::v1::Command command;
+    std::string key;
+    bool repeat = false;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -351,10 +509,56 @@ void Agent::ExecWorker() {
       if (stopping_) return;
       command = std::move(commands_.front());
       commands_.pop_front();
+      key = DeliveryKey(command);
+      if (!key.empty()) {
+        // The same delivery already running on another worker: its outcome
+        // decides.
+        auto done = [this, &key]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || running_.count(key) == 0;
+        };
+        mu_.Await(absl::Condition(&done));
+        if (stopping_) return;
+        repeat = delivered_recently_.count(key) != 0;
+        if (!repeat) running_.insert(key);
+      }
     }
     AgentMessage message;
+    if (repeat) {
+      LOG(INFO) << "event " << command.event_id() << " was delivered to container "
+                << command.container_id().substr(0, 12)
+                << " lately: not running it again (command " << command.command_id() << ")";
+      CommandResult* result = message.mutable_command_result();
+      result->set_command_id(command.command_id());
+      result->set_outcome(CommandResult::DELIVERED);
+      session_.Write(std::move(message));
+      continue;
+    }
     *message.mutable_command_result() = runner_.Run(command);
     metrics_->RecordCommand(MetricOutcome(message.command_result().outcome()));
+    if (message.command_result().outcome() == CommandResult::DELIVERED &&
+        command.origin_agent() == options_.agent_id) {
+      // One of this agent's own events: kept with its file now, rather than
+      // when the controller's Delivered notice comes back, so a kill in
+      // between does not run it again.
+      dispatch::v1::Delivered delivered;
+      delivered.set_key(command.key());
+      delivered.set_generation(command.generation());
+      delivered.mutable_to()->set_agent_id(options_.agent_id);
+      delivered.mutable_to()->set_container_id(command.container_id());
+      HandleDelivered(delivered);
+    }
+    if (!key.empty()) {
+      absl::MutexLock lock(&mu_);
+      running_.erase(key);
+      if (message.command_result().outcome() == CommandResult::DELIVERED &&
+          delivered_recently_.insert(key).second) {
+        delivered_order_.push_back(key);
+        if (delivered_order_.size() > kRecentDeliveries) {
+          delivered_recently_.erase(delivered_order_.front());
+          delivered_order_.pop_front();
+        }
+      }
+    }
     session_.Write(std::move(message));
   }
 }

@@ -8,7 +8,14 @@
 //   - Exec/Start commands run on a pool of workers, each re-checked against
 //     the target container's own labels before anything runs;
 //   - the session reconnects with jittered exponential backoff and re-sends
-//     its inventory and every unsettled event (at-least-once).
+//     its inventory and every unsettled event (at-least-once), each with the
+//     subscribers the controller said it was delivered to;
+//   - what an unsettled event must keep across a restart of this process
+//     (its generation and those subscribers) is kept with its file, in an
+//     extended attribute (EventMark), so a restart re-sends the same event
+//     and only what was running at the time can run twice;
+//   - commands queued but not started when a session ends are dropped: the
+//     controller sends them again (a new controller routes them again).
 //
 // The parts: Watcher (the files), Spool (read, delete, dead-letter),
 // Inventory (Docker's containers), ControllerSession (the stream to the
@@ -21,6 +28,7 @@
 #ifndef DISPATCHD_AGENT_AGENT_H_
 #define DISPATCHD_AGENT_AGENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -30,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -67,6 +76,11 @@ struct AgentOptions {
   // goes, alone).
   size_t max_batch_messages = 1000;
   size_t max_batch_bytes = 1 << 20;
+  // Bounds of the unsettled events held in memory (with their payloads).
+  // Above either, new files are not read: they wait on disk, and are picked
+  // up by a rescan once half of the bound is free again.
+  size_t max_unsettled_events = 10000;
+  size_t max_unsettled_bytes = 64 << 20;
   // Prometheus metrics. May be null; must outlive the Agent.
   AgentMetrics* metrics = nullptr;
 };
@@ -122,6 +136,12 @@ class Agent {
   void OnFile(const std::string& relative_path, absl::Time observed);
   std::optional<FileIdentity> Identify(const std::string& relative_path) const;
   void HandleSettled(const dispatch::v1::Settled& settled);
+  void HandleDelivered(const dispatch::v1::Delivered& delivered);
+  // Stores `mark` with the file of `key`; returns the file's identity
+  // afterwards (the attribute changes its ctime), or nullopt if it could not
+  // (logged once where marks cannot be kept).
+  std::optional<FileIdentity> WriteMark(const std::string& key,
+                                        const dispatch::v1::EventMark& mark);
   // An exec worker: runs queued commands until Stop().
   void ExecWorker();
   void OnExecDie(const std::string& exec_id, int exit_code, absl::Time time);
@@ -144,10 +164,26 @@ class Agent {
   // Never held while calling into the session or the runner; the session
   // calls the `inventory` callback with its queue locked, which then takes
   // only the inventory's own lock.
+  // Serialises HandleDelivered (the session thread and the exec workers);
+  // taken before mu_.
+  absl::Mutex mark_mu_;
   mutable absl::Mutex mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<dispatch::v1::Command> commands_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  // Commands being run, and the latest ones delivered (at most
+  // kRecentDeliveries), by event identity and container: the same event for
+  // the same container again (a restarted controller routing it anew) is
+  // answered DELIVERED without running it twice.
+  absl::flat_hash_set<std::string> running_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> delivered_recently_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> delivered_order_ ABSL_GUARDED_BY(mu_);
+  // Random high half per process: generations of a later run never meet
+  // those of an earlier one.
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_);
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // payload bytes in pending_
+  // Files were left on disk because the unsettled bound was reached.
+  bool over_bound_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> marks_unavailable_logged_{false};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
 

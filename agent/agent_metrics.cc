@@ -18,6 +18,7 @@ class NullRecorder final : public AgentMetricsRecorder {
   void SetUnsettled(size_t) override {}
   void SetSessionUp(bool) override {}
   void RecordSessionAttempt(SessionResult) override {}
+  void SetUnwatchedDirectories(size_t) override {}
   void SetInventoryFresh(bool) override {}
   void RecordInventoryStale() override {}
   void RecordCommand(CommandOutcome) override {}
@@ -43,6 +44,11 @@ AgentMetrics::AgentMetrics(Registry& registry, absl::string_view agent_id)
                       .AddGauge("dispatchd_agent_session_up",
                                 "1 while the session with the controller is up.")
                       .Add({{"agent", std::string(agent_id)}})),
+      unwatched_(registry
+                     .AddGauge("dispatchd_agent_unwatched_directories",
+                               "Directories without an inotify watch (fs.inotify."
+                               "max_user_watches reached), scanned periodically instead.")
+                     .Add({{"agent", std::string(agent_id)}})),
       inventory_fresh_(registry
                            .AddGauge("dispatchd_agent_inventory_fresh",
                                      "1 while the Docker events stream is up and listed.")

@@ -8,6 +8,8 @@
 //   dispatchd_agent_unsettled_events{agent}           reported, not settled yet
 //   dispatchd_agent_session_up{agent}                 1 while the controller session is up
 //   dispatchd_agent_session_attempts_total{agent,result}  opened, failed
+//   dispatchd_agent_unwatched_directories{agent}      directories without an inotify watch
+//                                                     (watch limit), scanned periodically
 //   dispatchd_agent_inventory_fresh{agent}            1 while the Docker inventory is fresh
 //   dispatchd_agent_inventory_stale_total{agent}      Docker events stream lost
 //   dispatchd_agent_commands_total{agent,outcome}     commands run: delivered, container_gone,
@@ -48,6 +50,7 @@ class AgentMetricsRecorder {
   virtual void SetUnsettled(size_t n) = 0;
   virtual void SetSessionUp(bool up) = 0;
   virtual void RecordSessionAttempt(SessionResult result) = 0;
+  virtual void SetUnwatchedDirectories(size_t n) = 0;
   virtual void SetInventoryFresh(bool fresh) = 0;
   virtual void RecordInventoryStale() = 0;
   virtual void RecordCommand(CommandOutcome outcome) = 0;
@@ -70,6 +73,7 @@ class AgentMetrics final : public AgentMetricsRecorder {
   void SetUnsettled(size_t n) override { unsettled_.Set(static_cast<double>(n)); }
   void SetSessionUp(bool up) override { session_up_.Set(up ? 1 : 0); }
   void RecordSessionAttempt(SessionResult result) override { sessions_.at(result)->Increment(); }
+  void SetUnwatchedDirectories(size_t n) override { unwatched_.Set(static_cast<double>(n)); }
   void SetInventoryFresh(bool fresh) override { inventory_fresh_.Set(fresh ? 1 : 0); }
   void RecordInventoryStale() override { inventory_stale_.Increment(); }
   void RecordCommand(CommandOutcome outcome) override { commands_.at(outcome)->Increment(); }
@@ -81,6 +85,7 @@ class AgentMetrics final : public AgentMetricsRecorder {
   Gauge& unsettled_;
   Gauge& session_up_;
   std::map<SessionResult, Counter*> sessions_;
+  Gauge& unwatched_;
   Gauge& inventory_fresh_;
   Counter& inventory_stale_;
   std::map<CommandOutcome, Counter*> commands_;

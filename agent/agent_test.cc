@@ -2,7 +2,12 @@
 // in-process channel: the outgoing queue keeps its order and batches.
 #include "agent/agent.h"
 
+#include <sys/xattr.h>
+
 #include <cstdio>
+#include <functional>
+#include <map>
+#include <set>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -45,6 +50,10 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
     welcome.mutable_welcome()->set_heartbeat_period_ms(60000);
     welcome.mutable_welcome()->set_accepts_batches(true);
     if (!stream->Write(welcome)) return grpc::Status::CANCELLED;
+    {
+      absl::MutexLock lock(&write_mu_);
+      stream_ = stream;
+    }
     while (stream->Read(&message)) {
       absl::MutexLock lock(&mu_);
       ++stream_messages_;
@@ -55,10 +64,18 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
         received_.push_back(message);
       }
     }
+    absl::MutexLock lock(&write_mu_);
+    stream_ = nullptr;
     return grpc::Status::OK;
   }
 
   void SendWelcome() { welcome_.Notify(); }
+
+  // Sends `message` on the open session; false if there is none.
+  bool Send(const ControllerMessage& message) {
+    absl::MutexLock lock(&write_mu_);
+    return stream_ != nullptr && stream_->Write(message);
+  }
 
   // Waits until `count` agent messages (batches unpacked) arrived.
   std::vector<AgentMessage> Await(size_t count) {
@@ -78,6 +95,9 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
 
  private:
   absl::Notification welcome_;
+  absl::Mutex write_mu_;
+  grpc::ServerReaderWriter<ControllerMessage, AgentMessage>* stream_ ABSL_GUARDED_BY(write_mu_) =
+      nullptr;
   mutable absl::Mutex mu_;
   std::vector<AgentMessage> received_ ABSL_GUARDED_BY(mu_);
   int stream_messages_ ABSL_GUARDED_BY(mu_) = 0;
@@ -133,6 +153,273 @@ TEST(AgentTest, OutgoingQueueKeepsOrderAndBatches) {
 
   agent->Stop();
   server->Shutdown();
+}
+
+// An agent and its fake controller on one events directory, for tests
+// that restart the agent.
+class AgentRun {
+ public:
+  AgentRun(const std::string& events, AgentOptions options = {},
+           const std::function<void(FakeDockerApi&)>& setup = nullptr) {
+    if (setup) setup(docker_);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&controller_);
+    server_ = builder.BuildAndStart();
+    options.agent_id = "agent-1";
+    options.events_dir = events;
+    agent_ = std::make_unique<Agent>(options, &docker_, &clock_,
+                                     server_->InProcessChannel(grpc::ChannelArguments()));
+    ok_ = agent_->Start().ok();
+    controller_.SendWelcome();
+  }
+  ~AgentRun() {
+    agent_->Stop();
+    server_->Shutdown();
+  }
+  bool ok() const { return ok_; }
+  FakeController& controller() { return controller_; }
+  FakeDockerApi& docker() { return docker_; }
+  Agent& agent() { return *agent_; }
+
+  // The events received so far, waiting (bounded) for at least `count`.
+  std::vector<dispatch::v1::ObservedEvent> Events(size_t count) {
+    std::vector<dispatch::v1::ObservedEvent> events;
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    for (size_t seen = 1; absl::Now() < deadline; ++seen) {
+      events.clear();
+      for (const AgentMessage& m : controller_.Await(seen)) {
+        if (m.has_event()) events.push_back(m.event());
+      }
+      if (events.size() >= count) break;
+    }
+    return events;
+  }
+
+ private:
+  FakeController controller_;
+  std::unique_ptr<grpc::Server> server_;
+  FakeDockerApi docker_;
+  FakeClock clock_;
+  std::unique_ptr<Agent> agent_;
+  bool ok_ = false;
+};
+
+std::string TestEventsDir(const std::string& name) {
+  const std::string events = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+  std::filesystem::create_directories(events);
+  return events;
+}
+
+std::string MarkOf(const std::string& path) {
+  char value[4096];
+  ssize_t n = getxattr(path.c_str(), "user.dispatchd.event", value, sizeof(value));
+  return n > 0 ? std::string(value, n) : std::string();
+}
+
+// The agent of a later run (after a kill, say) re-sends the same event,
+// with the subscribers it was told had run it, so the controller neither
+// takes it for a new event nor runs it there again.
+TEST(AgentTest, AnEventKeepsItsGenerationAndDeliveriesAcrossARestart) {
+  const std::string events = TestEventsDir("restart");
+  std::ofstream(events + "/deploy") << "v1";
+  uint64_t generation = 0;
+  {
+    AgentRun first(events);
+    ASSERT_TRUE(first.ok());
+    std::vector<dispatch::v1::ObservedEvent> got = first.Events(1);
+    ASSERT_EQ(got.size(), 1u);
+    generation = got[0].generation();
+    EXPECT_TRUE(got[0].delivered().empty());
+    ControllerMessage delivered;
+    delivered.mutable_delivered()->set_key("deploy");
+    delivered.mutable_delivered()->set_generation(generation);
+    delivered.mutable_delivered()->mutable_to()->set_agent_id("agent-2");
+    delivered.mutable_delivered()->mutable_to()->set_container_id("c9");
+    bool sent = false;
+    const absl::Time send_deadline = absl::Now() + absl::Seconds(30);
+    while (!(sent = first.controller().Send(delivered)) && absl::Now() < send_deadline) {
+      std::this_thread::yield();
+    }
+    ASSERT_TRUE(sent);
+    // Kept with the file once the agent has handled it.
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    dispatch::v1::EventMark mark;
+    while (absl::Now() < deadline &&
+           !(mark.ParseFromString(MarkOf(events + "/deploy")) && mark.delivered_size() == 1)) {
+      std::this_thread::yield();
+    }
+    ASSERT_EQ(mark.delivered_size(), 1);
+    EXPECT_EQ(mark.generation(), generation);
+    EXPECT_EQ(first.agent().unsettled(), 1u);  // the mark did not make it a new event
+  }
+  AgentRun second(events);
+  ASSERT_TRUE(second.ok());
+  std::vector<dispatch::v1::ObservedEvent> got = second.Events(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key(), "deploy");
+  EXPECT_EQ(got[0].generation(), generation);
+  ASSERT_EQ(got[0].delivered_size(), 1);
+  EXPECT_EQ(got[0].delivered(0).agent_id(), "agent-2");
+  EXPECT_EQ(got[0].delivered(0).container_id(), "c9");
+  EXPECT_EQ(got[0].payload(), "v1");
+}
+
+TEST(AgentTest, AFileWrittenAgainAfterARestartIsANewEventDespiteItsMark) {
+  const std::string events = TestEventsDir("rewritten");
+  std::ofstream(events + "/deploy") << "v1";
+  uint64_t generation = 0;
+  {
+    AgentRun first(events);
+    ASSERT_TRUE(first.ok());
+    std::vector<dispatch::v1::ObservedEvent> got = first.Events(1);
+    ASSERT_EQ(got.size(), 1u);
+    generation = got[0].generation();
+  }
+  ASSERT_FALSE(MarkOf(events + "/deploy").empty());
+  std::ofstream(events + "/deploy", std::ios::trunc) << "version 2";  // same inode
+  AgentRun second(events);
+  ASSERT_TRUE(second.ok());
+  std::vector<dispatch::v1::ObservedEvent> got = second.Events(1);
+  ASSERT_GE(got.size(), 1u);
+  EXPECT_NE(got[0].generation(), generation);
+  EXPECT_TRUE(got[0].delivered().empty());
+  EXPECT_EQ(got[0].payload(), "version 2");
+}
+
+// Above the bound, files wait on disk (the durable copy) and are read once
+// settled events made room: all arrive, never more than the bound at once.
+TEST(AgentTest, AboveTheUnsettledBoundFilesWaitOnDiskAndAllArriveLater) {
+  const std::string events = TestEventsDir("bounded");
+  constexpr int kFiles = 40;
+  for (int i = 0; i < kFiles; ++i) {
+    std::ofstream(absl::StrFormat("%s/e%02d", events, i)) << "x";
+  }
+  AgentOptions options;
+  options.max_unsettled_events = 10;
+  AgentRun run(events, options);
+  ASSERT_TRUE(run.ok());
+  std::set<std::string> settled;
+  size_t seen = 0;
+  while (settled.size() < static_cast<size_t>(kFiles)) {
+    std::vector<dispatch::v1::ObservedEvent> got = run.Events(seen + 1);
+    ASSERT_GT(got.size(), seen) << settled.size() << " of " << kFiles << " arrived";
+    EXPECT_LE(run.agent().unsettled(), 10u);
+    for (; seen < got.size(); ++seen) {
+      if (!settled.insert(got[seen].key()).second) continue;  // re-sent
+      ControllerMessage message;
+      message.mutable_settled()->set_key(got[seen].key());
+      message.mutable_settled()->set_generation(got[seen].generation());
+      message.mutable_settled()->set_disposition(dispatch::v1::Settled::DELETE);
+      ASSERT_TRUE(run.controller().Send(message));
+    }
+  }
+  EXPECT_EQ(settled.size(), static_cast<size_t>(kFiles));
+}
+
+// A restarted controller routes an event again to a container whose agent
+// already ran it: the agent answers DELIVERED and does not run it twice.
+TEST(AgentTest, TheSameDeliveryGivenTwiceRunsOnce) {
+  const std::string events = TestEventsDir("twice");
+  AgentRun run(events, {}, [](FakeDockerApi& docker) {
+    ContainerInfo info;
+    info.id = "c0ffee";
+    info.name = "builder";
+    info.state = ContainerState::kRunning;
+    info.labels = {{"subscription.repo.pushed.container.command", "make all"}};
+    docker.AddContainer(info);
+  });
+  ASSERT_TRUE(run.ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline && !run.agent().ready()) std::this_thread::yield();
+  ASSERT_TRUE(run.agent().ready());
+  auto command = [](uint64_t id, uint64_t generation) {
+    ControllerMessage message;
+    dispatch::v1::Command* c = message.mutable_command();
+    c->set_command_id(id);
+    c->set_event_id("repo.pushed");
+    c->set_container_id("c0ffee");
+    c->add_argv("make");
+    c->add_argv("all");
+    c->set_origin_agent("agent-0");
+    c->set_key("repo/pushed");
+    c->set_generation(generation);
+    return message;
+  };
+  // The fake takes the stream for sending just after its Welcome.
+  bool sent = false;
+  while (!(sent = run.controller().Send(command(1, 5))) && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_TRUE(sent);
+  ASSERT_TRUE(run.controller().Send(command(2, 5)));  // the same delivery again
+  ASSERT_TRUE(run.controller().Send(command(3, 6)));  // a later event: runs
+  std::map<uint64_t, dispatch::v1::CommandResult> results;
+  for (size_t seen = 1; results.size() < 3 && absl::Now() < deadline; ++seen) {
+    for (const AgentMessage& m : run.controller().Await(seen)) {
+      if (m.has_command_result()) results[m.command_result().command_id()] = m.command_result();
+    }
+  }
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& [id, result] : results) {
+    EXPECT_EQ(result.outcome(), dispatch::v1::CommandResult::DELIVERED) << id << result.error();
+  }
+  EXPECT_EQ(run.docker().execs().size(), 2u);
+}
+
+// A writer that pauses with its file open, caught by the scan of a new
+// directory and by the start-up scan: one event, with the whole payload.
+size_t CountEvents(const std::vector<dispatch::v1::ObservedEvent>& events, const std::string& key) {
+  size_t n = 0;
+  for (const auto& e : events) n += e.key() == key ? 1 : 0;
+  return n;
+}
+
+// `writer` holds `key` open with "slow-" written; the first event seen was
+// `first`, not it. Finishes the write and expects one event of `key` with
+// the whole payload, and no second one after a later sentinel.
+void FinishAndExpectOneCompleteEvent(AgentRun& run, const std::string& events, std::FILE* writer,
+                                     const std::string& key, const std::string& first) {
+  std::vector<dispatch::v1::ObservedEvent> got = run.Events(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key(), first);
+  std::fputs("1", writer);
+  std::fclose(writer);
+  got = run.Events(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].key(), key);
+  EXPECT_EQ(got[1].payload(), "slow-1");
+  std::ofstream(events + "/sentinel-after") << "s";
+  got = run.Events(3);
+  EXPECT_EQ(CountEvents(got, key), 1u);
+}
+
+TEST(AgentTest, AFileHeldOpenAcrossTheScanOfANewDirectoryIsOneCompleteEvent) {
+  const std::string base = TestEventsDir("held-new-dir");
+  const std::string events = base + "/events";
+  std::filesystem::create_directories(events);
+  AgentRun run(events);
+  ASSERT_TRUE(run.ok());
+  std::filesystem::create_directories(base + "/nd/s1");
+  std::FILE* writer = std::fopen((base + "/nd/s1/x").c_str(), "w");
+  ASSERT_NE(writer, nullptr);
+  std::fputs("slow-", writer);
+  std::fflush(writer);
+  std::filesystem::rename(base + "/nd", events + "/nd");  // scanned with x open
+  std::ofstream(events + "/sentinel-1") << "s";
+  FinishAndExpectOneCompleteEvent(run, events, writer, "nd/s1/x", "sentinel-1");
+}
+
+TEST(AgentTest, AFileHeldOpenAcrossTheStartUpScanIsOneCompleteEvent) {
+  const std::string events = TestEventsDir("held-start");
+  std::filesystem::create_directories(events + "/d");
+  std::FILE* writer = std::fopen((events + "/d/x").c_str(), "w");
+  ASSERT_NE(writer, nullptr);
+  std::fputs("slow-", writer);
+  std::fflush(writer);
+  std::ofstream(events + "/d/ready") << "r";
+  AgentRun run(events);
+  ASSERT_TRUE(run.ok());
+  FinishAndExpectOneCompleteEvent(run, events, writer, "d/x", "d/ready");
 }
 
 }  // namespace

@@ -49,6 +49,8 @@ CommandResult Finish(CommandResult result, CommandResult::Outcome outcome, std::
 
 // A failed Docker call ends the command with OutcomeOfDockerError.
 CommandResult FinishWithDockerError(CommandResult result, const absl::Status& status) {
+  // The Docker client says Unavailable when it cannot reach the daemon.
+  result.set_docker_unreachable(absl::IsUnavailable(status));
   return Finish(std::move(result), OutcomeOfDockerError(status), status.ToString());
 }
 

@@ -302,7 +302,7 @@ TEST_F(CommandRunnerTest, StartKeepsWaitingThroughInspectErrors) {
   std::thread run = RunInBackground(MakeAll(/*start=*/true), &result, &done);
   AwaitParked();
   // The next inspect fails; the one after sees the container running.
-  docker_.FailNext(Op::kInspectContainer, absl::UnavailableError("HTTP 500"));
+  docker_.FailNext(Op::kInspectContainer, absl::InternalError("HTTP 500"));
   docker_.SetState(kId, ContainerState::kRunning);
   clock_.Advance(absl::Milliseconds(100));
   AwaitCalls(Op::kInspectContainer, 3);
@@ -316,7 +316,7 @@ TEST_F(CommandRunnerTest, StartKeepsWaitingThroughInspectErrors) {
 
 TEST_F(CommandRunnerTest, StartErrorsAreMappedLikeEveryDockerError) {
   docker_.AddContainer(Container(ContainerState::kExited, StartAndExecLabels()));
-  docker_.FailNext(Op::kStartContainer, absl::UnavailableError("start container: HTTP 500"));
+  docker_.FailNext(Op::kStartContainer, absl::InternalError("start container: HTTP 500"));
   EXPECT_EQ(runner().Run(MakeAll(/*start=*/true)).outcome(), CommandResult::FAILED);
   docker_.FailNext(Op::kStartContainer, absl::NotFoundError("start container: HTTP 404"));
   EXPECT_EQ(runner().Run(MakeAll(/*start=*/true)).outcome(), CommandResult::CONTAINER_GONE);
@@ -378,11 +378,21 @@ TEST_F(CommandRunnerTest, DaemonDownIsRetryable) {
   EXPECT_THAT(result.error(), HasSubstr("connection refused"));
 }
 
-TEST_F(CommandRunnerTest, ServerErrorOnCreateIsRetryable) {
+TEST_F(CommandRunnerTest, ADaemonThatCannotBeReachedIsSaidSo) {
   docker_.AddContainer(Container(ContainerState::kRunning, ExecLabels()));
-  docker_.FailNext(Op::kCreateExec, absl::UnavailableError("create exec: HTTP 500"));
+  docker_.FailNext(Op::kCreateExec,
+                   absl::UnavailableError("create exec: no Docker socket at /run/docker.sock"));
   const CommandResult result = runner().Run(MakeAll());
   EXPECT_EQ(result.outcome(), CommandResult::FAILED);
+  EXPECT_TRUE(result.docker_unreachable());
+}
+
+TEST_F(CommandRunnerTest, ServerErrorOnCreateIsRetryable) {
+  docker_.AddContainer(Container(ContainerState::kRunning, ExecLabels()));
+  docker_.FailNext(Op::kCreateExec, absl::InternalError("create exec: HTTP 500"));
+  const CommandResult result = runner().Run(MakeAll());
+  EXPECT_EQ(result.outcome(), CommandResult::FAILED);
+  EXPECT_FALSE(result.docker_unreachable());  // the daemon answered: budget spent
   EXPECT_THAT(result.error(), HasSubstr("HTTP 500"));
   EXPECT_EQ(result.exec_create_sent_unix_nanos(), absl::ToUnixNanos(clock_.Now()));
   EXPECT_EQ(result.exec_start_sent_unix_nanos(), 0);
@@ -401,7 +411,7 @@ TEST_F(CommandRunnerTest, TimeoutOnStartIsRetryable) {
 
 TEST(OutcomeOfDockerErrorTest, OnlyNotFoundIsFinal) {
   EXPECT_EQ(OutcomeOfDockerError(absl::NotFoundError("HTTP 404")), CommandResult::CONTAINER_GONE);
-  EXPECT_EQ(OutcomeOfDockerError(absl::UnavailableError("HTTP 500")), CommandResult::FAILED);
+  EXPECT_EQ(OutcomeOfDockerError(absl::InternalError("HTTP 500")), CommandResult::FAILED);
   EXPECT_EQ(OutcomeOfDockerError(absl::UnavailableError("no socket")), CommandResult::FAILED);
   EXPECT_EQ(OutcomeOfDockerError(absl::DeadlineExceededError("timeout")), CommandResult::FAILED);
   EXPECT_EQ(OutcomeOfDockerError(absl::FailedPreconditionError("HTTP 409: is paused")),
@@ -428,7 +438,7 @@ TEST_F(CommandRunnerTest, ReportsTheExitOfItsOwnExecsOnce) {
 
 TEST_F(CommandRunnerTest, ForgetsAnExecThatDidNotStart) {
   docker_.AddContainer(Container(ContainerState::kRunning, ExecLabels()));
-  docker_.FailNext(Op::kStartExec, absl::UnavailableError("start exec: HTTP 500"));
+  docker_.FailNext(Op::kStartExec, absl::InternalError("start exec: HTTP 500"));
   ASSERT_EQ(runner().Run(MakeAll()).outcome(), CommandResult::FAILED);
   ASSERT_EQ(docker_.execs().size(), 1u);
   EXPECT_FALSE(runner_->ExecExited(docker_.execs()[0].exec_id, 0, clock_.Now()).has_value());

@@ -170,6 +170,11 @@ void ControllerSession::SessionLoop() {
 
 bool ControllerSession::RunSession() {
   grpc::ClientContext context;
+  // Wait for the channel to connect rather than fail at once while it backs
+  // off after a failure: a restarted controller must see its agents back
+  // within its start-up grace, or it routes their subscribers' events
+  // without them. Stop() still cancels the wait.
+  context.set_wait_for_ready(true);
   std::unique_ptr<Stream> stream;
   {
     absl::MutexLock lock(&write_mu_);
@@ -241,6 +246,7 @@ bool ControllerSession::RunSession() {
     LOG(WARNING) << "controller session ended: " << status.error_message() << " ("
                  << CodeName(status) << "); reconnecting";
   }
+  if (callbacks_.on_session_end) callbacks_.on_session_end();
   return true;
 }
 
@@ -260,6 +266,9 @@ void ControllerSession::Handle(const ControllerMessage& message) {
       break;
     case ControllerMessage::kSettled:
       if (callbacks_.on_settled) callbacks_.on_settled(message.settled());
+      break;
+    case ControllerMessage::kDelivered:
+      if (callbacks_.on_delivered) callbacks_.on_delivered(message.delivered());
       break;
     default:
       break;

@@ -90,6 +90,12 @@ class ControllerSession {
     // is not read meanwhile, so they should not wait long.
     std::function<void(dispatch::v1::Command command)> on_command;
     std::function<void(const dispatch::v1::Settled& settled)> on_settled;
+    // The controller saw an event delivered to one subscriber. Same thread
+    // and order as on_settled.
+    std::function<void(const dispatch::v1::Delivered& delivered)> on_delivered;
+    // A session that got its Welcome has ended (before the next attempt).
+    // Run on the session thread; no message of that session arrives after.
+    std::function<void()> on_session_end;
     // An API request the agent answers from its files (an emitted event to
     // write, a dead-letter call); same thread and order as the others.
     std::function<void(const dispatch::v1::ControllerMessage& request)> on_file_request;

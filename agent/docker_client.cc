@@ -96,7 +96,9 @@ absl::Status HttpError(absl::string_view op, unsigned status, absl::string_view 
   if (status == 404) return absl::NotFoundError(text);
   if (status == 409) return absl::FailedPreconditionError(text);
   if (status >= 400 && status < 500) return absl::InvalidArgumentError(text);
-  if (status >= 500) return absl::UnavailableError(text);
+  // The daemon answered, with an error of its own: Internal. Unavailable is
+  // kept for a daemon that cannot be reached at all (IoError, ConnectError).
+  if (status >= 500) return absl::InternalError(text);
   return absl::UnknownError(text);
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/open_writers.h"
 #include "contract/event_id.h"
 #include "common/status_macros.h"
 
@@ -27,6 +29,8 @@ constexpr int kMaxDeadLetterSuffix = 10000;
 constexpr absl::string_view kEmitDir = ".dispatchd-emit";
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxNoteBytes = 64 * 1024;
+constexpr char kMarkAttribute[] = "user.dispatchd.event";
+constexpr size_t kMaxMarkBytes = 64 * 1024;
 
 // Owns a file descriptor.
 class ScopedFd {
@@ -246,6 +250,24 @@ absl::Status RenameNoReplace(int from_dir, const std::string& from, int to_dir,
   return absl::OkStatus();
 }
 
+// Opens the regular file root/rel read-only, never following a symlink and
+// never opening a FIFO or device (lstat first; the fstat into `*st` closes
+// the race with a file swapped in between).
+absl::StatusOr<ScopedFd> OpenEventFile(const std::string& root, absl::string_view rel,
+                                       const std::string& what, struct stat* st) {
+  SplitPath split = Split(rel);
+  ASSIGN_OR_RETURN(ScopedFd parent, OpenParent(root, split, what));
+  RETURN_IF_ERROR(CheckRegularFile(parent.get(), split.base, what));
+  ScopedFd fd(
+      openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(errno, what);
+  if (fstat(fd.get(), st) != 0) return ErrnoStatus(errno, what);
+  if (!S_ISREG(st->st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
+  }
+  return fd;
+}
+
 }  // namespace
 
 Spool::Spool(std::string root) : root_(std::move(root)) {}
@@ -299,6 +321,13 @@ absl::Status Spool::ReplayDeadLetter(absl::string_view rel) const {
   ASSIGN_OR_RETURN(ScopedFd root_copy, OpenDir(root_fd.get(), ".", Follow::kNo, what));
   ASSIGN_OR_RETURN(ScopedFd source, WalkDirs(std::move(root_copy), source_dirs, Create::kNo, what));
   RETURN_IF_ERROR(CheckRegularFile(source.get(), split.base, what));
+  {
+    // A replay is a new event: whatever its earlier run recorded (who it
+    // was delivered to) must not make it skip anyone.
+    ScopedFd file(openat(source.get(), split.base.c_str(),
+                         O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (file.get() >= 0) (void)fremovexattr(file.get(), kMarkAttribute);
+  }
   ASSIGN_OR_RETURN(ScopedFd target, WalkDirs(std::move(root_fd), split.dirs, Create::kYes, what));
   absl::Status moved = RenameNoReplace(source.get(), split.base, target.get(), split.base, what);
   if (absl::IsAlreadyExists(moved)) {
@@ -328,21 +357,22 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
   RETURN_IF_ERROR(CheckRelative(rel));
   if (max_bytes < 0) return absl::InvalidArgumentError("max_bytes < 0");
   const std::string what = absl::StrCat("reading event file ", rel);
-  SplitPath split = Split(rel);
-  ASSIGN_OR_RETURN(ScopedFd parent, OpenParent(root_, split, what));
-  // lstat first so that a FIFO or device is never even opened; the fstat
-  // below closes the race with a file swapped in between.
-  RETURN_IF_ERROR(CheckRegularFile(parent.get(), split.base, what));
-  ScopedFd fd(
-      openat(parent.get(), split.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (fd.get() < 0) return ErrnoStatus(errno, what);
   struct stat st;
-  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
-  if (!S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
-  }
-
+  ASSIGN_OR_RETURN(ScopedFd fd, OpenEventFile(root_, rel, what, &st));
+  // A file still open for writing is not an event yet: its writer's close
+  // reports it again. Otherwise the lease, held until `fd` closes, makes a
+  // writer that opens it meanwhile wait until the read is done.
   Payload payload;
+  switch (TakeReadLease(fd.get())) {
+    case Writers::kOpen:
+      return absl::UnavailableError(absl::StrCat(what, ": still open for writing"));
+    case Writers::kNone:
+      payload.writers_checked = true;
+      break;
+    case Writers::kUnknown:
+      break;
+  }
+  if (payload.writers_checked && fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
   payload.size = st.st_size;
   const size_t limit = static_cast<size_t>(max_bytes);
   std::string& data = payload.data;
@@ -359,6 +389,21 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
     length += n;
   }
   data.resize(length);
+  // The buffer grew in 64 KiB steps to find the end: give back what the
+  // payload does not use, since it waits in memory until settled.
+  if (data.capacity() > data.size() + 4096) data.shrink_to_fit();
+  char mark[4096];
+  ssize_t mark_size = fgetxattr(fd.get(), kMarkAttribute, mark, sizeof(mark));
+  if (mark_size > 0) {
+    payload.mark.assign(mark, static_cast<size_t>(mark_size));
+  } else if (mark_size < 0 && errno == ERANGE) {
+    mark_size = fgetxattr(fd.get(), kMarkAttribute, nullptr, 0);
+    if (mark_size > 0 && static_cast<size_t>(mark_size) <= kMaxMarkBytes) {
+      payload.mark.resize(static_cast<size_t>(mark_size));
+      mark_size = fgetxattr(fd.get(), kMarkAttribute, payload.mark.data(), payload.mark.size());
+      payload.mark.resize(mark_size > 0 ? static_cast<size_t>(mark_size) : 0);
+    }
+  }
   payload.truncated = st.st_size > max_bytes;
   if (!payload.truncated && length == limit) {
     // The file may have grown since fstat().
@@ -370,6 +415,22 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
     payload.truncated = n > 0;
   }
   return payload;
+}
+
+absl::StatusOr<struct stat> Spool::WriteMark(absl::string_view rel, absl::string_view mark) const {
+  RETURN_IF_ERROR(CheckRelative(rel));
+  const std::string what = absl::StrCat("marking event file ", rel);
+  struct stat st;
+  ASSIGN_OR_RETURN(ScopedFd fd, OpenEventFile(root_, rel, what, &st));
+  if (fsetxattr(fd.get(), kMarkAttribute, mark.data(), mark.size(), 0) != 0) {
+    if (errno == ENOTSUP) {
+      return absl::UnimplementedError(
+          absl::StrCat(what, ": the file system keeps no user extended attributes"));
+    }
+    return ErrnoStatus(errno, what);
+  }
+  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
+  return st;
 }
 
 absl::Status Spool::Delete(absl::string_view rel) const {

@@ -15,6 +15,8 @@
 #ifndef DISPATCHD_AGENT_SPOOL_H_
 #define DISPATCHD_AGENT_SPOOL_H_
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -39,6 +41,12 @@ struct Payload {
   std::string data;        // at most the requested max_bytes
   bool truncated = false;  // the file holds more than `data`
   int64_t size = 0;        // the file's size (st_size) when it was opened
+  // No process had the file open for writing while it was read (a read
+  // lease was held); false where leases are not available.
+  bool writers_checked = false;
+  // The file's mark (extended attribute user.dispatchd.event, see
+  // WriteMark), empty if it has none or the file system keeps none.
+  std::string mark;
 };
 
 class Spool {
@@ -49,8 +57,17 @@ class Spool {
   // Reads at most `max_bytes` of root/rel. The file is opened with
   // O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC and fstat()ed: anything but a
   // regular file is FailedPrecondition; NotFound if it is gone;
-  // InvalidArgument if max_bytes < 0.
+  // InvalidArgument if max_bytes < 0. Unavailable while a process holds the
+  // file open for writing (open_writers.h): it is not complete yet, and its
+  // writer's close makes it an event again.
   absl::StatusOr<Payload> Read(absl::string_view rel, int64_t max_bytes) const;
+
+  // Sets the extended attribute user.dispatchd.event of the regular file
+  // root/rel to `mark` (what the agent keeps with an unsettled event) and
+  // returns the file's stat afterwards (setting it changes the ctime).
+  // NotFound if the file is gone; Unimplemented where the file system keeps
+  // no user attributes.
+  absl::StatusOr<struct stat> WriteMark(absl::string_view rel, absl::string_view mark) const;
 
   // Deletes the regular file root/rel. NotFound if it is already gone.
   // Directories are left in place, even when they become empty.

@@ -79,6 +79,23 @@ TEST_F(SpoolTest, ReadsASmallFileWhole) {
   EXPECT_EQ(spool.root(), root_);
 }
 
+// A file still held open for writing is not complete: Read says so rather
+// than returning what is there so far, and reads it once it is closed.
+TEST_F(SpoolTest, ReadOfAFileStillOpenForWritingIsUnavailable) {
+  const int fd = open(InRoot("slow").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "slow-", 5), 5);
+  Spool spool(root_);
+  auto partial = spool.Read("slow", 1024);
+  EXPECT_EQ(partial.status().code(), absl::StatusCode::kUnavailable) << partial.status();
+  ASSERT_EQ(write(fd, "1", 1), 1);
+  ASSERT_EQ(close(fd), 0);
+  auto whole = spool.Read("slow", 1024);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->data, "slow-1");
+  EXPECT_TRUE(whole->writers_checked);
+}
+
 TEST_F(SpoolTest, ReadsAnEmptyFile) {
   WriteFile(InRoot("empty"), "");
   auto payload = Spool(root_).Read("empty", 1024);

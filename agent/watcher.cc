@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <climits>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/open_writers.h"
 #include "common/logging.h"
 
 namespace dispatchd::agent {
@@ -71,6 +73,11 @@ absl::StatusOr<std::unique_ptr<Watcher>> Watcher::Start(Options options, Callbac
   if (options.root.empty()) return absl::InvalidArgumentError("empty events directory");
   if (callback == nullptr) return absl::InvalidArgumentError("no callback");
   if (options.clock == nullptr) return absl::InvalidArgumentError("no clock");
+  if (options.add_watch == nullptr) {
+    options.add_watch = [](int fd, const char* path, uint32_t mask) {
+      return inotify_add_watch(fd, path, mask);
+    };
+  }
   while (options.root.size() > 1 && options.root.back() == '/') options.root.pop_back();
   if (absl::Status status = MakeDirectories(options.root); !status.ok()) return status;
 
@@ -84,7 +91,7 @@ absl::StatusOr<std::unique_ptr<Watcher>> Watcher::Start(Options options, Callbac
   }
   // The root is watched before Start() returns, so its failure is the
   // caller's error and nothing created after Start() can be missed.
-  int root_wd = inotify_add_watch(inotify_fd, options.root.c_str(), kWatchMask);
+  int root_wd = options.add_watch(inotify_fd, options.root.c_str(), kWatchMask);
   if (root_wd < 0) {
     absl::Status status =
         absl::ErrnoToStatus(errno, absl::StrCat("cannot watch events directory ", options.root));
@@ -126,12 +133,29 @@ void Watcher::Stop() {
   // EAGAIN only if the counter is saturated, which already wakes the thread.
   (void)!write(wake_fd_, &one, sizeof(one));
   thread_.join();
+  absl::MutexLock tick_lock(&tick_mu_);
+  ticks_done_ = ticks_requested_;  // no thread to wait for any more
 }
 
 void Watcher::Rescan() {
   rescan_requested_.store(true);
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
+}
+
+void Watcher::Tick() {
+  absl::MutexLock lock(&tick_mu_);
+  const uint64_t ticket = ++ticks_requested_;
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  struct Wait {
+    const Watcher* watcher;
+    uint64_t ticket;
+    bool Done() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return watcher->ticks_done_ >= ticket;
+    }
+  } wait{this, ticket};
+  tick_mu_.Await(absl::Condition(&wait, &Wait::Done));
 }
 
 std::string Watcher::FullPath(absl::string_view relative_path) const {
@@ -144,22 +168,32 @@ void Watcher::Run() {
   FullScan();
   while (!stop_requested_.load()) {
     pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    int ready = poll(fds, 2, -1);
+    int ready = poll(fds, 2, PollTimeoutMs());
     if (ready < 0) {
       if (errno == EINTR) continue;
       LOG(ERROR) << "poll on inotify failed, watcher stops: " << std::strerror(errno);
       return;
     }
+    uint64_t ticks = 0;
     if (fds[1].revents != 0) {
       uint64_t count;
       (void)!read(wake_fd_, &count, sizeof(count));
       if (stop_requested_.load()) break;
+      {
+        absl::MutexLock lock(&tick_mu_);
+        ticks = ticks_requested_;
+      }
       if (rescan_requested_.exchange(false)) {
         LOG(INFO) << "rescanning " << options_.root;
         FullScan();
       }
     }
     if (fds[0].revents != 0 && !ReadEvents()) return;
+    RunDue();
+    if (ticks != 0) {
+      absl::MutexLock lock(&tick_mu_);
+      ticks_done_ = std::max(ticks_done_, ticks);
+    }
   }
   LOG(INFO) << "stopped watching " << options_.root;
 }
@@ -216,7 +250,11 @@ void Watcher::HandleEvent(int wd, uint32_t mask, absl::string_view name, absl::T
     }
     return;
   }
-  if (mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) MaybeReport(relative_path, observed);
+  if (mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
+    // Its close is the signal a deferred file was waiting for.
+    if (deferred_.erase(relative_path) != 0) deferred_count_.store(deferred_.size());
+    MaybeReport(relative_path, observed);
+  }
 }
 
 void Watcher::MaybeReport(const std::string& relative_path, absl::Time observed) {
@@ -237,19 +275,19 @@ void Watcher::MaybeReport(const std::string& relative_path, absl::Time observed)
   callback_(relative_path, observed);
 }
 
-bool Watcher::AddWatch(const std::string& relative_dir) {
+int Watcher::AddWatch(const std::string& relative_dir) {
   // The root may be a symlink to the real directory; nothing below it is
   // followed.
   uint32_t mask = kWatchMask | (relative_dir.empty() ? 0 : IN_DONT_FOLLOW);
-  int wd = inotify_add_watch(inotify_fd_, FullPath(relative_dir).c_str(), mask);
+  int wd = options_.add_watch(inotify_fd_, FullPath(relative_dir).c_str(), mask);
   if (wd < 0) {
-    if (errno == ENOENT || errno == ENOTDIR) {
+    const int error = errno;
+    if (error == ENOENT || error == ENOTDIR) {
       LOG(DEBUG) << "directory gone before it was watched: " << relative_dir;
-    } else {
-      LOG(WARNING) << "cannot watch " << FullPath(relative_dir) << ": " << std::strerror(errno)
-                   << (errno == ENOSPC ? " (raise fs.inotify.max_user_watches)" : "");
+    } else if (error != ENOSPC) {  // ENOSPC: the caller explains
+      LOG(WARNING) << "cannot watch " << FullPath(relative_dir) << ": " << std::strerror(error);
     }
-    return false;
+    return error;
   }
   // The same directory (inode) always gets the same wd; a wd under another
   // name means the directory moved without us seeing it (queue overflow).
@@ -267,7 +305,7 @@ bool Watcher::AddWatch(const std::string& relative_dir) {
   }
   wd_to_dir_[wd] = relative_dir;
   dir_to_wd_[relative_dir] = wd;
-  return true;
+  return 0;
 }
 
 void Watcher::RemoveWatches(const std::string& relative_dir) {
@@ -283,6 +321,12 @@ void Watcher::RemoveWatches(const std::string& relative_dir) {
     inotify_rm_watch(inotify_fd_, wd);
     ForgetWatch(wd);
   }
+  unwatched_.erase(relative_dir);
+  for (auto it = unwatched_.lower_bound(prefix);
+       it != unwatched_.end() && absl::StartsWith(*it, prefix);) {
+    it = unwatched_.erase(it);
+  }
+  UnwatchedChanged();
 }
 
 void Watcher::ForgetWatch(int wd) {
@@ -304,14 +348,33 @@ void Watcher::WatchTree(const std::string& relative_dir) {
     std::string dir = std::move(pending.back());
     pending.pop_back();
     // Watch first, then list: a file created in between is seen by both,
-    // never by neither.
-    if (!AddWatch(dir)) continue;
+    // never by neither. A directory that cannot be watched for want of
+    // watches is still listed, and listed again periodically.
+    if (const int error = AddWatch(dir); error == ENOSPC) {
+      if (unwatched_.insert(dir).second && unwatched_.size() == 1) {
+        LOG(ERROR) << "cannot watch " << FullPath(dir)
+                   << ": the inotify watch limit is reached (ENOSPC); raise "
+                      "fs.inotify.max_user_watches (sysctl). Directories without a watch are "
+                      "scanned every "
+                   << absl::FormatDuration(options_.unwatched_scan_period)
+                   << " instead, so their events are late, not lost";
+      }
+      if (next_unwatched_scan_ == absl::InfiniteFuture()) {
+        next_unwatched_scan_ = options_.clock->Now() + options_.unwatched_scan_period;
+      }
+    } else if (error != 0) {
+      continue;
+    } else if (unwatched_.erase(dir) != 0) {
+      LOG(INFO) << "watching " << FullPath(dir) << " again";
+    }
+    UnwatchedChanged();
     const std::string path = FullPath(dir);
     int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (dir.empty() ? 0 : O_NOFOLLOW);
     int fd = open(path.c_str(), flags);
     if (fd < 0) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) {
         LOG(DEBUG) << "directory gone before it was scanned: " << dir;
+        if (unwatched_.erase(dir) != 0) UnwatchedChanged();
       } else {
         LOG(WARNING) << "cannot scan " << path << ": " << std::strerror(errno);
       }
@@ -341,13 +404,127 @@ void Watcher::WatchTree(const std::string& relative_dir) {
       if (type == DT_DIR) {
         pending.push_back(JoinRelative(dir, name));
       } else if (type == DT_REG) {
-        std::string relative_path = JoinRelative(dir, name);
-        LOG(DEBUG) << "found " << relative_path;
-        callback_(relative_path, options_.clock->Now());
+        ScannedFile(dirfd(listing), entry->d_name, JoinRelative(dir, name));
       }
     }
     closedir(listing);
   }
+}
+
+void Watcher::ScannedFile(int dir_fd, const char* name, const std::string& relative_path) {
+  struct stat st;
+  if (options_.use_leases) {
+    const int fd = openat(dir_fd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+      // Gone, or swapped for a symlink: nothing to report. Unreadable: the
+      // consumer's read says why.
+      if (errno == ENOENT || errno == ELOOP) return;
+      LOG(DEBUG) << "found " << relative_path << " (cannot open it: " << std::strerror(errno)
+                 << ")";
+      callback_(relative_path, options_.clock->Now());
+      return;
+    }
+    int error = 0;
+    const bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    const Writers writers = regular ? TakeReadLease(fd, &error) : Writers::kNone;
+    close(fd);  // releases the lease
+    if (!regular) return;
+    switch (writers) {
+      case Writers::kNone:
+        LOG(DEBUG) << "found " << relative_path;
+        callback_(relative_path, options_.clock->Now());
+        return;
+      case Writers::kOpen:
+        LOG(DEBUG) << "found " << relative_path << ", still open for writing: reported when closed";
+        return;
+      case Writers::kUnknown:
+        if (!lease_warning_logged_) {
+          lease_warning_logged_ = true;
+          LOG(WARNING) << "cannot ask whether " << FullPath(relative_path)
+                       << " is still being written (read lease: " << std::strerror(error)
+                       << "); files found by a scan are reported once they have not changed for "
+                       << absl::FormatDuration(options_.quiet_period) << ", or when closed";
+        }
+        break;
+    }
+  } else if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+    return;
+  }
+  Deferred& deferred = deferred_[relative_path];
+  deferred.size = st.st_size;
+  deferred.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  deferred.inode = st.st_ino;
+  deferred.due = options_.clock->Now() + options_.quiet_period;
+  next_deferred_due_ = std::min(next_deferred_due_, deferred.due);
+  deferred_count_.store(deferred_.size());
+  LOG(DEBUG) << "found " << relative_path << ": reported after "
+             << absl::FormatDuration(options_.quiet_period) << " without change";
+}
+
+void Watcher::RunDue() {
+  const absl::Time now = options_.clock->Now();
+  if (!deferred_.empty() && now >= next_deferred_due_) {
+    next_deferred_due_ = absl::InfiniteFuture();
+    for (auto it = deferred_.begin(); it != deferred_.end() && !stop_requested_.load();) {
+      Deferred& d = it->second;
+      if (d.due > now) {
+        next_deferred_due_ = std::min(next_deferred_due_, d.due);
+        ++it;
+        continue;
+      }
+      struct stat st;
+      if (lstat(FullPath(it->first).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        it = deferred_.erase(it);  // gone (or replaced by something that is not a file)
+        continue;
+      }
+      const int64_t mtime_ns =
+          static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+      if (st.st_size == d.size && mtime_ns == d.mtime_ns && st.st_ino == d.inode) {
+        const std::string relative_path = it->first;
+        it = deferred_.erase(it);
+        LOG(DEBUG) << "quiet for " << absl::FormatDuration(options_.quiet_period) << ": "
+                   << relative_path;
+        callback_(relative_path, now);
+        continue;
+      }
+      d.size = st.st_size;  // still changing: another quiet period
+      d.mtime_ns = mtime_ns;
+      d.inode = st.st_ino;
+      d.due = now + options_.quiet_period;
+      next_deferred_due_ = std::min(next_deferred_due_, d.due);
+      ++it;
+    }
+    deferred_count_.store(deferred_.size());
+  }
+  if (!unwatched_.empty() && now >= next_unwatched_scan_) {
+    LOG(WARNING) << unwatched_.size()
+                 << " directories have no inotify watch (fs.inotify.max_user_watches): scanning them";
+    const std::vector<std::string> dirs(unwatched_.begin(), unwatched_.end());
+    for (const std::string& dir : dirs) {
+      if (stop_requested_.load()) return;
+      WatchTree(dir);
+    }
+    next_unwatched_scan_ =
+        unwatched_.empty() ? absl::InfiniteFuture() : now + options_.unwatched_scan_period;
+  } else if (unwatched_.empty()) {
+    next_unwatched_scan_ = absl::InfiniteFuture();
+  }
+}
+
+void Watcher::UnwatchedChanged() {
+  const size_t n = unwatched_.size();
+  if (unwatched_count_.exchange(n) != n && options_.on_unwatched_change) {
+    options_.on_unwatched_change(n);
+  }
+}
+
+int Watcher::PollTimeoutMs() const {
+  absl::Time next = next_unwatched_scan_;
+  if (!deferred_.empty()) next = std::min(next, next_deferred_due_);
+  if (next == absl::InfiniteFuture()) return -1;
+  const absl::Duration wait = next - options_.clock->Now();
+  if (wait <= absl::ZeroDuration()) return 0;
+  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(wait, absl::Milliseconds(1))), INT_MAX));
 }
 
 }  // namespace dispatchd::agent

@@ -9,31 +9,49 @@
 // watch existed are reported), and a kernel queue overflow triggers a full
 // rescan.
 //
-// Never opened and never reported: names starting with '.' and everything
-// inside such a directory (including `.dead-letter/`), directories,
-// symlinks, FIFOs, sockets and devices. Types are decided with lstat/d_type
-// only, so a FIFO never blocks the watcher; scans never follow symlinks.
+// A file that a scan finds is reported only once it is complete: a scan may
+// meet files whose writers still hold them open (a directory created and
+// filled at once, a writer caught by the start-up scan). Each is asked with
+// a read lease (open_writers.h): a file open for writing is not reported
+// then, and its writer's close (IN_CLOSE_WRITE, which the watch added before
+// the listing sees) reports it. Where leases are not available (a file
+// system without them, a file of another owner without CAP_LEASE), the file
+// is reported once its size and mtime have not changed for `quiet_period`,
+// or at its close, whichever comes first: a writer that pauses longer than
+// the quiet period, holding a file that a scan found, may then see it
+// reported early. That bound is the fallback's only one.
+//
+// Never opened for anything but that check and never reported: names
+// starting with '.' and everything inside such a directory (including
+// `.dead-letter/`), directories, symlinks, FIFOs, sockets and devices. Types
+// are decided with lstat/d_type only, so a FIFO never blocks the watcher;
+// scans never follow symlinks.
+//
+// When a directory cannot be watched because the inotify watch limit is
+// reached (ENOSPC), the error names fs.inotify.max_user_watches, the
+// directory is still scanned, and it is scanned again every
+// `unwatched_scan_period` (retrying the watch) until a watch succeeds:
+// slower, but nothing is missed. unwatched_directories() counts them.
 //
 // The same path may be reported more than once (a scan racing an event, a
 // rescan, a directory scanned right after its watch was added): the consumer
 // de-duplicates. A reported file may already be gone by the time the
-// consumer reads it. A scan cannot tell whether a file is still being
-// written, so a file found by a scan may be reported before its writer
-// closes it (and again on close).
+// consumer reads it.
 //
 // Threading: one watcher thread per Watcher. The callback is invoked only
 // from that thread, one call at a time; it should return quickly (events
-// queue in the kernel meanwhile, and an overflow costs a rescan). Stop() and
-// Rescan() are thread-safe, but Stop() must not be called from the callback.
-// Errors while scanning or watching (a directory removed mid-scan,
-// permission denied, the inotify watch limit) are logged and skipped; they
-// never stop the watcher.
+// queue in the kernel meanwhile, and an overflow costs a rescan). Stop(),
+// Rescan() and Tick() are thread-safe, but must not be called from the
+// callback. Errors while scanning or watching (a directory removed
+// mid-scan, permission denied) are logged and skipped; they never stop the
+// watcher.
 #ifndef DISPATCHD_AGENT_WATCHER_H_
 #define DISPATCHD_AGENT_WATCHER_H_
 
 #include <atomic>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -61,6 +79,19 @@ class Watcher {
     // every file present when that scan began has been reported by then.
     // Lets the owner know when the start-up spool is fully loaded.
     std::function<void()> on_scan_complete;
+    // Where read leases cannot be taken: how long a file found by a scan
+    // must keep its size and mtime before it is reported.
+    absl::Duration quiet_period = absl::Seconds(1);
+    // False: never ask for leases, always use the quiet period (file systems
+    // where leases misbehave; the fallback's tests).
+    bool use_leases = true;
+    // How often directories that could not be watched are scanned.
+    absl::Duration unwatched_scan_period = absl::Seconds(10);
+    // Optional. Called from the watcher thread when unwatched_directories()
+    // changes.
+    std::function<void(size_t)> on_unwatched_change;
+    // inotify_add_watch(2), replaceable so that tests can run out of watches.
+    std::function<int(int inotify_fd, const char* path, uint32_t mask)> add_watch;
   };
 
   // `relative_path` is relative to the root ("a/b.txt"), never hidden, and
@@ -87,7 +118,27 @@ class Watcher {
   // file is reported again). Returns at once.
   void Rescan();
 
+  // Acts on what is due at the clock's Now() (files waiting out their quiet
+  // period, directories to scan for want of a watch) and returns once the
+  // watcher thread has. The thread does this by itself when the real clock
+  // gets there; tests on a FakeClock advance it and call Tick().
+  void Tick();
+
+  // Directories that could not be watched (watch limit) and are scanned
+  // every unwatched_scan_period instead.
+  size_t unwatched_directories() const { return unwatched_count_.load(); }
+  // Files found by a scan that wait out their quiet period.
+  size_t deferred_files() const { return deferred_count_.load(); }
+
  private:
+  // A file found by a scan, whose writers could not be asked.
+  struct Deferred {
+    int64_t size = 0;
+    int64_t mtime_ns = 0;
+    uint64_t inode = 0;
+    absl::Time due;  // when it is looked at again
+  };
+
   Watcher(Options options, Callback callback, int inotify_fd, int wake_fd);
 
   void Run();
@@ -100,8 +151,18 @@ class Watcher {
   void WatchTree(const std::string& relative_dir);
   // WatchTree("") plus on_scan_complete unless stopped meanwhile.
   void FullScan();
-  // Adds (or refreshes) the watch on one directory; false if it failed.
-  bool AddWatch(const std::string& relative_dir);
+  // Adds (or refreshes) the watch on one directory; 0, or the errno.
+  int AddWatch(const std::string& relative_dir);
+  // A regular file `name` in the listed directory `dir_fd` found by a scan:
+  // reported now, left for its close, or deferred (see the class comment).
+  void ScannedFile(int dir_fd, const char* name, const std::string& relative_path);
+  // Reports deferred files whose quiet period passed and scans unwatched
+  // directories when due.
+  void RunDue();
+  // Publishes unwatched_.size().
+  void UnwatchedChanged();
+  // How long poll() may sleep: until the next due item, or forever (-1).
+  int PollTimeoutMs() const;
   // Forgets the watches on `relative_dir` and every directory below it
   // (a directory moved away or out of the tree).
   void RemoveWatches(const std::string& relative_dir);
@@ -117,11 +178,24 @@ class Watcher {
 
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> rescan_requested_{false};
+  std::atomic<size_t> unwatched_count_{0};
+  std::atomic<size_t> deferred_count_{0};
+
+  // Tick(): requests made and handled.
+  absl::Mutex tick_mu_;
+  uint64_t ticks_requested_ ABSL_GUARDED_BY(tick_mu_) = 0;
+  uint64_t ticks_done_ ABSL_GUARDED_BY(tick_mu_) = 0;
 
   // Watch bookkeeping; touched only by Start() (before the thread exists)
   // and then by the watcher thread.
   absl::flat_hash_map<int, std::string> wd_to_dir_;
   std::map<std::string, int> dir_to_wd_;  // ordered: subtrees are ranges
+  // Watcher thread only.
+  std::map<std::string, Deferred> deferred_;
+  std::set<std::string> unwatched_;
+  absl::Time next_unwatched_scan_ = absl::InfiniteFuture();
+  absl::Time next_deferred_due_ = absl::InfiniteFuture();
+  bool lease_warning_logged_ = false;
 
   absl::Mutex stop_mu_;
   std::thread thread_ ABSL_GUARDED_BY(stop_mu_);

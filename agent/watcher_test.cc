@@ -6,7 +6,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sys/inotify.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/testing/fake_clock.h"
@@ -466,6 +470,165 @@ TEST_F(WatcherTest, QueueOverflowTriggersAFullRescan) {
   EXPECT_TRUE(inner.WaitForTotalDistinct(files + 1));
   EXPECT_EQ(inner.Paths().size(), static_cast<size_t>(files + 1));
   (*watcher)->Stop();
+}
+
+// A writer that holds its file open across a scan: the scan must leave the
+// file to its close (one report, after the writer is done), never report it
+// half-written.
+class OpenWriter {
+ public:
+  explicit OpenWriter(const std::string& path)
+      : fd_(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {}
+  ~OpenWriter() { Close(); }
+  bool ok() const { return fd_ >= 0; }
+  bool Write(absl::string_view data) {
+    return write(fd_, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  }
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+TEST_F(WatcherTest, ANewDirectorysScanLeavesAFileStillBeingWrittenToItsClose) {
+  StartWatcher();
+  // Built outside and moved in, so the scan of the new directory is certain
+  // to meet the file while its writer holds it.
+  MakeDir(Outside("nd"));
+  MakeDir(Outside("nd/s1"));
+  OpenWriter writer(Outside("nd/s1/x"));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.Write("slow-"));
+  Rename(Outside("nd"), InRoot("nd"));
+  ASSERT_TRUE(Sentinel());  // the new tree has been watched and listed
+  EXPECT_EQ(recorder_.Count("nd/s1/x"), 0);
+  ASSERT_TRUE(writer.Write("1"));
+  writer.Close();
+  ASSERT_TRUE(recorder_.WaitFor("nd/s1/x"));
+  ASSERT_TRUE(Sentinel());
+  EXPECT_EQ(recorder_.Count("nd/s1/x"), 1);
+}
+
+TEST_F(WatcherTest, TheStartUpScanLeavesAFileStillBeingWrittenToItsClose) {
+  MakeDir(InRoot("d"));
+  OpenWriter writer(InRoot("d/x"));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.Write("slow-"));
+  WriteFile(InRoot("d/done"));
+  StartWatcher();  // waits for the start-up scan
+  EXPECT_EQ(recorder_.Count("d/done"), 1);
+  EXPECT_EQ(recorder_.Count("d/x"), 0);
+  ASSERT_TRUE(writer.Write("1"));
+  writer.Close();
+  ASSERT_TRUE(recorder_.WaitFor("d/x"));
+  ASSERT_TRUE(Sentinel());
+  EXPECT_EQ(recorder_.Count("d/x"), 1);
+}
+
+// Without leases (a file system that has none), a file found by a scan is
+// reported once its size and mtime held still for the quiet period, timed
+// on the injected clock.
+TEST_F(WatcherTest, WithoutLeasesAScannedFileWaitsOutItsQuietPeriod) {
+  FakeClock clock;
+  MakeDir(InRoot("d"));
+  OpenWriter writer(InRoot("d/x"));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.Write("slow-"));
+  auto watcher = Watcher::Start({.root = root_,
+                                 .clock = &clock,
+                                 .on_scan_complete = recorder_.on_scan_complete(),
+                                 .quiet_period = absl::Seconds(1),
+                                 .use_leases = false},
+                                recorder_.callback());
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  ASSERT_TRUE(recorder_.WaitForScans(1));
+  EXPECT_EQ(recorder_.Count("d/x"), 0);
+  EXPECT_EQ((*watcher)->deferred_files(), 1u);
+
+  clock.Advance(absl::Milliseconds(999));
+  (*watcher)->Tick();
+  EXPECT_EQ(recorder_.Count("d/x"), 0);
+
+  ASSERT_TRUE(writer.Write("1"));  // it changed: another quiet period
+  clock.Advance(absl::Milliseconds(1));
+  (*watcher)->Tick();
+  EXPECT_EQ(recorder_.Count("d/x"), 0);
+  EXPECT_EQ((*watcher)->deferred_files(), 1u);
+
+  clock.Advance(absl::Seconds(1));
+  (*watcher)->Tick();
+  EXPECT_EQ(recorder_.Count("d/x"), 1);
+  EXPECT_EQ((*watcher)->deferred_files(), 0u);
+  writer.Close();  // and the close reports it again, which the consumer de-duplicates
+  ASSERT_TRUE(recorder_.WaitFor("d/x", 2));
+}
+
+TEST_F(WatcherTest, WithoutLeasesTheCloseOfADeferredFileReportsItOnce) {
+  FakeClock clock;
+  MakeDir(InRoot("d"));
+  OpenWriter writer(InRoot("d/x"));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.Write("slow-"));
+  auto watcher = Watcher::Start({.root = root_,
+                                 .clock = &clock,
+                                 .on_scan_complete = recorder_.on_scan_complete(),
+                                 .use_leases = false},
+                                recorder_.callback());
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  ASSERT_TRUE(recorder_.WaitForScans(1));
+  ASSERT_TRUE(writer.Write("1"));
+  writer.Close();
+  ASSERT_TRUE(recorder_.WaitFor("d/x"));
+  (*watcher)->Tick();
+  EXPECT_EQ((*watcher)->deferred_files(), 0u);
+  clock.Advance(absl::Minutes(1));
+  (*watcher)->Tick();
+  EXPECT_EQ(recorder_.Count("d/x"), 1);
+}
+
+// The inotify watch limit: the directory that cannot be watched is still
+// scanned, then scanned every unwatched_scan_period until a watch succeeds.
+TEST_F(WatcherTest, ADirectoryWithoutAWatchIsScannedPeriodically) {
+  FakeClock clock;
+  std::atomic<bool> limit_reached{true};
+  MakeDir(InRoot("full"));
+  WriteFile(InRoot("full/early"));
+  auto watcher = Watcher::Start(
+      {.root = root_,
+       .clock = &clock,
+       .on_scan_complete = recorder_.on_scan_complete(),
+       .unwatched_scan_period = absl::Seconds(10),
+       .add_watch =
+           [&limit_reached](int fd, const char* path, uint32_t mask) {
+             if (limit_reached.load() && absl::EndsWith(path, "/full")) {
+               errno = ENOSPC;
+               return -1;
+             }
+             return inotify_add_watch(fd, path, mask);
+           }},
+      recorder_.callback());
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  ASSERT_TRUE(recorder_.WaitForScans(1));
+  EXPECT_EQ(recorder_.Count("full/early"), 1);  // listed although not watched
+  EXPECT_EQ((*watcher)->unwatched_directories(), 1u);
+
+  WriteFile(InRoot("full/late"));  // no watch: no event
+  (*watcher)->Tick();
+  EXPECT_EQ(recorder_.Count("full/late"), 0);
+  clock.Advance(absl::Seconds(10));
+  (*watcher)->Tick();
+  EXPECT_EQ(recorder_.Count("full/late"), 1);
+  EXPECT_EQ((*watcher)->unwatched_directories(), 1u);
+
+  limit_reached.store(false);  // watches freed (or the limit raised)
+  clock.Advance(absl::Seconds(10));
+  (*watcher)->Tick();
+  EXPECT_EQ((*watcher)->unwatched_directories(), 0u);
+  WriteFile(InRoot("full/watched"));
+  EXPECT_TRUE(recorder_.WaitFor("full/watched"));
 }
 
 }  // namespace

@@ -26,6 +26,11 @@
 
 extern char** environ;
 
+// jemalloc's control interface, when the binary links jemalloc
+// (//common:allocator); null otherwise.
+extern "C" int mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp, size_t newlen)
+    __attribute__((weak));
+
 namespace dispatchd {
 namespace bench {
 namespace {
@@ -70,6 +75,27 @@ double Median(std::vector<double> values) { return Summarize(std::move(values)).
 
 int64_t ResidentKib(pid_t pid) { return StatusField(pid, "VmRSS:"); }
 int64_t PeakResidentKib(pid_t pid) { return StatusField(pid, "VmHWM:"); }
+
+bool ResetPeakResident() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+int64_t HeapAllocatedBytes() {
+  if (mallctl == nullptr) return -1;  // not linked with jemalloc
+  // The statistics are a snapshot refreshed by writing "epoch"; this
+  // thread's cache is flushed first so its frees count.
+  mallctl("thread.tcache.flush", nullptr, nullptr, nullptr, 0);
+  uint64_t epoch = 1;
+  size_t size = sizeof(epoch);
+  mallctl("epoch", &epoch, &size, &epoch, size);
+  size_t allocated = 0;
+  size = sizeof(allocated);
+  if (mallctl("stats.allocated", &allocated, &size, nullptr, 0) != 0) return -1;
+  return static_cast<int64_t>(allocated);
+}
 
 absl::Duration CpuTime(pid_t pid) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));

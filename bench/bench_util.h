@@ -38,6 +38,13 @@ double Median(std::vector<double> values);
 // VmRSS / VmHWM of `pid` in KiB, from /proc; -1 if unreadable.
 int64_t ResidentKib(pid_t pid);
 int64_t PeakResidentKib(pid_t pid);
+// Resets this process's VmHWM to its current VmRSS (/proc/self/clear_refs);
+// false if the kernel refused.
+bool ResetPeakResident();
+// Bytes the application has allocated and not freed, as jemalloc counts
+// them (stats.allocated); -1 when the process does not allocate with
+// jemalloc (//common:allocator).
+int64_t HeapAllocatedBytes();
 // CPU time (user + system) `pid` has used so far, from /proc; zero if unreadable.
 absl::Duration CpuTime(pid_t pid);
 

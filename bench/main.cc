@@ -7,15 +7,21 @@
 // --burst-containers=N (10), --burst-rounds=N (3), --routing-scale=F (1.0,
 // multiplies the routed event counts), --reconcile-changes=N (50),
 // --controller-log-level=LEVEL (info), --max-unsettled=N (2000, events the
-// synthetic agent keeps unsettled at most), --skip-docker, --skip-controller.
+// synthetic agent keeps unsettled at most), --backlog-files=N (100000: the
+// backlog benchmark runs with N/10 and N files), --unsettled-events=N
+// (20000), --skip-docker, --skip-controller, --skip-backlog,
+// --skip-unsettled. The backlog and unsettled-event benchmarks need no
+// Docker: with --skip-docker --skip-controller no dockerd is started.
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -23,9 +29,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "bench/backlog_bench.h"
 #include "bench/bench_util.h"
 #include "bench/controller_bench.h"
 #include "bench/docker_bench.h"
+#include "bench/unsettled_bench.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
 
@@ -55,12 +63,29 @@ std::string MachineMarkdown(const std::string& docker_version, const double load
       docker_version.empty() ? "not used" : docker_version, load[0], load[1], load[2]);
 }
 
+// //bench:backlog_bench in this binary's runfiles (or beside it).
+std::string BacklogBenchBinary(const char* argv0) {
+  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
+    const char* workspace = std::getenv("TEST_WORKSPACE");
+    const std::string path = absl::StrCat(
+        srcdir, "/", workspace != nullptr ? workspace : "dispatchd", "/bench/backlog_bench");
+    if (access(path.c_str(), X_OK) == 0) return path;
+  }
+  std::string beside(argv0);
+  beside = beside.substr(0, beside.rfind('/') + 1) + "backlog_bench";
+  return beside;
+}
+
 int Run(int argc, char** argv) {
   std::string out_path;
   DockerBenchOptions docker_options;
   ControllerBenchOptions controller_options;
   double routing_scale = 1.0;
-  bool skip_docker = false, skip_controller = false;
+  int64_t backlog_files = 100000;
+  UnsettledBenchOptions unsettled_options;
+  unsettled_options.events = 20000;
+  unsettled_options.payload_bytes = {0, 1024, 4096, 65536};
+  bool skip_docker = false, skip_controller = false, skip_backlog = false, skip_unsettled = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char* flag, auto* out) {
@@ -82,11 +107,21 @@ int Run(int argc, char** argv) {
         value("--routing-scale", &routing_scale) ||
         value("--reconcile-changes", &controller_options.reconcile_changes) ||
         value("--controller-log-level", &controller_options.log_level) ||
-        value("--max-unsettled", &controller_options.max_unsettled)) {
+        value("--max-unsettled", &controller_options.max_unsettled) ||
+        value("--backlog-files", &backlog_files) ||
+        value("--unsettled-events", &unsettled_options.events)) {
       continue;
     }
     if (arg == "--skip-docker") { skip_docker = true; continue; }
     if (arg == "--skip-controller") { skip_controller = true; continue; }
+    if (arg == "--skip-backlog") {
+      skip_backlog = true;
+      continue;
+    }
+    if (arg == "--skip-unsettled") {
+      skip_unsettled = true;
+      continue;
+    }
     std::cerr << "dispatchd_bench: unknown or bad flag " << arg << "\n";
     return 2;
   }
@@ -112,6 +147,31 @@ int Run(int argc, char** argv) {
   const absl::Time started = absl::Now();
   double load[3] = {0, 0, 0};
   getloadavg(load, 3);
+  // Memory first, on a machine without a dockerd yet: each backlog run in a
+  // process of its own, so its peak is its own.
+  std::string memory_body;
+  if (!skip_backlog) {
+    std::vector<BacklogResult> backlog;
+    for (int64_t files : {std::max<int64_t>(1, backlog_files / 10), backlog_files}) {
+      BacklogBenchOptions backlog_options;
+      backlog_options.files = files;
+      backlog_options.log_level = controller_options.log_level;
+      backlog_options.work_dir = work;
+      absl::StatusOr<BacklogResult> r =
+          RunBacklogBenchmarkProcess(BacklogBenchBinary(argv[0]), backlog_options,
+                                     absl::StrCat(work, "/backlog-", files, ".log"));
+      if (!r.ok()) {
+        std::cerr << "backlog benchmark failed: " << r.status() << "\n";
+        status = 1;
+        break;
+      }
+      backlog.push_back(*r);
+    }
+    memory_body += BacklogResultsMarkdown(backlog);
+  }
+  if (!skip_unsettled) {
+    memory_body += UnsettledResultsMarkdown(RunUnsettledBenchmark(unsettled_options));
+  }
   if (!skip_docker || !skip_controller) {
     absl::StatusOr<std::unique_ptr<testing::PrivateDockerd>> d = testing::PrivateDockerd::Start();
     if (!d.ok()) {
@@ -146,6 +206,7 @@ int Run(int argc, char** argv) {
     }
   }
   body += controller_body;
+  body += memory_body;
   double load_end[3] = {0, 0, 0};
   getloadavg(load_end, 3);
   std::string table = absl::StrCat(

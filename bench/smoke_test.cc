@@ -1,9 +1,14 @@
 // A few iterations of every benchmark of `make bench`, so the drivers do not
 // rot: asserts only that each contender produced results, never timings.
+#include <cstdlib>
 #include <memory>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "bench/backlog_bench.h"
 #include "bench/controller_bench.h"
 #include "bench/docker_bench.h"
+#include "bench/unsettled_bench.h"
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
@@ -49,6 +54,41 @@ TEST(BenchSmokeTest, EveryContenderProducesResults) {
   EXPECT_EQ(controller->reconcile_snapshot_ms.size(), 2u);
   EXPECT_GT(controller->agent_idle_rss_kib, 0);
   EXPECT_FALSE(ControllerResultsMarkdown(*controller).empty());
+  testing::RemoveTree(work);
+}
+
+// The memory benchmarks need no Docker: a small backlog (in a child
+// process, as `make bench` runs it) and a few unsettled events.
+TEST(BenchSmokeTest, MemoryBenchmarksProduceResults) {
+  const std::string work = testing::MakeTempDir("dispatchd-bench-smoke");
+  BacklogBenchOptions backlog_options;
+  backlog_options.files = 2000;
+  backlog_options.directories = 10;
+  backlog_options.containers = 10;
+  backlog_options.work_dir = work;
+  const std::string binary = absl::StrCat(std::getenv("TEST_SRCDIR"), "/",
+                                          std::getenv("TEST_WORKSPACE"), "/bench/backlog_bench");
+  absl::StatusOr<BacklogResult> backlog =
+      RunBacklogBenchmarkProcess(binary, backlog_options, work + "/backlog.log");
+  ASSERT_TRUE(backlog.ok()) << backlog.status();
+  EXPECT_EQ(backlog->files, 2000);
+  EXPECT_EQ(backlog->subscribed, 200);
+  EXPECT_EQ(backlog->execs, 200) << "one exec per subscribed file";
+  EXPECT_EQ(backlog->files_left, 0) << "every file settled and deleted";
+  EXPECT_GT(backlog->drain_seconds, 0);
+  EXPECT_GT(backlog->rss_peak_kib, 0);
+  EXPECT_GE(backlog->heap_peak_bytes, 0) << "the binary allocates with jemalloc";
+  EXPECT_FALSE(BacklogResultsMarkdown({*backlog, *backlog}).empty());
+
+  UnsettledBenchOptions unsettled_options;
+  unsettled_options.events = 200;
+  unsettled_options.payload_bytes = {1024};
+  const std::vector<UnsettledResult> unsettled = RunUnsettledBenchmark(unsettled_options);
+  ASSERT_EQ(unsettled.size(), 3u);
+  for (const UnsettledResult& r : unsettled) {
+    EXPECT_EQ(r.unsettled, 200) << r.state << ": none of them settled";
+  }
+  EXPECT_FALSE(UnsettledResultsMarkdown(unsettled).empty());
   testing::RemoveTree(work);
 }
 

@@ -1,5 +1,7 @@
 #include "common/http_server.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -192,6 +194,9 @@ class HttpServer::Impl {
         last = BindError(endpoint, "open a socket for", ec);
         continue;
       }
+      // Not inherited by programs this process starts: a child holding the
+      // listening socket would keep the port after Stop().
+      fcntl(acceptor_.native_handle(), F_SETFD, FD_CLOEXEC);
       acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
       if (endpoint.address().is_v6() && endpoint.address().is_unspecified()) {
         acceptor_.set_option(asio::ip::v6_only(false), ec);
@@ -416,6 +421,7 @@ void HttpServer::Impl::OnAccept(boost::system::error_code ec, tcp::socket socket
     });
     return;
   }
+  fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
   auto session = std::make_shared<Session>(this, std::move(socket));
   sessions_.erase(std::remove_if(sessions_.begin(), sessions_.end(),
                                  [](const std::weak_ptr<Session>& s) { return s.expired(); }),

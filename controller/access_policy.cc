@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/constant_time.h"
 
 namespace dispatchd {
 namespace controller {
@@ -24,14 +25,6 @@ absl::string_view What(Permission p) {
 }
 
 }  // namespace
-
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  }
-  return diff == 0;
-}
 
 AccessPolicy::AccessPolicy(AccessTokens tokens) : tokens_(std::move(tokens)) {}
 

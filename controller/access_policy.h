@@ -10,9 +10,9 @@
 // `api_read` set, write calls are refused). A token that is known but does
 // not grant what is asked (an agent token on the API, an API token opening a
 // session, the read-only token writing) is PERMISSION_DENIED; a missing or
-// unknown token is UNAUTHENTICATED. Tokens are compared in constant time,
-// against every configured token, so timing reveals neither a token nor which
-// one matched.
+// unknown token is UNAUTHENTICATED. Tokens are compared in constant time
+// (common/constant_time.h), against every configured token, so timing
+// reveals neither a token, nor its length, nor which one matched.
 //
 // Immutable after construction; thread-safe.
 #ifndef DISPATCHD_CONTROLLER_ACCESS_POLICY_H_
@@ -51,9 +51,6 @@ class AccessPolicy {
  private:
   const AccessTokens tokens_;
 };
-
-// True when a and b are equal; the time taken depends only on their lengths.
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
 }  // namespace controller
 }  // namespace dispatchd

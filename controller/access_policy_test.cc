@@ -78,14 +78,6 @@ TEST(AccessPolicyTest, SharedTokenWithASeparateAgentToken) {
   EXPECT_TRUE(policy.Check(kWrite, "s").ok());
 }
 
-TEST(ConstantTimeEqualsTest, ComparesWholeStrings) {
-  EXPECT_TRUE(ConstantTimeEquals("abc", "abc"));
-  EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
-  EXPECT_FALSE(ConstantTimeEquals("abc", "ab"));
-  EXPECT_FALSE(ConstantTimeEquals("ab", "abc"));
-  EXPECT_TRUE(ConstantTimeEquals("", ""));
-}
-
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd

@@ -8,7 +8,8 @@
 //   DISPATCH_EVENT_PATH=<the event file's path, relative to the events directory>
 //   DISPATCH_EVENT_PAYLOAD=<the payload>, only when it is at most
 //     `max_env_payload_bytes` long and holds no NUL byte (an environment
-//     string cannot carry one); otherwise omitted.
+//     string cannot carry one), and the event ledger kept it (a larger one
+//     is dropped there: PayloadDropped); otherwise omitted.
 // argv is the subscription's command (empty for start-only), and the
 // container is started first when the subscription says so.
 //
@@ -34,7 +35,7 @@ namespace controller {
 
 // REQUIRES: `*command` is empty.
 void BuildCommand(uint64_t command_id, const dispatch::v1::ObservedEvent& event,
-                  absl::string_view origin_host, const Recipient& recipient,
+                  absl::string_view origin_agent, absl::string_view origin_host, const Recipient& recipient,
                   const contract::Subscription& subscription, size_t max_env_payload_bytes,
                   dispatch::v1::Command* command);
 

@@ -21,6 +21,7 @@ dispatch::v1::ObservedEvent MakeEvent(const std::string& payload) {
   event.set_key("demo/some-event");
   event.set_event_id("demo.some-event");
   event.set_payload(payload);
+  event.set_generation(7);
   return event;
 }
 
@@ -31,7 +32,8 @@ dispatch::v1::Command Build(uint64_t command_id, const dispatch::v1::ObservedEve
                             absl::string_view origin_host, const Recipient& recipient,
                             const contract::Subscription& subscription, size_t max_payload) {
   dispatch::v1::Command command;
-  BuildCommand(command_id, event, origin_host, recipient, subscription, max_payload, &command);
+  BuildCommand(command_id, event, "agent-a", origin_host, recipient, subscription, max_payload,
+               &command);
   return command;
 }
 
@@ -52,6 +54,10 @@ TEST(BuildCommandTest, CarriesTheSubscriptionsCommandAndTheEventsEnvironment) {
   EXPECT_THAT(c.env(),
               ElementsAre("DISPATCH_EVENT_ID=demo.some-event", "DISPATCH_EVENT_HOST=host-a",
                           "DISPATCH_EVENT_PATH=demo/some-event", "DISPATCH_EVENT_PAYLOAD=hello"));
+  // The event's identity, for the agent's check against running it twice.
+  EXPECT_EQ(c.origin_agent(), "agent-a");
+  EXPECT_EQ(c.key(), "demo/some-event");
+  EXPECT_EQ(c.generation(), 7u);
 }
 
 TEST(BuildCommandTest, StartOnlySubscriptionStartsTheContainerAndExecsNothing) {
@@ -85,6 +91,18 @@ TEST(BuildCommandTest, PayloadWithANulByteIsOmitted) {
       Build(1, MakeEvent(std::string("a\0b", 3)), "host-a", kTo, Touch(), 4096);
   EXPECT_THAT(c.env(), Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
   EXPECT_THAT(c.env(), Contains(HasSubstr("DISPATCH_EVENT_PATH=")));
+}
+
+TEST(BuildCommandTest, APayloadTheLedgerDroppedIsOmittedNotPassedEmpty) {
+  dispatch::v1::ObservedEvent dropped = MakeEvent("");
+  dropped.set_size(100000);  // the file's size; the ledger kept no payload
+  dispatch::v1::Command c = Build(1, dropped, "host-a", kTo, Touch(), 1 << 20);
+  EXPECT_THAT(c.env(), Not(Contains(StartsWith("DISPATCH_EVENT_PAYLOAD"))));
+  EXPECT_EQ(c.env_size(), 3);
+  // An empty file is an empty payload.
+  dispatch::v1::ObservedEvent empty = MakeEvent("");
+  empty.set_size(0);
+  EXPECT_THAT(Build(1, empty, "h", kTo, Touch(), 4096).env(), Contains("DISPATCH_EVENT_PAYLOAD="));
 }
 
 TEST(BuildCommandTest, ZeroLimitPassesOnlyAnEmptyPayload) {

@@ -1,5 +1,7 @@
 #include "controller/delivery_queue.h"
 
+#include <algorithm>
+
 #include <utility>
 
 namespace dispatchd {
@@ -64,18 +66,24 @@ std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
 }
 
 DeliveryQueue::RetryPlan DeliveryQueue::Retry(const std::string& key, std::string error,
-                                              absl::Time now) {
+                                              absl::Time now, bool spend) {
   auto it = lanes_.find(key);
   if (it == lanes_.end() || it->second.queue.empty()) return {};
   Lane& lane = it->second;
   Delivery& front = lane.queue.front();
   front.command_id = 0;
-  ++front.attempts;
   front.last_error = std::move(error);
-  if (front.attempts >= options_.max_attempts) {
-    return {RetryPlan::Verdict::kBudgetExhausted, &front, absl::InfinitePast()};
+  absl::Time at;
+  if (spend) {
+    ++front.attempts;
+    if (front.attempts >= options_.max_attempts) {
+      return {RetryPlan::Verdict::kBudgetExhausted, &front, absl::InfinitePast()};
+    }
+    at = now + Backoff(front.attempts);
+  } else {
+    ++front.unreachable;
+    at = now + std::min(Backoff(front.unreachable), kUnreachableMaxBackoff);
   }
-  const absl::Time at = now + Backoff(front.attempts);
   lane.retry_at = at;
   front.ready_at = at;
   retry_timers_.insert({at, key});

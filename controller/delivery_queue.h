@@ -50,6 +50,9 @@ struct Delivery {
   uint64_t event_seq = 0;  // the Dispatcher's handle for the event
   Recipient recipient;
   int attempts = 0;  // failed attempts so far
+  // Attempts that found the target's Docker unreachable: not the
+  // subscriber's failure, so they spend no budget (they only back off).
+  int unreachable = 0;
   std::string last_error;
   absl::Time ready_at = absl::InfinitePast();  // last (re)entry into the queue
   // While it is in flight: the command that carries it (0: not in flight)
@@ -119,8 +122,12 @@ class DeliveryQueue {
     absl::Time at;                       // for kScheduled
   };
   // Counts the failed attempt (with `error`) and, while the budget lasts,
-  // schedules the next one at `now` plus a backoff.
-  RetryPlan Retry(const std::string& key, std::string error, absl::Time now);
+  // schedules the next one at `now` plus a backoff. With `spend` false (the
+  // target's Docker daemon could not be reached), the attempt costs no
+  // budget and the next one comes after a backoff of at most
+  // kUnreachableMaxBackoff, until Docker is back.
+  RetryPlan Retry(const std::string& key, std::string error, absl::Time now, bool spend = true);
+  static constexpr absl::Duration kUnreachableMaxBackoff = absl::Seconds(5);
 
   // Takes the next lane whose retry is due at `now` and clears its wait, in
   // due-time order; nothing when none is left. The caller sends its front.

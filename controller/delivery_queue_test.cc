@@ -21,7 +21,10 @@ using Verdict = DeliveryQueue::RetryPlan::Verdict;
 
 Delivery MakeDelivery(uint64_t event_seq, const std::string& agent = "host-a",
                       const std::string& container = "c1") {
-  return Delivery{event_seq, Recipient{agent, container, "handler", "demo.ev"}, 0, "", {}};
+  Delivery delivery;
+  delivery.event_seq = event_seq;
+  delivery.recipient = Recipient{agent, container, "handler", "demo.ev"};
+  return delivery;
 }
 
 // A random source that always answers the largest value below the bound, so

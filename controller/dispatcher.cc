@@ -55,7 +55,7 @@ Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
                                 .missed_heartbeats = options_.missed_heartbeats,
                                 .startup_grace = options_.startup_grace},
               clock->Now()),
-      ledger_(clock),
+      ledger_(clock, EventLedgerOptions{.keep_payload_bytes = options_.max_env_payload_bytes}),
       queue_(DeliveryQueueOptions{.min_backoff = options_.retry_min_backoff,
                                   .max_backoff = options_.retry_max_backoff,
                                   .max_attempts = options_.max_attempts}) {}
@@ -360,8 +360,22 @@ void Dispatcher::Route(uint64_t seq) {
   }
   const absl::Time now = clock_->Now();
   const std::string event_id = record->event.event_id();
+  // Subscribers that already ran it before a restart (the origin agent kept
+  // that with the file): not again.
+  std::vector<std::pair<std::string, std::string>> already;
+  for (const dispatch::v1::DeliveredTo& to : record->event.delivered()) {
+    already.emplace_back(to.agent_id(), to.container_id());
+  }
   // `record` may be settled (erased) by a synchronous resolution below.
   for (const TargetRef& target : targets) {
+    if (!already.empty() &&
+        std::find(already.begin(), already.end(),
+                  std::make_pair(*target.agent_id, *target.container_id)) != already.end()) {
+      Resolve(seq,
+              Recipient{*target.agent_id, *target.container_id, *target.container_name, event_id},
+              DeliveryOutcome::kDelivered, "already delivered before a restart");
+      continue;
+    }
     const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
     const absl::Duration debounce = target.subscription->debounce;
     Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
@@ -417,7 +431,7 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     const absl::Time now = clock_->Now();
     const uint64_t command_id = queue_.MarkSent(lane_key, *front, to.agent_id, now);
     ControllerMessage message;
-    BuildCommand(command_id, event->event, event->origin_host, to, *current->subscription,
+    BuildCommand(command_id, event->event, event->origin_agent, event->origin_host, to, *current->subscription,
                  options_.max_env_payload_bytes, message.mutable_command());
     ++stats_.commands_sent;
     metrics_->RecordCommandSent();
@@ -438,8 +452,8 @@ void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcom
   PumpLane(lane_key);
 }
 
-void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error) {
-  const DeliveryQueue::RetryPlan plan = queue_.Retry(lane_key, error, clock_->Now());
+void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error, bool spend) {
+  const DeliveryQueue::RetryPlan plan = queue_.Retry(lane_key, error, clock_->Now(), spend);
   switch (plan.verdict) {
     case DeliveryQueue::RetryPlan::Verdict::kNoLane:
       return;
@@ -516,6 +530,20 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
           }
         }
       }
+      // The origin agent keeps who got the event, with its file, so that a
+      // restart of either side does not run it here again.
+      if (record != nullptr) {
+        const AgentTable::Agent* origin = agents_.Find(record->origin_agent);
+        if (origin != nullptr && origin->link != nullptr) {
+          ControllerMessage message;
+          dispatch::v1::Delivered* delivered = message.mutable_delivered();
+          delivered->set_key(record->event.key());
+          delivered->set_generation(record->event.generation());
+          delivered->mutable_to()->set_agent_id(answered->delivery->recipient.agent_id);
+          delivered->mutable_to()->set_container_id(answered->delivery->recipient.container_id);
+          origin->link->Send(std::move(message));
+        }
+      }
       FinishFront(lane_key, DeliveryOutcome::kDelivered, detail, result.exec_id());
       break;
     }
@@ -529,7 +557,8 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
       FinishFront(lane_key, DeliveryOutcome::kSkippedRejected, result.error());
       break;
     default:
-      RetryFront(lane_key, result.error().empty() ? "agent reported a failure" : result.error());
+      RetryFront(lane_key, result.error().empty() ? "agent reported a failure" : result.error(),
+                 /*spend=*/!result.docker_unreachable());
       break;
   }
 }

@@ -225,7 +225,8 @@ class Dispatcher final : public ApiBackend {
   void FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
                    const std::string& detail, absl::string_view exec_id = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RetryFront(const std::string& lane_key, const std::string& error)
+  // `spend` false: the target's Docker was unreachable, no budget spent.
+  void RetryFront(const std::string& lane_key, const std::string& error, bool spend = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                const std::string& detail, absl::string_view exec_id = "")

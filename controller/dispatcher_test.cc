@@ -192,6 +192,72 @@ TEST_F(DispatcherTest, TwoSubscribersBothServedBeforeSettling) {
   EXPECT_EQ(link_.TakeSettled().size(), 1u);
 }
 
+// Each delivery is reported to the origin agent, which keeps it with the
+// file; an event re-sent with that list (after a restart of either side)
+// runs only on the subscribers it has not reached.
+TEST_F(DispatcherTest, TheOriginAgentIsToldOfEachDelivery) {
+  Connect();
+  Snapshot({MakeContainer("c1", "one", kTouch), MakeContainer("c2", "two", kTouch)});
+  AgentMessage m;
+  m.mutable_event()->set_key("demo/some-event");
+  m.mutable_event()->set_event_id("demo.some-event");
+  m.mutable_event()->set_generation(77);
+  dispatcher_.OnAgentMessage("host-a", m);
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 2u);
+  Result(commands[1].command_id(), CommandResult::DELIVERED);
+  std::vector<dispatch::v1::Delivered> delivered;
+  for (const ControllerMessage& sent : link_.sent) {
+    if (sent.has_delivered()) delivered.push_back(sent.delivered());
+  }
+  ASSERT_EQ(delivered.size(), 1u);
+  EXPECT_EQ(delivered[0].key(), "demo/some-event");
+  EXPECT_EQ(delivered[0].generation(), 77u);
+  EXPECT_EQ(delivered[0].to().agent_id(), "host-a");
+  EXPECT_EQ(delivered[0].to().container_id(), commands[1].container_id());
+  // Not for an outcome other than delivered.
+  link_.sent.clear();
+  Result(commands[0].command_id(), CommandResult::CONTAINER_GONE, "gone");
+  for (const ControllerMessage& sent : link_.sent) EXPECT_FALSE(sent.has_delivered());
+}
+
+TEST_F(DispatcherTest, AnEventReSentWithItsDeliveriesSkipsThoseSubscribers) {
+  Connect();
+  Snapshot({MakeContainer("c1", "one", kTouch), MakeContainer("c2", "two", kTouch)});
+  AgentMessage m;
+  m.mutable_event()->set_key("demo/some-event");
+  m.mutable_event()->set_event_id("demo.some-event");
+  m.mutable_event()->set_generation(77);
+  dispatch::v1::DeliveredTo* to = m.mutable_event()->add_delivered();
+  to->set_agent_id("host-a");
+  to->set_container_id("c1");
+  dispatcher_.OnAgentMessage("host-a", m);
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_EQ(commands[0].container_id(), "c2");
+  EXPECT_TRUE(link_.TakeSettled().empty());
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  EXPECT_EQ(link_.TakeSettled().size(), 1u);
+  EXPECT_EQ(dispatcher_.stats().deliveries.at(DeliveryOutcome::kDelivered), 2u);
+}
+
+TEST_F(DispatcherTest, AnEventDeliveredEverywhereBeforeARestartSettlesWithoutACommand) {
+  Connect();
+  Snapshot({MakeContainer("c1", "one", kTouch)});
+  AgentMessage m;
+  m.mutable_event()->set_key("demo/some-event");
+  m.mutable_event()->set_event_id("demo.some-event");
+  dispatch::v1::DeliveredTo* to = m.mutable_event()->add_delivered();
+  to->set_agent_id("host-a");
+  to->set_container_id("c1");
+  dispatcher_.OnAgentMessage("host-a", m);
+  EXPECT_TRUE(link_.TakeCommands().empty());
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].disposition(), Settled::DELETE);
+  EXPECT_EQ(dispatcher_.stats().events_settled_delivered, 1u);
+}
+
 TEST_F(DispatcherTest, InvalidLabelDoesNotStopAValidNeighbour) {
   Connect();
   Snapshot({MakeContainer("bad", "bad",
@@ -240,6 +306,35 @@ TEST_F(DispatcherTest, RetriesWithBackoffThenDeadLetters) {
   EXPECT_THAT(settled[0].error_json(), HasSubstr("\"event_id\": \"demo.some-event\""));
   EXPECT_EQ(dispatcher_.stats().events_settled_dead_letter, 1u);
   EXPECT_EQ(dispatcher_.stats().retries, 2u);
+}
+
+// A Docker daemon that cannot be reached (restarting, say) is not the
+// subscriber's failure: its attempts spend no budget, however many, and the
+// event is delivered once Docker is back instead of dead-lettered.
+TEST_F(DispatcherTest, AnUnreachableDockerSpendsNoAttempts) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  for (int attempt = 1; attempt <= 10; ++attempt) {  // max_attempts is 3
+    std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+    ASSERT_EQ(commands.size(), 1u) << "attempt " << attempt;
+    AgentMessage m;
+    m.mutable_command_result()->set_command_id(commands[0].command_id());
+    m.mutable_command_result()->set_outcome(CommandResult::FAILED);
+    m.mutable_command_result()->set_error("create exec: no Docker socket at /run/docker.sock");
+    m.mutable_command_result()->set_docker_unreachable(true);
+    dispatcher_.OnAgentMessage("host-a", m);
+    EXPECT_TRUE(link_.TakeCommands().empty()) << "retried without waiting";
+    EXPECT_TRUE(link_.TakeSettled().empty()) << "attempt " << attempt;
+    clock_.Advance(DeliveryQueue::kUnreachableMaxBackoff);
+    dispatcher_.Poll();
+  }
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].disposition(), Settled::DELETE);
 }
 
 TEST_F(DispatcherTest, OneDeliveryInFlightPerContainerAndEvent) {

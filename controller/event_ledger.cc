@@ -20,7 +20,12 @@ std::string Rfc3339(absl::Time t) {
 
 }  // namespace
 
-EventLedger::EventLedger(const Clock* clock) : clock_(clock) {}
+bool PayloadDropped(const dispatch::v1::ObservedEvent& event) {
+  return event.payload().empty() && event.size() > 0;
+}
+
+EventLedger::EventLedger(const Clock* clock, EventLedgerOptions options)
+    : clock_(clock), options_(options) {}
 
 EventLedger::Admission EventLedger::Admit(const std::string& agent_id,
                                           const std::string& origin_host,
@@ -40,6 +45,15 @@ EventLedger::Admission EventLedger::Admit(const std::string& agent_id,
   record.origin_agent = agent_id;
   record.origin_host = origin_host;
   record.event = event;
+  if (const size_t bytes = event.payload().size(); bytes > options_.keep_payload_bytes) {
+    // Released, not only cleared: the memory is what this is for.
+    std::string().swap(*record.event.mutable_payload());
+    // `size` is the file's; an agent that did not say gets the payload's,
+    // so the payload reads as dropped rather than empty.
+    if (record.event.size() < static_cast<int64_t>(bytes)) {
+      record.event.set_size(static_cast<int64_t>(bytes));
+    }
+  }
   by_key_.emplace(std::move(key), seq);
   return {Admission::Kind::kNew, &record, std::nullopt};
 }

@@ -14,6 +14,14 @@
 // last one is resolved the record is settled: deleted, or dead-lettered
 // with a JSON note of the errors if any subscription failed for good.
 //
+// A record keeps the event's payload only while it may still be used: after
+// admission the controller reads it only to pass it to handlers as
+// DISPATCH_EVENT_PAYLOAD (command_builder.h), which takes at most
+// max_env_payload_bytes (4 KiB); forwarding copied it already. A larger
+// payload is dropped from the record (its `size` stays), so an unsettled
+// event costs the controller at most keep_payload_bytes of payload however
+// large its file is (docs/reliability.md, "Bounds").
+//
 // Not thread-safe: the Dispatcher calls it under its lock. Records are
 // node-based: a reference stays valid until that record is settled, while
 // others come and go. `clock` (the settling time of dead-letter notes) is
@@ -37,6 +45,13 @@
 namespace dispatchd {
 namespace controller {
 
+struct EventLedgerOptions {
+  // Payloads larger than this are not kept (see above). Must be at least
+  // DispatcherOptions::max_env_payload_bytes, or payloads in between no
+  // longer reach handlers.
+  size_t keep_payload_bytes = 4096;
+};
+
 // How an event was settled.
 enum class SettleOutcome { kDelivered, kNoSubscribers, kDeadLettered };
 
@@ -45,6 +60,8 @@ struct EventRecord {
   uint64_t seq = 0;
   std::string origin_agent;  // the agent that observed it, and is told when it is settled
   std::string origin_host;
+  // As observed, but without a payload over keep_payload_bytes: then
+  // `payload` is empty and `size` is not 0 (PayloadDropped).
   dispatch::v1::ObservedEvent event;
   bool routed = false;
   int outstanding = 0;  // subscriptions not settled yet
@@ -54,9 +71,13 @@ struct EventRecord {
   int attempts = 0;  // the most attempts a failed subscription took, for the note  // of the failed subscriptions, for the dead-letter note
 };
 
+// True when the ledger dropped the payload of `event` (a record's): then it
+// is not the file's content, and must not be passed on as if it were.
+bool PayloadDropped(const dispatch::v1::ObservedEvent& event);
+
 class EventLedger {
  public:
-  explicit EventLedger(const Clock* clock);
+  explicit EventLedger(const Clock* clock, EventLedgerOptions options = EventLedgerOptions());
   EventLedger(const EventLedger&) = delete;
   EventLedger& operator=(const EventLedger&) = delete;
 
@@ -119,6 +140,7 @@ class EventLedger {
   using EventKey = std::tuple<std::string, std::string, uint64_t>;
 
   const Clock* const clock_;
+  const EventLedgerOptions options_;
   // Node-based: references to a record stay valid while others come and go.
   absl::node_hash_map<uint64_t, EventRecord> events_;
   // EventKey -> seq, for de-duplicating re-sent events.

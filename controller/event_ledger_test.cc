@@ -165,6 +165,55 @@ TEST_F(EventLedgerTest, NoticeForAnAwayAgentIsHandedBackOnceWhenItReSendsTheEven
       << "handed back once";
 }
 
+TEST(EventLedgerPayloadTest, KeepsOnlyPayloadsAHandlerCanStillBeGiven) {
+  FakeClock clock;
+  EventLedger ledger(&clock, EventLedgerOptions{.keep_payload_bytes = 8});
+  ObservedEvent small = MakeEvent("a");
+  small.set_payload("12345678");
+  small.set_size(8);
+  EventRecord* kept = ledger.Admit("host-a", "host-a", small).record;
+  ASSERT_NE(kept, nullptr);
+  EXPECT_EQ(kept->event.payload(), "12345678");
+  EXPECT_FALSE(PayloadDropped(kept->event));
+
+  ObservedEvent large = MakeEvent("b");
+  large.set_payload("123456789");
+  large.set_size(1 << 20);  // the file; the payload may be cut at --max-payload-bytes
+  large.set_payload_truncated(true);
+  EventRecord* trimmed = ledger.Admit("host-a", "host-a", large).record;
+  ASSERT_NE(trimmed, nullptr);
+  EXPECT_TRUE(trimmed->event.payload().empty());
+  EXPECT_TRUE(PayloadDropped(trimmed->event));
+  EXPECT_EQ(trimmed->event.size(), 1 << 20) << "the file's size stays";
+  EXPECT_TRUE(trimmed->event.payload_truncated());
+  EXPECT_EQ(trimmed->event.key(), "b");
+  EXPECT_EQ(trimmed->event.event_id(), "demo.ev");
+
+  // An agent that does not report the size: the payload's stands in.
+  ObservedEvent unsized = MakeEvent("c");
+  unsized.set_payload(std::string(100, 'x'));
+  EventRecord* record = ledger.Admit("host-a", "host-a", unsized).record;
+  ASSERT_NE(record, nullptr);
+  EXPECT_TRUE(PayloadDropped(record->event));
+  EXPECT_EQ(record->event.size(), 100);
+
+  // An empty file keeps its empty payload.
+  ObservedEvent empty = MakeEvent("d");
+  empty.set_payload("");
+  EXPECT_FALSE(PayloadDropped(ledger.Admit("host-a", "host-a", empty).record->event));
+}
+
+TEST(EventLedgerPayloadTest, TheDefaultKeepsWhatTheDefaultEnvironmentLimitTakes) {
+  FakeClock clock;
+  EventLedger ledger(&clock);
+  ObservedEvent at_limit = MakeEvent("a");
+  at_limit.set_payload(std::string(4096, 'x'));
+  EXPECT_EQ(ledger.Admit("host-a", "host-a", at_limit).record->event.payload().size(), 4096u);
+  ObservedEvent over = MakeEvent("b");
+  over.set_payload(std::string(4097, 'x'));
+  EXPECT_TRUE(PayloadDropped(ledger.Admit("host-a", "host-a", over).record->event));
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd

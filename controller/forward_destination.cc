@@ -89,6 +89,18 @@ absl::StatusOr<ForwardDestination> ParseForwardDestination(absl::string_view uri
                                                  kSupported, ")"));
 }
 
+std::string ForwardDestinationLabel(absl::string_view destination) {
+  absl::string_view d = destination;
+  if (size_t cut = d.find_first_of("?#"); cut != absl::string_view::npos) d = d.substr(0, cut);
+  const size_t scheme_end = d.find("://");
+  if (scheme_end == absl::string_view::npos) return std::string(d);
+  const size_t authority = scheme_end + 3;
+  const size_t path = d.find('/', authority);
+  const size_t at = d.substr(0, path).rfind('@');
+  if (at == absl::string_view::npos || at < authority) return std::string(d);
+  return absl::StrCat(d.substr(0, authority), d.substr(at + 1));
+}
+
 absl::StatusOr<std::shared_ptr<sinks::Sink>> NewDestinationSink(
     const ForwardDestination& destination, const DestinationSinkOptions& options) {
   switch (destination.kind) {

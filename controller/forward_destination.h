@@ -35,6 +35,11 @@ struct ForwardDestination {
 // in forwarding destination 'ftp://x' ...") or a malformed destination.
 absl::StatusOr<ForwardDestination> ParseForwardDestination(absl::string_view uri);
 
+// How a destination is named where its URI could leak a secret (metric
+// labels, dead-letter records): without credentials, query or fragment.
+// "https://user:secret@host:8443/hook?token=x" -> "https://host:8443/hook".
+std::string ForwardDestinationLabel(absl::string_view destination);
+
 struct DestinationSinkOptions {
   absl::Duration http_timeout = absl::Seconds(10);  // per attempt
   std::string ca_file;  // https: PEM bundle to trust; empty: the system CA store

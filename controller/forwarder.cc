@@ -6,7 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "controller/forward_dead_letter.h"
 #include "sinks/broadcaster.h"
+#include "sinks/http_sink.h"
 #include "sinks/queue.h"
 #include "sinks/retrying_sink.h"
 
@@ -33,7 +35,8 @@ class MeteredSink final : public sinks::Sink {
       failed_.fetch_add(1, std::memory_order_relaxed);
       const uint64_t failures = failing_.fetch_add(1) + 1;
       LOG(WARNING) << "forwarding " << event->id << " to " << name_ << " failed (attempt "
-                   << failures << "), retrying: " << status;
+                   << failures
+                   << "): " << status.ToString(absl::StatusToStringMode::kWithNoExtraData);
     }
     return status;
   }
@@ -51,11 +54,60 @@ class MeteredSink final : public sinks::Sink {
   std::atomic<uint64_t> failing_{0};  // consecutive failures
 };
 
+// Records the events a destination rejected for good, from its queue's
+// dead-letter hook (on the queue's worker, right after the RetryingSink gave
+// up, so `budget` still counts that event's attempts).
+class DeadLetters {
+ public:
+  DeadLetters(std::string destination, std::string dir, std::string file, const Clock* clock,
+              std::shared_ptr<sinks::PermanentErrorBudget> budget)
+      : destination_(std::move(destination)),
+        dir_(std::move(dir)),
+        file_(std::move(file)),
+        clock_(clock),
+        budget_(std::move(budget)) {}
+
+  void Record(const sinks::Event& event, const absl::Status& reason) {
+    const int attempts = budget_->attempts();
+    const std::string line =
+        ForwardDeadLetterLine(event, destination_, attempts, reason, clock_->Now());
+    if (dir_.empty()) {
+      recorded_.fetch_add(1, std::memory_order_relaxed);
+      LOG(ERROR) << "forwarding to " << destination_ << ": event " << event.id << " (" << event.path
+                 << ") rejected " << attempts << " times, given up: " << line;
+      return;
+    }
+    if (absl::Status status = AppendForwardDeadLetter(dir_, file_, line); !status.ok()) {
+      LOG(ERROR) << "forwarding to " << destination_ << ": event " << event.id << " (" << event.path
+                 << ") rejected " << attempts
+                 << " times, and the dead-letter file cannot be written (" << status
+                 << "); dropped: " << line;
+      return;
+    }
+    recorded_.fetch_add(1, std::memory_order_relaxed);
+    LOG(WARNING) << "forwarding to " << destination_ << ": event " << event.id << " (" << event.path
+                 << ") rejected " << attempts << " times (" << reason.message() << "), appended to "
+                 << path();
+  }
+
+  std::string path() const { return dir_.empty() ? file_ : absl::StrCat(dir_, "/", file_); }
+  uint64_t recorded() const { return recorded_.load(std::memory_order_relaxed); }
+
+ private:
+  const std::string destination_;
+  const std::string dir_;
+  const std::string file_;
+  const Clock* const clock_;
+  const std::shared_ptr<sinks::PermanentErrorBudget> budget_;
+  std::atomic<uint64_t> recorded_{0};
+};
+
 }  // namespace
 
 struct Forwarder::Pipeline {
   std::string name;
   std::shared_ptr<MeteredSink> metered;
+  std::shared_ptr<DeadLetters> dead_letters;
   std::shared_ptr<sinks::Queue> queue;
 };
 
@@ -63,6 +115,9 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
     const std::vector<std::string>& destinations, ForwarderOptions options) {
   if (options.queue_size == 0) {
     return absl::InvalidArgumentError("the forwarding queue size must be positive");
+  }
+  if (options.max_rejected_attempts <= 0) {
+    return absl::InvalidArgumentError("the forwarding attempts must be positive");
   }
   const Clock* clock = options.clock != nullptr ? options.clock : Clock::Real();
   auto make_sink = options.make_sink;
@@ -93,27 +148,41 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
     sinks.push_back(*std::move(sink));
   }
 
+  std::vector<std::string> uris;
+  for (const ForwardDestination& destination : parsed) uris.push_back(destination.uri);
+  const std::vector<std::string> dead_letter_files = ForwardDeadLetterFileNames(uris);
+
   std::vector<std::unique_ptr<Pipeline>> pipelines;
   std::vector<std::shared_ptr<sinks::Sink>> members;
   for (size_t i = 0; i < parsed.size(); ++i) {
     auto pipeline = std::make_unique<Pipeline>();
     pipeline->name = parsed[i].uri;
     pipeline->metered = std::make_shared<MeteredSink>(pipeline->name, sinks[i]);
-    auto strategy = std::make_shared<sinks::ExponentialBackoff>(sinks::ExponentialBackoffOptions{
-        .base = absl::ZeroDuration(),
-        .factor = options.retry_min_backoff,
-        .max = options.retry_max_backoff,
-        .random = options.random,
-    });
-    auto retrying = std::make_shared<sinks::RetryingSink>(pipeline->metered, std::move(strategy),
-                                                           sinks::RetryingSinkOptions{clock});
+    auto budget = std::make_shared<sinks::PermanentErrorBudget>(
+        std::make_shared<sinks::ExponentialBackoff>(sinks::ExponentialBackoffOptions{
+            .base = absl::ZeroDuration(),
+            .factor = options.retry_min_backoff,
+            .max = options.retry_max_backoff,
+            .random = options.random,
+        }),
+        options.max_rejected_attempts, &sinks::IsPermanentRejection);
+    pipeline->dead_letters = std::make_shared<DeadLetters>(pipeline->name, options.dead_letter_dir,
+                                                           dead_letter_files[i], clock, budget);
+    auto retrying = std::make_shared<sinks::RetryingSink>(pipeline->metered, std::move(budget),
+                                                          sinks::RetryingSinkOptions{clock});
     const std::string name = pipeline->name;
     pipeline->queue = std::make_shared<sinks::Queue>(
         retrying, sinks::QueueOptions{
                       .capacity = options.queue_size,
                       .policy = sinks::OverflowPolicy::kDropOldest,
                       .dead_letter =
-                          [name](const sinks::EventPtr& event, const absl::Status& reason) {
+                          [name, dead_letters = pipeline->dead_letters](
+                              const sinks::EventPtr& event, const absl::Status& reason) {
+                            // Given up after its attempts: to the dead-letter file.
+                            if (sinks::IsPermanentRejection(reason)) {
+                              dead_letters->Record(*event, reason);
+                              return;
+                            }
                             LOG(WARNING) << "forwarding to " << name << ": dropped event "
                                          << event->id << " (" << event->path
                                          << "): " << reason;
@@ -121,9 +190,16 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(
                       .clock = clock,
                   });
     members.push_back(pipeline->queue);
+    if (parsed[i].kind == ForwardDestination::Kind::kHttp) {
+      LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of " << options.queue_size
+                << "; events it rejects " << options.max_rejected_attempts << " times go to "
+                << (options.dead_letter_dir.empty() ? "the log" : pipeline->dead_letters->path())
+                << ")";
+    } else {
+      LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of " << options.queue_size
+                << ")";
+    }
     pipelines.push_back(std::move(pipeline));
-    LOG(INFO) << "forwarding events to " << parsed[i].uri << " (queue of "
-              << options.queue_size << ")";
   }
   auto broadcaster = std::make_shared<sinks::Broadcaster>(
       std::move(members),
@@ -148,8 +224,12 @@ std::vector<ForwardDestinationStats> Forwarder::stats() const {
     s.destination = pipeline->name;
     s.sent = pipeline->metered->sent();
     s.failed = pipeline->metered->failed();
-    s.dropped = pipeline->queue->stats().dropped;
+    // The queue counts every event its hook was given; those recorded in
+    // the dead-letter file are not lost.
+    s.dead_lettered = pipeline->dead_letters->recorded();
+    s.dropped = pipeline->queue->stats().dropped - s.dead_lettered;
     s.queue_depth = pipeline->queue->size();
+    s.dead_letter_file = pipeline->dead_letters->path();
     out.push_back(std::move(s));
   }
   return out;

@@ -8,7 +8,11 @@
 // queue's worker retries the event at its head (exponential backoff with
 // full jitter) until the destination takes it, so a destination that is
 // down and comes back receives what it missed, in order, up to the queue
-// bound. When the queue is full the oldest waiting event is dropped,
+// bound. An event the destination rejects for good (an HTTP 4xx other than
+// 408, 425 and 429) is tried `max_rejected_attempts` times, then appended
+// to the destination's dead-letter file with the answer
+// (forward_dead_letter.h), counted, and the queue goes on with the next
+// event. When the queue is full the oldest waiting event is dropped,
 // counted and logged with its id; nothing is lost silently. One dead or slow
 // destination never delays another.
 //
@@ -39,6 +43,14 @@ struct ForwarderOptions {
   // Retry waits: full jitter below min * 2^(failures-1), at most max.
   absl::Duration retry_min_backoff = absl::Milliseconds(200);
   absl::Duration retry_max_backoff = absl::Seconds(30);
+  // Attempts of an event that the destination rejects for good before it
+  // is dead-lettered; > 0. Transient failures (5xx, 408, 425, 429, no
+  // answer) are retried without limit.
+  int max_rejected_attempts = 5;
+  // Where dead-lettered events go: <dead_letter_dir>/forward-<name>.jsonl
+  // per destination (ForwardDeadLetterFileNames), created when first
+  // needed. Empty: only to the log, one ERROR line with the record each.
+  std::string dead_letter_dir;
   DestinationSinkOptions destination;  // HTTP timeout, CA file
   const Clock* clock = nullptr;        // not owned; null means Clock::Real()
   sinks::RandomSource random;         // backoff jitter; empty: the default
@@ -55,6 +67,10 @@ struct ForwardDestinationStats {
   uint64_t failed = 0;      // failed attempts (each retried)
   uint64_t dropped = 0;     // events given up: evicted from a full queue or left at Close
   size_t queue_depth = 0;   // events waiting, not counting the one being sent
+  // Events rejected for good and recorded in the dead-letter file (or, when
+  // that cannot be written, in the log: then they count as dropped).
+  uint64_t dead_lettered = 0;
+  std::string dead_letter_file;  // the file's path (or name, without a directory)
 };
 
 class Forwarder {

@@ -1,15 +1,22 @@
 #include "controller/forwarder.h"
 
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "common/testing/exposition.h"
 #include "common/testing/fake_clock.h"
+#include "controller/forwarding_metrics.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace dispatchd {
 namespace controller {
@@ -204,6 +211,162 @@ TEST_F(ForwarderTest, RealFileAndLogDestinations) {
   EXPECT_THAT(lines[1], HasSubstr("\"id\":\"b\""));
   unlink(path.c_str());
   rmdir(dir.c_str());
+}
+
+// A receiver on loopback that rejects events named "reject-<status>" with
+// that status and takes every other event, recording the ids it took and
+// counting every request per id.
+class RejectingReceiver {
+ public:
+  RejectingReceiver() {
+    auto server = HttpServer::Start(
+        "127.0.0.1:0",
+        {{"POST /hook", [this](const HttpRequest& request) {
+            const std::string id = nlohmann::json::parse(request.body)["id"];
+            std::lock_guard<std::mutex> lock(mu_);
+            ++requests_[id];
+            if (absl::StartsWith(id, "reject-")) {
+              const int status = std::stoi(id.substr(7));
+              return HttpResponse{status, "text/plain", absl::StrCat("no thanks (", status, ")")};
+            }
+            taken_.push_back(id);
+            return HttpResponse{200, "text/plain", "ok"};
+          }}});
+    EXPECT_TRUE(server.ok()) << server.status();
+    if (server.ok()) server_ = *std::move(server);
+  }
+  std::string url() const { return absl::StrCat("http://127.0.0.1:", server_->port(), "/hook"); }
+  std::vector<std::string> taken() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return taken_;
+  }
+  int requests(const std::string& id) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = requests_.find(id);
+    return it == requests_.end() ? 0 : it->second;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> taken_;
+  std::map<std::string, int> requests_;
+  std::unique_ptr<HttpServer> server_;
+};
+
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  FILE* f = fopen(path.c_str(), "r");
+  if (f == nullptr) return out;
+  char line[8192];
+  while (fgets(line, sizeof(line), f) != nullptr) out.push_back(nlohmann::json::parse(line));
+  fclose(f);
+  return out;
+}
+
+TEST_F(ForwarderTest, AnEventRejectedForGoodIsDeadLetteredAndTheQueueMovesOn) {
+  RejectingReceiver receiver;
+  std::string dir = ::testing::TempDir() + "/forward_dead_letter_XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  const std::string dead_letter_dir = dir + "/.forward-dead-letter";  // created when needed
+  ForwarderOptions options;
+  options.queue_size = 100;
+  options.retry_min_backoff = absl::Seconds(1);
+  options.retry_max_backoff = absl::Seconds(4);
+  options.max_rejected_attempts = 3;
+  options.dead_letter_dir = dead_letter_dir;
+  options.clock = &clock_;
+  options.random = [](int64_t bound) { return bound - 1; };  // always the longest wait
+  auto created = Forwarder::Create({receiver.url()}, options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Forwarder& forwarder = **created;
+  Registry registry;
+  ExportForwardingMetrics(registry, [&forwarder] { return forwarder.stats(); });
+
+  const std::vector<std::string> ids = {"reject-400", "ok-1",       "reject-404",
+                                        "ok-2",       "reject-410", "ok-3"};
+  for (const std::string& id : ids) ASSERT_TRUE(forwarder.sink()->Write(MakeEvent(id)).ok());
+  // Each rejection is retried after a backoff on the fake clock: move it on
+  // whenever the worker waits, until every event is accounted for.
+  auto settled = [&] {
+    const ForwardDestinationStats s = forwarder.stats()[0];
+    return s.sent == 3 && s.dead_lettered == 3;
+  };
+  while (!settled()) {
+    SpinUntil([&] { return settled() || clock_.waiters() > 0; });
+    if (clock_.waiters() > 0) clock_.Advance(options.retry_max_backoff);
+  }
+  EXPECT_THAT(receiver.taken(), ElementsAre("ok-1", "ok-2", "ok-3")) << "in order, none blocked";
+  for (const char* id : {"reject-400", "reject-404", "reject-410"}) {
+    EXPECT_EQ(receiver.requests(id), 3) << id << ": exactly its budget of attempts";
+  }
+  const ForwardDestinationStats stats = forwarder.stats()[0];
+  EXPECT_EQ(stats.dropped, 0u);
+  EXPECT_EQ(stats.failed, 9u);
+  EXPECT_EQ(stats.queue_depth, 0u);
+  EXPECT_EQ(stats.dead_letter_file,
+            absl::StrCat(dead_letter_dir, "/forward-127.0.0.1-",
+                         receiver.url().substr(17, receiver.url().size() - 22), "-hook.jsonl"));
+
+  const std::vector<nlohmann::json> lines = ReadJsonLines(stats.dead_letter_file);
+  ASSERT_EQ(lines.size(), 3u);
+  const int statuses[] = {400, 404, 410};
+  for (size_t i = 0; i < 3; ++i) {
+    const nlohmann::json& line = lines[i];
+    EXPECT_EQ(line["destination"], receiver.url());
+    EXPECT_EQ(line["status"], statuses[i]);
+    EXPECT_EQ(line["answer"], absl::StrCat("no thanks (", statuses[i], ")"));
+    EXPECT_EQ(line["attempts"], 3);
+    EXPECT_EQ(line["event"]["id"], absl::StrCat("reject-", statuses[i]));
+    EXPECT_EQ(line["event"]["payload"], absl::StrCat("payload-reject-", statuses[i]));
+  }
+  EXPECT_EQ(lines[1]["reason"], "Not Found");
+  EXPECT_EQ(lines[2]["reason"], "Gone");
+
+  const std::string text = SerializeText(registry);
+  const std::string series =
+      absl::StrCat("dispatchd_forward_events_total{destination=\"", receiver.url(), "\",result=");
+  EXPECT_EQ(::dispatchd::testing::Sample(text, series + "\"dead_lettered\"}"), 3) << text;
+  EXPECT_EQ(::dispatchd::testing::Sample(text, series + "\"sent\"}"), 3) << text;
+  EXPECT_EQ(::dispatchd::testing::Sample(text, series + "\"dropped\"}"), 0) << text;
+
+  // A deadline the fake clock never reaches: the queue drains what is left.
+  EXPECT_TRUE(forwarder.Close(clock_.Now() + absl::Hours(1)).ok());
+  unlink(stats.dead_letter_file.c_str());
+  rmdir(dead_letter_dir.c_str());
+  rmdir(dir.c_str());
+}
+
+TEST_F(ForwarderTest, TransientFailuresKeepBeingRetriedPastTheBudget) {
+  // 503 five times, then 200: a budget of 2 rejections does not apply.
+  std::mutex mu;
+  int requests = 0;
+  auto server = HttpServer::Start(
+      "127.0.0.1:0", {{"POST /hook", [&](const HttpRequest&) {
+                         std::lock_guard<std::mutex> lock(mu);
+                         return HttpResponse{++requests <= 5 ? 503 : 200, "text/plain", "busy"};
+                       }}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ForwarderOptions options;
+  options.max_rejected_attempts = 2;
+  options.retry_min_backoff = absl::Seconds(1);
+  options.retry_max_backoff = absl::Seconds(4);
+  options.clock = &clock_;
+  options.random = [](int64_t bound) { return bound - 1; };
+  auto created =
+      Forwarder::Create({absl::StrCat("http://127.0.0.1:", (*server)->port(), "/hook")}, options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Forwarder& forwarder = **created;
+  ASSERT_TRUE(forwarder.sink()->Write(MakeEvent("e1")).ok());
+  while (forwarder.stats()[0].sent == 0) {
+    SpinUntil([&] { return forwarder.stats()[0].sent == 1 || clock_.waiters() > 0; });
+    if (clock_.waiters() > 0) clock_.Advance(options.retry_max_backoff);
+  }
+  const ForwardDestinationStats stats = forwarder.stats()[0];
+  EXPECT_EQ(stats.failed, 5u);
+  EXPECT_EQ(stats.dead_lettered, 0u);
+  EXPECT_EQ(stats.dropped, 0u);
+  EXPECT_TRUE(forwarder.Close(clock_.Now() + absl::Hours(1)).ok());
+  (*server)->Stop();
 }
 
 }  // namespace

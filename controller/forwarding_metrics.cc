@@ -14,6 +14,7 @@ namespace {
 struct Exported {
   Counter* sent = nullptr;
   Counter* dropped = nullptr;
+  Counter* dead_lettered = nullptr;
   Counter* failed = nullptr;
   Gauge* depth = nullptr;
   ForwardDestinationStats last;
@@ -25,22 +26,12 @@ void Advance(Counter* counter, uint64_t now, uint64_t last) {
 
 }  // namespace
 
-std::string ForwardDestinationLabel(absl::string_view destination) {
-  absl::string_view d = destination;
-  if (size_t cut = d.find_first_of("?#"); cut != absl::string_view::npos) d = d.substr(0, cut);
-  const size_t scheme_end = d.find("://");
-  if (scheme_end == absl::string_view::npos) return std::string(d);
-  const size_t authority = scheme_end + 3;
-  const size_t path = d.find('/', authority);
-  const size_t at = d.substr(0, path).rfind('@');
-  if (at == absl::string_view::npos || at < authority) return std::string(d);
-  return absl::StrCat(d.substr(0, authority), d.substr(at + 1));
-}
-
 void ExportForwardingMetrics(Registry& registry,
                              std::function<std::vector<ForwardDestinationStats>()> stats) {
   Family<Counter>& events = registry.AddCounter(
-      "dispatchd_forward_events_total", "Events forwarded per destination: sent or dropped.");
+      "dispatchd_forward_events_total",
+      "Events forwarded per destination: sent, dropped, or dead_lettered (rejected for good and "
+      "written to the destination's dead-letter file).");
   Family<Counter>& failures = registry.AddCounter(
       "dispatchd_forward_failures_total", "Failed forwarding attempts per destination (retried).");
   Family<Gauge>& depth = registry.AddGauge("dispatchd_forward_queue_depth",
@@ -54,11 +45,13 @@ void ExportForwardingMetrics(Registry& registry,
       if (added) {
         e.sent = &events.Add({{"destination", label}, {"result", "sent"}});
         e.dropped = &events.Add({{"destination", label}, {"result", "dropped"}});
+        e.dead_lettered = &events.Add({{"destination", label}, {"result", "dead_lettered"}});
         e.failed = &failures.Add({{"destination", label}});
         e.depth = &depth.Add({{"destination", label}});
       }
       Advance(e.sent, s.sent, e.last.sent);
       Advance(e.dropped, s.dropped, e.last.dropped);
+      Advance(e.dead_lettered, s.dead_lettered, e.last.dead_lettered);
       Advance(e.failed, s.failed, e.last.failed);
       e.depth->Set(static_cast<double>(s.queue_depth));
       e.last = s;

@@ -1,12 +1,12 @@
 // Prometheus metrics of event forwarding, one series per configured
 // destination (a bounded, configured list):
 //
-//   dispatchd_forward_events_total{destination, result="sent"|"dropped"}
+//   dispatchd_forward_events_total{destination, result="sent"|"dropped"|"dead_lettered"}
 //   dispatchd_forward_failures_total{destination}   failed attempts (retried)
 //   dispatchd_forward_queue_depth{destination}      events waiting
 //
 // The label is the destination URI without credentials, query or fragment
-// (ForwardDestinationLabel). Values come from `stats` (e.g.
+// (ForwardDestinationLabel, in forward_destination.h). Values come from `stats` (e.g.
 // Forwarder::stats) at every scrape; every configured destination is
 // present at 0 from the start.
 //
@@ -29,9 +29,6 @@ namespace controller {
 
 void ExportForwardingMetrics(Registry& registry,
                              std::function<std::vector<ForwardDestinationStats>()> stats);
-
-// "https://user:secret@host:8443/hook?token=x" -> "https://host:8443/hook".
-std::string ForwardDestinationLabel(absl::string_view destination);
 
 }  // namespace controller
 }  // namespace dispatchd

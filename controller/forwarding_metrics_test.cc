@@ -30,14 +30,22 @@ TEST(ForwardingMetricsTest, DestinationsStartAtZeroAndFollowTheStats) {
       << text;
   EXPECT_EQ(Sample(text, "dispatchd_forward_queue_depth{destination=\"file:/var/log/events.jsonl\"}"),
             0);
+  EXPECT_EQ(Sample(text,
+                   "dispatchd_forward_events_total{destination=\"file:/var/log/events.jsonl\","
+                   "result=\"dead_lettered\"}"),
+            0)
+      << "present at 0 from the start";
 
   stats[0].sent = 7;
   stats[0].failed = 2;
   stats[0].dropped = 1;
+  stats[0].dead_lettered = 3;
   stats[1].queue_depth = 5;
   text = SerializeText(registry);
   EXPECT_EQ(Sample(text, "dispatchd_forward_events_total{" + https + ",result=\"sent\"}"), 7);
   EXPECT_EQ(Sample(text, "dispatchd_forward_events_total{" + https + ",result=\"dropped\"}"), 1);
+  EXPECT_EQ(Sample(text, "dispatchd_forward_events_total{" + https + ",result=\"dead_lettered\"}"),
+            3);
   EXPECT_EQ(Sample(text, "dispatchd_forward_failures_total{" + https + "}"), 2);
   EXPECT_EQ(Sample(text, "dispatchd_forward_queue_depth{destination=\"file:/var/log/events.jsonl\"}"),
             5);

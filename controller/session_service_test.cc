@@ -153,7 +153,8 @@ TEST_F(SessionServiceTest, ControllerBatchesQueuedMessagesInOrderWithinBounds) {
   EXPECT_LT(stream_messages_, static_cast<size_t>(kSubscribers));
   EXPECT_LE(max_batch_, 16u);
 
-  // The results come back as one batch; the Settled follows.
+  // The results come back as one batch; a Delivered notice for each goes
+  // to the origin agent, and the Settled follows them.
   AgentMessage results;
   for (const ControllerMessage& m : got) {
     AgentMessage r;
@@ -162,10 +163,15 @@ TEST_F(SessionServiceTest, ControllerBatchesQueuedMessagesInOrderWithinBounds) {
     *results.mutable_batch()->add_messages() = std::move(r);
   }
   ASSERT_TRUE(stream_->Write(results));
-  std::vector<ControllerMessage> settled = ReadMessages(1);
-  ASSERT_EQ(settled.size(), 1u);
-  ASSERT_TRUE(settled[0].has_settled());
-  EXPECT_EQ(settled[0].settled().key(), "events/a");
+  std::vector<ControllerMessage> answers = ReadMessages(kSubscribers + 1);
+  ASSERT_EQ(answers.size(), static_cast<size_t>(kSubscribers + 1));
+  for (int i = 0; i < kSubscribers; ++i) {
+    ASSERT_TRUE(answers[i].has_delivered()) << i;
+    EXPECT_EQ(answers[i].delivered().key(), "events/a");
+    EXPECT_EQ(answers[i].delivered().to().container_id(), got[i].command().container_id());
+  }
+  ASSERT_TRUE(answers.back().has_settled());
+  EXPECT_EQ(answers.back().settled().key(), "events/a");
   EXPECT_EQ(dispatcher_->stats().events_settled_delivered, 1u);
 }
 

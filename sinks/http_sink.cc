@@ -2,13 +2,6 @@
 
 #include <openssl/ssl.h>
 
-#include <chrono>
-#include <cstdint>
-#include <functional>
-#include <mutex>
-#include <set>
-#include <utility>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,9 +9,16 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +36,14 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 constexpr size_t kMaxResponseBodyBytes = 64 * 1024;
+constexpr char kAnswerPayloadUrl[] = "type.dispatchd.dev/dispatchd.sinks.HttpAnswer";
+
+// The payload of an error with an answer: "<status>\n<reason>\n<t|f><body>".
+void AttachAnswer(absl::Status& status, const HttpAnswer& answer) {
+  status.SetPayload(kAnswerPayloadUrl,
+                    absl::Cord(absl::StrCat(answer.status, "\n", answer.reason, "\n",
+                                            answer.body_truncated ? "t" : "f", answer.body)));
+}
 
 bool IsHostChar(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
@@ -55,6 +63,30 @@ absl::Status StatusFromHttp(unsigned code, absl::string_view summary) {
 }
 
 }  // namespace
+
+std::optional<HttpAnswer> HttpAnswerOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kAnswerPayloadUrl);
+  if (!payload.has_value()) return std::nullopt;
+  const std::string text(*payload);
+  const size_t first = text.find('\n');
+  const size_t second = first == std::string::npos ? first : text.find('\n', first + 1);
+  HttpAnswer answer;
+  if (second == std::string::npos || second + 1 >= text.size() ||
+      !absl::SimpleAtoi(absl::string_view(text).substr(0, first), &answer.status)) {
+    return std::nullopt;
+  }
+  answer.reason = text.substr(first + 1, second - first - 1);
+  answer.body_truncated = text[second + 1] == 't';
+  answer.body = text.substr(second + 2);
+  return answer;
+}
+
+bool IsPermanentRejection(const absl::Status& status) {
+  std::optional<HttpAnswer> answer = HttpAnswerOf(status);
+  if (!answer.has_value()) return false;
+  const int code = answer->status;
+  return code >= 400 && code < 500 && code != 408 && code != 425 && code != 429;
+}
 
 absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url) {
   auto bad = [&](absl::string_view why) {
@@ -230,12 +262,20 @@ class HttpSink::Impl {
     }
     const unsigned code = parser.get().result_int();
     if (code >= 200 && code < 300) return absl::OkStatus();
-    std::string excerpt = parser.get().body().substr(0, 200);
+    const std::string& answered = parser.get().body();
+    HttpAnswer answer;
+    answer.status = static_cast<int>(code);
+    answer.reason = std::string(parser.get().reason().data(), parser.get().reason().size());
+    answer.body = answered.substr(0, kHttpAnswerExcerptBytes);
+    // A body over the parser's limit is longer than what it holds.
+    answer.body_truncated = answered.size() > answer.body.size() || !parser.is_done();
+    std::string excerpt = answered.substr(0, 200);
     absl::StripTrailingAsciiWhitespace(&excerpt);
-    return StatusFromHttp(code, absl::StrCat("POST ", url_, ": HTTP ", code, " ",
-                                             std::string(parser.get().reason().data(),
-                                                         parser.get().reason().size()),
-                                             excerpt.empty() ? "" : ": ", excerpt));
+    absl::Status status =
+        StatusFromHttp(code, absl::StrCat("POST ", url_, ": HTTP ", code, " ", answer.reason,
+                                          excerpt.empty() ? "" : ": ", excerpt));
+    AttachAnswer(status, answer);
+    return status;
   }
 
   std::string HostHeader() const {

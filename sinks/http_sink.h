@@ -4,10 +4,12 @@
 //
 // Write returns OK for a 2xx answer. Any other answer is an error carrying
 // the status code (5xx, 408 and 429 are Unavailable; 4xx map to the closest
-// code), as are connection, TLS and timeout failures (Unavailable,
-// DeadlineExceeded); a RetryingSink in front of it retries. Each attempt is
-// bounded by `timeout` (resolve, connect, TLS handshake, request and
-// response together).
+// code) and the answer itself (HttpAnswerOf), as are connection, TLS and
+// timeout failures (Unavailable, DeadlineExceeded; no answer); a
+// RetryingSink in front of it retries. IsPermanentRejection tells an answer
+// that retrying will not change (a 4xx) from a transient failure. Each
+// attempt is bounded by `timeout` (resolve, connect, TLS handshake, request
+// and response together).
 //
 // https verifies the peer's certificate chain and host name, against the
 // system CA store unless `ca_file` names a PEM bundle to trust instead.
@@ -18,7 +20,9 @@
 #ifndef DISPATCHD_SINKS_HTTP_SINK_H_
 #define DISPATCHD_SINKS_HTTP_SINK_H_
 
+#include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -43,6 +47,26 @@ struct HttpUrl {
 // user information ("user@"), fragments, an empty host, a bad port, and
 // spaces or control characters.
 absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url);
+
+// The answer of a destination that did not accept an event (not 2xx), as
+// the error of HttpSink::Write carries it.
+struct HttpAnswer {
+  int status = 0;               // 404
+  std::string reason;           // "Not Found", as sent
+  std::string body;             // the first kHttpAnswerExcerptBytes bytes of the body
+  bool body_truncated = false;  // the body was longer than `body`
+};
+inline constexpr size_t kHttpAnswerExcerptBytes = 1024;
+
+// The answer `status` carries, if it is an error of HttpSink::Write that
+// got one (not for connection, TLS or timeout failures).
+std::optional<HttpAnswer> HttpAnswerOf(const absl::Status& status);
+
+// True when `status` carries an answer that retrying the same request will
+// not change: a 4xx other than 408 (Request Timeout), 425 (Too Early) and
+// 429 (Too Many Requests). 5xx answers and failures without an answer are
+// transient.
+bool IsPermanentRejection(const absl::Status& status);
 
 struct HttpSinkOptions {
   absl::Duration timeout = absl::Seconds(10);

@@ -1,25 +1,25 @@
 #include "sinks/http_sink.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "sinks/testing/test_sinks.h"
-#include "common/testing/status_matchers.h"
 
 namespace dispatchd {
 namespace sinks {
@@ -134,6 +134,50 @@ TEST(HttpSinkTest, StatusCodesOtherThan2xxAreErrors) {
   auto sink = HttpSink::Create(created.url());
   ASSERT_OK(sink);
   EXPECT_TRUE((*sink)->Write(MakeEvent("a")).ok());
+}
+
+TEST(HttpSinkTest, ErrorsCarryTheAnswerAndTellPermanentRejectionsFromTransientOnes) {
+  struct Case {
+    int status;
+    bool permanent;
+  };
+  for (const Case& c : {Case{400, true}, Case{401, true}, Case{404, true}, Case{410, true},
+                        Case{422, true}, Case{408, false}, Case{425, false}, Case{429, false},
+                        Case{500, false}, Case{503, false}, Case{302, false}}) {
+    Receiver receiver(c.status);
+    auto sink = HttpSink::Create(receiver.url());
+    ASSERT_OK(sink);
+    const absl::Status status = (*sink)->Write(MakeEvent("a"));
+    std::optional<HttpAnswer> answer = HttpAnswerOf(status);
+    ASSERT_TRUE(answer.has_value()) << c.status << ": " << status;
+    EXPECT_EQ(answer->status, c.status);
+    EXPECT_EQ(answer->body, "nope");
+    EXPECT_FALSE(answer->body_truncated);
+    EXPECT_FALSE(answer->reason.empty()) << c.status;
+    EXPECT_EQ(IsPermanentRejection(status), c.permanent) << c.status;
+  }
+  EXPECT_FALSE(HttpAnswerOf(absl::UnavailableError("connect: refused")).has_value());
+  EXPECT_FALSE(IsPermanentRejection(absl::NotFoundError("no answer attached")));
+}
+
+TEST(HttpSinkTest, TheAnswerKeepsABoundedExcerptOfALongBody) {
+  const std::string long_body(10 * 1024, 'x');
+  auto server =
+      HttpServer::Start("127.0.0.1:0", {{"POST /hook", [&](const HttpRequest&) {
+                                           return HttpResponse{400, "text/plain", long_body};
+                                         }}});
+  ASSERT_OK(server);
+  auto sink = HttpSink::Create(absl::StrCat("http://127.0.0.1:", (*server)->port(), "/hook"));
+  ASSERT_OK(sink);
+  const absl::Status status = (*sink)->Write(MakeEvent("a"));
+  std::optional<HttpAnswer> answer = HttpAnswerOf(status);
+  ASSERT_TRUE(answer.has_value()) << status;
+  EXPECT_EQ(answer->status, 400);
+  EXPECT_EQ(answer->reason, "Bad Request");
+  EXPECT_EQ(answer->body, std::string(kHttpAnswerExcerptBytes, 'x'));
+  EXPECT_TRUE(answer->body_truncated);
+  EXPECT_LT(status.message().size(), 400u) << "the message keeps a short excerpt";
+  (*server)->Stop();
 }
 
 TEST(HttpSinkTest, UnknownPathIsA404Error) {

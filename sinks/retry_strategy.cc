@@ -66,5 +66,50 @@ RetryDecision ExponentialBackoff::Failure(const Event&, const absl::Status&) {
 
 void ExponentialBackoff::Success(const Event&) { failures_.store(0, std::memory_order_relaxed); }
 
+PermanentErrorBudget::PermanentErrorBudget(std::shared_ptr<RetryStrategy> inner, int max_attempts,
+                                           std::function<bool(const absl::Status&)> is_permanent)
+    : inner_(std::move(inner)),
+      max_attempts_(std::max(1, max_attempts)),
+      is_permanent_(std::move(is_permanent)) {}
+
+absl::Duration PermanentErrorBudget::Proceed(const Event& event) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (current_ != &event) {
+      current_ = &event;
+      attempts_ = 0;
+      rejections_ = 0;
+    }
+    ++attempts_;
+  }
+  return inner_->Proceed(event);
+}
+
+RetryDecision PermanentErrorBudget::Failure(const Event& event, const absl::Status& error) {
+  const bool permanent = is_permanent_ && is_permanent_(error);
+  bool give_up = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (permanent && current_ == &event) give_up = ++rejections_ >= max_attempts_;
+    if (give_up) current_ = nullptr;  // the next event starts a new count
+  }
+  if (!give_up) return inner_->Failure(event, error);
+  inner_->Success(event);  // the destination answers: no backoff for the next event
+  return RetryDecision::kGiveUp;
+}
+
+void PermanentErrorBudget::Success(const Event& event) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current_ = nullptr;
+  }
+  inner_->Success(event);
+}
+
+int PermanentErrorBudget::attempts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return attempts_;
+}
+
 }  // namespace sinks
 }  // namespace dispatchd

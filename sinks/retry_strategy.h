@@ -4,14 +4,17 @@
 // A strategy sees every attempt of every event through a RetryingSink: it
 // says how long to wait before an attempt (Proceed), learns the outcome
 // (Success / Failure) and decides whether a failed event is retried or given
-// up. Both strategies here always retry, as in go-events. Both are
-// thread-safe and may be shared by several RetryingSinks.
+// up. Breaker and ExponentialBackoff always retry, as in go-events; both
+// are thread-safe and may be shared by several RetryingSinks.
+// PermanentErrorBudget wraps one of them and gives up on an event that its
+// destination keeps rejecting for good.
 #ifndef DISPATCHD_SINKS_RETRY_STRATEGY_H_
 #define DISPATCHD_SINKS_RETRY_STRATEGY_H_
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
@@ -101,6 +104,44 @@ class ExponentialBackoff final : public RetryStrategy {
   absl::Duration max_;
   RandomSource random_;
   std::atomic<uint64_t> failures_{0};
+};
+
+// Gives up on an event once `max_attempts` of its attempts failed with an
+// error `is_permanent` accepts (an answer that retrying will not change,
+// such as an HTTP 404: IsPermanentRejection in http_sink.h). Every other
+// failure is retried as `inner` says, without limit, and `inner` says how
+// long to wait before every attempt. The count is per event: it restarts
+// with the next event. On giving up it reports a success to `inner`: the
+// destination answered, so the next event goes out without a backoff.
+//
+// The RetryingSink's Write then returns the last error, and a Queue in
+// front of it hands the event to its dead-letter hook and goes on with the
+// next one: a rejected event no longer blocks the events behind it.
+//
+// Follows one event at a time: use one per RetryingSink (whose Writes are
+// serialized). Thread-safe.
+class PermanentErrorBudget final : public RetryStrategy {
+ public:
+  // REQUIRES: inner is not null; max_attempts > 0.
+  PermanentErrorBudget(std::shared_ptr<RetryStrategy> inner, int max_attempts,
+                       std::function<bool(const absl::Status&)> is_permanent);
+
+  absl::Duration Proceed(const Event& event) override;
+  RetryDecision Failure(const Event& event, const absl::Status& error) override;
+  void Success(const Event& event) override;
+
+  // Attempts of the current event so far, failed or not (for the
+  // dead-letter record of an event given up on: the attempts it took).
+  int attempts() const;
+
+ private:
+  const std::shared_ptr<RetryStrategy> inner_;
+  const int max_attempts_;
+  const std::function<bool(const absl::Status&)> is_permanent_;
+  mutable std::mutex mu_;
+  const Event* current_ ABSL_GUARDED_BY(mu_) = nullptr;  // identity only, never read
+  int attempts_ ABSL_GUARDED_BY(mu_) = 0;
+  int rejections_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace sinks

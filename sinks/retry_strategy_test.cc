@@ -133,6 +133,75 @@ TEST(ExponentialBackoffTest, ZeroBaseDoesNotCrash) {
   EXPECT_EQ(backoff.Bound(300), absl::Seconds(20));
 }
 
+// Rejected for good: what IsPermanentRejection says of an HTTP 4xx.
+const absl::Status kRejected = absl::NotFoundError("HTTP 404");
+bool IsRejected(const absl::Status& status) { return absl::IsNotFound(status); }
+
+TEST(PermanentErrorBudgetTest, GivesUpAfterTheBudgetOfRejectionsAndStartsAfreshPerEvent) {
+  auto inner = std::make_shared<ExponentialBackoff>(
+      ExponentialBackoff::Options{.base = absl::ZeroDuration(),
+                                  .factor = absl::Seconds(1),
+                                  .max = absl::Seconds(8),
+                                  .random = [](int64_t bound) { return bound - 1; }});
+  PermanentErrorBudget budget(inner, 3, IsRejected);
+  const Event a{}, b{};
+  EXPECT_EQ(budget.Proceed(a), absl::ZeroDuration());
+  EXPECT_EQ(budget.Failure(a, kRejected), RetryDecision::kRetry);
+  // Retries within the budget back off as the inner strategy says.
+  EXPECT_EQ(budget.Proceed(a), absl::Seconds(1) - absl::Nanoseconds(1));
+  EXPECT_EQ(budget.Failure(a, kRejected), RetryDecision::kRetry);
+  EXPECT_EQ(budget.Proceed(a), absl::Seconds(2) - absl::Nanoseconds(1));
+  EXPECT_EQ(budget.attempts(), 3);
+  EXPECT_EQ(budget.Failure(a, kRejected), RetryDecision::kGiveUp);
+  EXPECT_EQ(budget.attempts(), 3) << "kept for the dead-letter record";
+  // The destination answered: the next event goes out at once, with a
+  // budget of its own.
+  EXPECT_EQ(budget.Proceed(b), absl::ZeroDuration());
+  EXPECT_EQ(budget.attempts(), 1);
+  EXPECT_EQ(budget.Failure(b, kRejected), RetryDecision::kRetry);
+  budget.Proceed(b);
+  EXPECT_EQ(budget.Failure(b, kRejected), RetryDecision::kRetry);
+  budget.Proceed(b);
+  EXPECT_EQ(budget.Failure(b, kRejected), RetryDecision::kGiveUp);
+}
+
+TEST(PermanentErrorBudgetTest, TransientFailuresAreRetriedWithoutLimit) {
+  auto inner = std::make_shared<ExponentialBackoff>(
+      ExponentialBackoff::Options{.base = absl::ZeroDuration(),
+                                  .factor = absl::Seconds(1),
+                                  .max = absl::Seconds(8),
+                                  .random = [](int64_t bound) { return bound - 1; }});
+  PermanentErrorBudget budget(inner, 2, IsRejected);
+  const Event a{};
+  for (int i = 0; i < 100; ++i) {
+    budget.Proceed(a);
+    EXPECT_EQ(budget.Failure(a, kDown), RetryDecision::kRetry) << i;
+  }
+  EXPECT_EQ(budget.Proceed(a), absl::Seconds(8) - absl::Nanoseconds(1));
+  // Rejections count on their own, also between transient failures.
+  EXPECT_EQ(budget.Failure(a, kRejected), RetryDecision::kRetry);
+  budget.Proceed(a);
+  EXPECT_EQ(budget.Failure(a, kDown), RetryDecision::kRetry);
+  budget.Proceed(a);
+  EXPECT_EQ(budget.Failure(a, kRejected), RetryDecision::kGiveUp);
+  EXPECT_EQ(budget.attempts(), 103);
+}
+
+TEST(PermanentErrorBudgetTest, ASuccessStartsTheCountAgain) {
+  PermanentErrorBudget budget(std::make_shared<Breaker>(100, absl::Seconds(1)), 2, IsRejected);
+  const Event a{}, b{};
+  budget.Proceed(a);
+  EXPECT_EQ(budget.Failure(a, kRejected), RetryDecision::kRetry);
+  budget.Proceed(a);
+  budget.Success(a);
+  budget.Proceed(b);
+  EXPECT_EQ(budget.Failure(b, kRejected), RetryDecision::kRetry);
+  // Without a classifier nothing is permanent.
+  PermanentErrorBudget none(std::make_shared<Breaker>(100, absl::Seconds(1)), 1, nullptr);
+  none.Proceed(a);
+  EXPECT_EQ(none.Failure(a, kRejected), RetryDecision::kRetry);
+}
+
 }  // namespace
 }  // namespace sinks
 }  // namespace dispatchd

@@ -15,7 +15,6 @@
 #include <functional>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -45,11 +44,6 @@ namespace {
 constexpr char kVersion[] = "0.1.0";
 // How long a shutdown waits for forwarding destinations to take what is queued.
 constexpr absl::Duration kForwardDrainTimeout = absl::Seconds(5);
-
-bool IsLoopback(const std::string& address) {
-  return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
-         absl::StartsWith(address, "[::1]:") || absl::StartsWith(address, "unix:");
-}
 
 std::string HostName() {
   char buf[256] = {};
@@ -141,6 +135,8 @@ int Run(const DispatchdOptions& options) {
     forwarder_options.queue_size = static_cast<size_t>(options.forward_queue_size);
     forwarder_options.retry_min_backoff = options.retry_min_backoff;
     forwarder_options.retry_max_backoff = options.retry_max_backoff;
+    forwarder_options.max_rejected_attempts = options.forward_max_attempts;
+    forwarder_options.dead_letter_dir = options.forward_dead_letter_dir;
     absl::StatusOr<std::unique_ptr<controller::Forwarder>> created =
         controller::Forwarder::Create(options.forward_destinations, forwarder_options);
     if (!created.ok()) {
@@ -170,13 +166,8 @@ int Run(const DispatchdOptions& options) {
     const controller::AccessTokens access{options.token, options.agent_token, options.api_token,
                                           options.api_read_token};
     // Off loopback, both agents and API callers must authenticate.
-    const controller::AccessPolicy policy(access);
-    if (!options.listen.empty() && !IsLoopback(options.listen) && options.tls_ca.empty() &&
-        (policy.agent_sessions_open() || policy.api_open()) && !options.insecure) {
-      LOG(ERROR) << "refusing to listen on " << options.listen << " without "
-                 << (policy.agent_sessions_open() ? "a token for agents (--token or --agent-token)"
-                                                  : "a token for the API (--token or --api-token)")
-                 << " or TLS client certificates (--tls-ca); pass --insecure to do it anyway";
+    if (absl::Status refused = CheckListenIsAuthenticated(options); !refused.ok()) {
+      LOG(ERROR) << refused.message();
       return 2;
     }
     controller::DispatcherOptions dispatcher_options;

@@ -1,5 +1,8 @@
 #include "cmd/dispatchd/options.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <iterator>
 #include <map>
@@ -14,6 +17,7 @@
 #include "common/flags.h"
 #include "common/secret_file.h"
 #include "common/status_macros.h"
+#include "controller/access_policy.h"
 
 namespace dispatchd {
 namespace {
@@ -65,6 +69,14 @@ void DeclareFlags(FlagSet& flags, DispatchdOptions& o, Pending& p) {
   flags.Positive("forward-queue-size", &o.forward_queue_size, "N",
                  "events kept per destination while it is slow or down (default\n"
                  "10000); beyond that the oldest are dropped and logged");
+  flags.Positive("forward-max-attempts", &o.forward_max_attempts, "N",
+                 "attempts of an event a destination rejects with a 4xx answer (not\n"
+                 "408, 425, 429) before it goes to the dead-letter file (default 5);\n"
+                 "5xx answers and connection errors are retried without limit");
+  flags.String("forward-dead-letter-dir", &o.forward_dead_letter_dir, "DIR",
+               "where events rejected for good go, one forward-<destination>.jsonl\n"
+               "per destination (default EVENTS_DIR/.forward-dead-letter; a\n"
+               "controller without an events directory should set it)");
 
   flags.Section("Common flags");
   flags.String("label-namespace", &o.label_namespace, "NS",
@@ -151,6 +163,47 @@ std::string EnvironmentVariable(absl::string_view flag) {
   return FlagSet(kEnvPrefix).EnvironmentVariable(flag);
 }
 
+bool IsLoopbackAddress(absl::string_view listen) {
+  if (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:")) return true;
+  // host:port, [v6]:port, or a bare host.
+  std::string host;
+  if (absl::ConsumePrefix(&listen, "[")) {
+    const size_t close = listen.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = std::string(listen.substr(0, close));
+  } else {
+    const size_t colon = listen.rfind(':');
+    host = std::string(colon == absl::string_view::npos ? listen : listen.substr(0, colon));
+  }
+  if (absl::AsciiStrToLower(host) == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6;
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  }
+  return false;
+}
+
+absl::Status CheckListenIsAuthenticated(const DispatchdOptions& o) {
+  if (o.mode == Mode::kAgent || o.listen.empty() || o.insecure || IsLoopbackAddress(o.listen)) {
+    return absl::OkStatus();
+  }
+  // With --tls-ca every caller, agent or API client, presents a certificate
+  // signed by it.
+  if (!o.tls_ca.empty()) return absl::OkStatus();
+  const controller::AccessPolicy policy(
+      controller::AccessTokens{o.token, o.agent_token, o.api_token, o.api_read_token});
+  if (!policy.agent_sessions_open() && !policy.api_open()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "refusing to listen on ", o.listen, " without ",
+      policy.agent_sessions_open() ? "a token for agents (--token or --agent-token)"
+                                   : "a token for the API (--token or --api-token)",
+      " or TLS client certificates (--tls-ca): anyone who can reach it could ",
+      policy.agent_sessions_open() ? "connect as an agent" : "call the API",
+      "; listen on 127.0.0.1, or pass --insecure to do it anyway"));
+}
+
 std::string BoundAddress(const std::string& listen, int port) {
   if (absl::StartsWith(listen, "unix:")) return listen;
   const size_t colon = listen.rfind(':');
@@ -228,6 +281,13 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
         "controller mode needs --listen ADDR: agents and API clients connect there");
   }
   o.forward_destinations = SplitDestinations(p.forward, p.delimiter);
+  if (o.forward_dead_letter_dir.empty()) {
+    // Hidden, so the watcher never takes it for events, and beside the
+    // agent's .dead-letter/ without being in it (dispatchctl dead-letters
+    // lists and replays event files only).
+    o.forward_dead_letter_dir =
+        absl::StrCat(absl::StripSuffix(o.events_dir, "/"), "/.forward-dead-letter");
+  }
   return o;
 }
 

@@ -67,6 +67,11 @@ struct DispatchdOptions {
   std::string tls_ca;
   std::vector<std::string> forward_destinations;
   int64_t forward_queue_size = 10000;  // events waiting per destination
+  // Attempts of an event a destination rejects for good (HTTP 4xx) before
+  // it goes to the destination's dead-letter file.
+  int forward_max_attempts = 5;
+  // Where those files go; default: <events_dir>/.forward-dead-letter.
+  std::string forward_dead_letter_dir;
   LogLevel log_level = LogLevel::kInfo;
   // HTTP address of /metrics, /healthz, /readyz; empty turns the server off.
   std::string metrics_listen = "127.0.0.1:9477";
@@ -82,6 +87,19 @@ std::string EnvironmentVariable(absl::string_view flag);
 
 // The text of --help.
 std::string DispatchdUsage();
+
+// True when the gRPC address `listen` can be reached from this host only: a
+// unix: socket, an IPv4 address in 127.0.0.0/8, [::1] (or an IPv4-mapped
+// 127.x.y.z), or localhost. Any other host name is not: it may resolve to
+// any address (127.0.0.1.example.com is a name, not a loopback address).
+bool IsLoopbackAddress(absl::string_view listen);
+
+// OK unless the controller part of `options` would listen off loopback
+// (--listen set and not IsLoopbackAddress) while agents or API callers could
+// connect without credentials (no token for their role and no --tls-ca)
+// and --insecure is not given: then FailedPrecondition saying what is
+// missing. Checked before anything listens.
+absl::Status CheckListenIsAuthenticated(const DispatchdOptions& options);
 
 // `listen` with its port replaced by `port` (the port the server actually
 // bound, e.g. for 127.0.0.1:0); unix: addresses are returned unchanged.

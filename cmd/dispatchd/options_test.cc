@@ -110,6 +110,17 @@ TEST_F(OptionsTest, ForwardingFlags) {
   EXPECT_EQ(Parse({})->forward_queue_size, 10000);
   EXPECT_THAT(Parse({"--forward-queue-size=0"}).status().message(),
               HasSubstr("--forward-queue-size"));
+  EXPECT_EQ(Parse({})->forward_max_attempts, 5);
+  EXPECT_EQ(Parse({"--forward-max-attempts", "2"})->forward_max_attempts, 2);
+  EXPECT_THAT(Parse({"--forward-max-attempts=0"}).status().message(),
+              HasSubstr("--forward-max-attempts"));
+  // Dead letters of forwarding: hidden in the events directory unless told.
+  EXPECT_EQ(Parse({})->forward_dead_letter_dir, "./events/.forward-dead-letter");
+  EXPECT_EQ(Parse({"--events-dir", "/srv/events/"})->forward_dead_letter_dir,
+            "/srv/events/.forward-dead-letter");
+  EXPECT_EQ(Parse({"--events-dir", "/srv/events", "--forward-dead-letter-dir", "/var/lib/x"})
+                ->forward_dead_letter_dir,
+            "/var/lib/x");
 }
 
 TEST_F(OptionsTest, FlagsWinOverEnvironmentInBothSpellings) {
@@ -141,6 +152,63 @@ TEST_F(OptionsTest, ListenCanBeMovedOrTurnedOffInAllInOne) {
   EXPECT_THAT(Parse({"controller", "--listen="}).status().message(),
               HasSubstr("controller mode needs --listen"));
   EXPECT_THAT(DispatchdUsage(), HasSubstr("--listen= turns it off"));
+}
+
+TEST(IsLoopbackAddressTest, OnlyAddressesOfThisHost) {
+  for (const char* local : {"127.0.0.1:7700", "127.0.0.1:0", "127.1.2.3:7700", "localhost:7700",
+                            "LocalHost:7700", "[::1]:7700", "[::ffff:127.0.0.1]:7700",
+                            "unix:/run/dispatchd.sock", "unix-abstract:dispatchd"}) {
+    EXPECT_TRUE(IsLoopbackAddress(local)) << local;
+  }
+  for (const char* remote :
+       {"0.0.0.0:7700", "[::]:7700", ":7700", "10.0.0.1:7700", "192.0.2.1:7700", "[::2]:7700",
+        "[::ffff:10.0.0.1]:7700", "128.0.0.1:7700", "controller-host:7700",
+        // Names that only look like loopback addresses resolve anywhere.
+        "127.0.0.1.example.com:7700", "127.evil:7700", "localhost.example.com:7700",
+        "[::1:7700", ""}) {
+    EXPECT_FALSE(IsLoopbackAddress(remote)) << remote;
+  }
+}
+
+TEST_F(OptionsTest, OffLoopbackEveryCallerMustAuthenticate) {
+  auto check = [&](std::vector<std::string> args) {
+    auto o = Parse(args);
+    EXPECT_TRUE(o.ok()) << o.status();
+    return o.ok() ? CheckListenIsAuthenticated(*o) : o.status();
+  };
+  // Refused: nobody, or only one side, must authenticate.
+  absl::Status open = check({"controller", "--listen", "0.0.0.0:7700"});
+  EXPECT_EQ(open.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(open.message(), HasSubstr("refusing to listen on 0.0.0.0:7700"));
+  EXPECT_THAT(open.message(), HasSubstr("a token for agents"));
+  EXPECT_THAT(open.message(), HasSubstr("--insecure"));
+  absl::Status api_open = check({"controller", "--listen", "0.0.0.0:7700", "--agent-token", "a"});
+  EXPECT_THAT(api_open.message(), HasSubstr("a token for the API"));
+  EXPECT_FALSE(check({"controller", "--listen", "0.0.0.0:7700", "--api-token", "x"}).ok());
+  // A TLS server certificate alone authenticates the controller, not its callers.
+  EXPECT_FALSE(check({"controller", "--listen", "[::]:7700", "--tls-cert", "c.pem", "--tls-key",
+                      "k.pem"})
+                   .ok());
+  EXPECT_FALSE(check({"all-in-one", "--listen", "0.0.0.0:7700"}).ok());
+  EXPECT_FALSE(check({"controller", "--listen", "127.0.0.1.example.com:7700"}).ok());
+
+  // Allowed: loopback, a token for both sides, client certificates, --insecure,
+  // or no controller listening at all.
+  EXPECT_TRUE(check({"controller", "--listen", "127.0.0.1:7700"}).ok());
+  EXPECT_TRUE(check({"controller", "--listen", "0.0.0.0:7700", "--token", "t"}).ok());
+  EXPECT_TRUE(check({"controller", "--listen", "0.0.0.0:7700", "--agent-token", "a",
+                     "--api-token", "x"})
+                  .ok());
+  // Only a read token for the API: reads need it and writes are refused to all.
+  EXPECT_TRUE(check({"controller", "--listen", "0.0.0.0:7700", "--agent-token", "a",
+                     "--api-read-token", "r"})
+                  .ok());
+  EXPECT_TRUE(check({"controller", "--listen", "0.0.0.0:7700", "--tls-ca", "ca.pem",
+                     "--tls-cert", "c.pem", "--tls-key", "k.pem"})
+                  .ok());
+  EXPECT_TRUE(check({"controller", "--listen", "0.0.0.0:7700", "--insecure"}).ok());
+  EXPECT_TRUE(check({"agent", "--listen", "0.0.0.0:7700"}).ok()) << "an agent listens nowhere";
+  EXPECT_TRUE(check({"all-in-one", "--listen="}).ok());
 }
 
 TEST(BoundAddressTest, ReplacesThePortWithTheBoundOne) {

@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 
 extern char** environ;
 
@@ -83,6 +84,22 @@ DispatchdProcess::~DispatchdProcess() {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
   }
+  // A sanitizer's report goes to stderr, the log, which no test reads for it.
+  if (std::string report = SanitizerReport(); !report.empty()) {
+    ADD_FAILURE() << "dispatchd (" << log_path_ << "): " << report;
+  }
+}
+
+std::string DispatchdProcess::SanitizerReport() const {
+  const std::string log = Log();
+  size_t first = std::string::npos;
+  for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+    first = std::min(first, log.find(marker));
+  }
+  if (first == std::string::npos) return "";
+  // From the start of the line that holds the report's first marker.
+  const size_t line = log.rfind('\n', first);
+  return log.substr(line == std::string::npos ? 0 : line + 1);
 }
 
 bool DispatchdProcess::Running() {
@@ -90,6 +107,7 @@ bool DispatchdProcess::Running() {
   int status = 0;
   if (waitpid(pid_, &status, WNOHANG) == pid_) {
     reaped_ = true;
+    exit_status_ = status;
     return false;
   }
   return true;
@@ -103,6 +121,7 @@ absl::StatusOr<int> DispatchdProcess::Terminate(absl::Duration timeout) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       reaped_ = true;
+      exit_status_ = status;
       return status;
     }
     absl::SleepFor(absl::Milliseconds(10));

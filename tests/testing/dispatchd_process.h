@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,14 @@ class DispatchdProcess {
   absl::StatusOr<int> Terminate(absl::Duration timeout = absl::Seconds(20));
   // True while the process has not exited.
   bool Running();
+  // How it exited (as from waitpid), once Running() or Terminate() saw it
+  // exit; std::nullopt before, and after a Terminate() that had to kill it.
+  std::optional<int> exit_status() const { return exit_status_; }
   std::string Log() const;
+  // What AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer
+  // reported in the log (under `make asan`), from the first report on; ""
+  // when nothing was. The destructor fails the running test with it.
+  std::string SanitizerReport() const;
   pid_t pid() const { return pid_; }
 
  private:
@@ -42,6 +50,7 @@ class DispatchdProcess {
   pid_t pid_;
   std::string log_path_;
   bool reaped_ = false;
+  std::optional<int> exit_status_;
 };
 
 // The dispatchd binary in the runfiles.
