@@ -381,6 +381,15 @@ void Dispatcher::Route(uint64_t seq) {
     Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
     Recipient recipient{*target.agent_id, *target.container_id, *target.container_name, event_id};
     if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
+      if (decision.coalesced.has_value()) {
+        // This event took the place of a pending one (its time had come but
+        // Poll had not taken it yet, or the period shrank to zero): that one
+        // is coalesced, as when it is replaced while still waiting.
+        debounce_targets_.erase(key);
+        Resolve(*decision.coalesced, recipient, DeliveryOutcome::kCoalesced,
+                absl::StrCat("coalesced into a later event (debounce ",
+                             absl::FormatDuration(debounce), ")"));
+      }
       // The delivery goes straight into the queue (no copy in between).
       metrics_->RecordWorkQueueAdd();
       if (queue_.Add(key, Delivery{seq, std::move(recipient)}, clock_->Now())) PumpLane(key);

@@ -463,6 +463,43 @@ TEST_F(DispatcherTest, MessagesOfAnEndedSessionAreIgnored) {
   EXPECT_TRUE(link_.sent.empty());
 }
 
+// An event whose debounced predecessor is due but not yet taken by Poll()
+// takes its slot and goes at once; the predecessor is coalesced into it,
+// not left in flight forever.
+TEST_F(DispatcherTest, EventTakingTheSlotOfADuePendingOneCoalescesIt) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler",
+                          {{"subscription.demo.some-event.container.command", "touch handled"},
+                           {"subscription.demo.some-event.dispatching.debounce", "1000"}})});
+  Event("demo/some-event", "demo.some-event", "0");
+  std::vector<dispatch::v1::Command> first = link_.TakeCommands();
+  ASSERT_EQ(first.size(), 1u);
+  Result(first[0].command_id(), CommandResult::DELIVERED);
+  clock_.Advance(absl::Milliseconds(800));
+  AgentMessage pending;
+  pending.mutable_event()->set_key("demo/some-event");
+  pending.mutable_event()->set_event_id("demo.some-event");
+  pending.mutable_event()->set_payload("800");
+  pending.mutable_event()->set_generation(1);
+  dispatcher_.OnAgentMessage("host-a", pending);
+  EXPECT_EQ(dispatcher_.stats().debounce_pending, 1u);
+  // Its time comes and goes without a Poll(); then a third event.
+  clock_.Advance(absl::Milliseconds(300));
+  AgentMessage third = pending;
+  third.mutable_event()->set_payload("1100");
+  third.mutable_event()->set_generation(2);
+  dispatcher_.OnAgentMessage("host-a", third);
+  std::vector<dispatch::v1::Command> next = link_.TakeCommands();
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_THAT(next[0].env(), ::testing::Contains("DISPATCH_EVENT_PAYLOAD=1100"));
+  Result(next[0].command_id(), CommandResult::DELIVERED);
+  dispatcher_.Poll();
+  const DispatcherStats stats = dispatcher_.stats();
+  EXPECT_EQ(stats.events_in_flight, 0u);
+  EXPECT_EQ(stats.deliveries.at(DeliveryOutcome::kCoalesced), 1u);
+  EXPECT_EQ(link_.TakeSettled().size(), 3u);
+}
+
 TEST_F(DispatcherTest, LateResendOfAnEventSettledWhileAwayIsIgnored) {
   FakeLink other;
   Connect();
