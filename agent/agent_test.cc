@@ -187,8 +187,15 @@ class AgentRun {
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     for (size_t seen = 1; absl::Now() < deadline; ++seen) {
       events.clear();
+      // The same event may come twice (a file seen while the session opens
+      // is sent and re-sent): the protocol allows it, the controller
+      // de-duplicates, and so does this.
+      std::set<std::pair<std::string, uint64_t>> seen_events;
       for (const AgentMessage& m : controller_.Await(seen)) {
-        if (m.has_event()) events.push_back(m.event());
+        if (m.has_event() &&
+            seen_events.insert({m.event().key(), m.event().generation()}).second) {
+          events.push_back(m.event());
+        }
       }
       if (events.size() >= count) break;
     }

@@ -106,7 +106,10 @@ absl::StatusOr<std::unique_ptr<Watcher>> Watcher::Start(Options options, Callbac
   {
     absl::MutexLock lock(&watcher->stop_mu_);
     Watcher* self = watcher.get();
-    watcher->thread_ = std::thread([self] { self->Run(); });
+    watcher->thread_ = std::thread([self] {
+      self->Run();
+      self->EndTicks();
+    });
   }
   return watcher;
 }
@@ -133,8 +136,13 @@ void Watcher::Stop() {
   // EAGAIN only if the counter is saturated, which already wakes the thread.
   (void)!write(wake_fd_, &one, sizeof(one));
   thread_.join();
-  absl::MutexLock tick_lock(&tick_mu_);
+}
+
+void Watcher::EndTicks() {
+  std::lock_guard<std::mutex> tick_lock(tick_mu_);
   ticks_done_ = ticks_requested_;  // no thread to wait for any more
+  ticks_stopped_ = true;
+  tick_done_.notify_all();
 }
 
 void Watcher::Rescan() {
@@ -144,18 +152,12 @@ void Watcher::Rescan() {
 }
 
 void Watcher::Tick() {
-  absl::MutexLock lock(&tick_mu_);
+  std::unique_lock<std::mutex> lock(tick_mu_);
+  if (ticks_stopped_) return;  // no thread left to act
   const uint64_t ticket = ++ticks_requested_;
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
-  struct Wait {
-    const Watcher* watcher;
-    uint64_t ticket;
-    bool Done() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return watcher->ticks_done_ >= ticket;
-    }
-  } wait{this, ticket};
-  tick_mu_.Await(absl::Condition(&wait, &Wait::Done));
+  tick_done_.wait(lock, [this, ticket] { return ticks_done_ >= ticket; });
 }
 
 std::string Watcher::FullPath(absl::string_view relative_path) const {
@@ -180,7 +182,7 @@ void Watcher::Run() {
       (void)!read(wake_fd_, &count, sizeof(count));
       if (stop_requested_.load()) break;
       {
-        absl::MutexLock lock(&tick_mu_);
+        std::lock_guard<std::mutex> lock(tick_mu_);
         ticks = ticks_requested_;
       }
       if (rescan_requested_.exchange(false)) {
@@ -191,8 +193,9 @@ void Watcher::Run() {
     if (fds[0].revents != 0 && !ReadEvents()) return;
     RunDue();
     if (ticks != 0) {
-      absl::MutexLock lock(&tick_mu_);
+      std::lock_guard<std::mutex> lock(tick_mu_);
       ticks_done_ = std::max(ticks_done_, ticks);
+      tick_done_.notify_all();
     }
   }
   LOG(INFO) << "stopped watching " << options_.root;

@@ -50,7 +50,9 @@
 
 #include <atomic>
 #include <functional>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <set>
 #include <memory>
 #include <string>
@@ -142,6 +144,8 @@ class Watcher {
   Watcher(Options options, Callback callback, int inotify_fd, int wake_fd);
 
   void Run();
+  // The thread is done: Tick() returns at once from now on.
+  void EndTicks();
   // Drains the inotify fd; false on an unrecoverable read error.
   bool ReadEvents();
   void HandleEvent(int wd, uint32_t mask, absl::string_view name, absl::Time observed);
@@ -181,10 +185,13 @@ class Watcher {
   std::atomic<size_t> unwatched_count_{0};
   std::atomic<size_t> deferred_count_{0};
 
-  // Tick(): requests made and handled.
-  absl::Mutex tick_mu_;
-  uint64_t ticks_requested_ ABSL_GUARDED_BY(tick_mu_) = 0;
-  uint64_t ticks_done_ ABSL_GUARDED_BY(tick_mu_) = 0;
+  // Tick(): requests made and handled. std::mutex, which ThreadSanitizer
+  // sees (Debian's abseil is not built for it).
+  std::mutex tick_mu_;
+  std::condition_variable tick_done_;
+  uint64_t ticks_requested_ = 0;  // guarded by tick_mu_
+  uint64_t ticks_done_ = 0;       // guarded by tick_mu_
+  bool ticks_stopped_ = false;    // guarded by tick_mu_
 
   // Watch bookkeeping; touched only by Start() (before the thread exists)
   // and then by the watcher thread.
