@@ -327,10 +327,14 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   }
   // A mark left by an earlier run for this very file: the same event.
   dispatch::v1::EventMark mark;
-  const bool marked = !payload->mark.empty() && mark.ParseFromString(payload->mark) &&
-                      mark.generation() != 0 && mark.inode() == identity->inode &&
-                      mark.size() == identity->size &&
-                      mark.mtime_unix_nanos() == identity->mtime_ns;
+  FileIdentity marked_file;
+  const bool parsed = !payload->mark.empty() && mark.ParseFromString(payload->mark);
+  if (parsed) {
+    marked_file.inode = mark.inode();
+    marked_file.size = mark.size();
+    marked_file.mtime_ns = mark.mtime_unix_nanos();
+  }
+  const bool marked = parsed && mark.generation() != 0 && marked_file.SameContent(*identity);
   Pending pending;
   dispatch::v1::ObservedEvent& event = pending.event;
   event.set_key(relative_path);
@@ -353,14 +357,9 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
       absl::MutexLock lock(&mu_);
       event.set_generation(next_generation_++);
     }
-    mark.Clear();
-    mark.set_generation(event.generation());
-    mark.set_inode(identity->inode);
-    mark.set_size(identity->size);
-    mark.set_mtime_unix_nanos(identity->mtime_ns);
-    if (std::optional<FileIdentity> now = WriteMark(relative_path, mark);
-        now.has_value() && now->inode == identity->inode && now->size == identity->size &&
-        now->mtime_ns == identity->mtime_ns) {
+    if (std::optional<FileIdentity> now =
+            WriteMark(relative_path, identity->Mark(event.generation()));
+        now.has_value() && now->SameContent(*identity)) {
       identity = now;
     }
   }
@@ -420,10 +419,7 @@ void Agent::HandleDelivered(const dispatch::v1::Delivered& delivered) {
     }
     *event.add_delivered() = delivered.to();
     before = it->second.identity;
-    mark.set_generation(event.generation());
-    mark.set_inode(before.inode);
-    mark.set_size(before.size);
-    mark.set_mtime_unix_nanos(before.mtime_ns);
+    mark = before.Mark(event.generation());
     *mark.mutable_delivered() = event.delivered();
   }
   std::optional<FileIdentity> now = WriteMark(delivered.key(), mark);
@@ -433,8 +429,7 @@ void Agent::HandleDelivered(const dispatch::v1::Delivered& delivered) {
   if (it == pending_.end() || it->second.event.generation() != delivered.generation()) return;
   // Only the attribute changed (the ctime): still the same file.
   FileIdentity& identity = it->second.identity;
-  if (identity == before && now->inode == before.inode && now->size == before.size &&
-      now->mtime_ns == before.mtime_ns) {
+  if (identity == before && now->SameContent(before)) {
     identity = *now;
   }
 }

@@ -124,6 +124,19 @@ class Agent {
       return device == o.device && inode == o.inode && size == o.size &&
              mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns;
     }
+    // The same content: all but the ctime, which the event's mark changes.
+    bool SameContent(const FileIdentity& o) const {
+      return inode == o.inode && size == o.size && mtime_ns == o.mtime_ns;
+    }
+    // The mark of generation `generation` of this file, no delivery yet.
+    dispatch::v1::EventMark Mark(uint64_t generation) const {
+      dispatch::v1::EventMark mark;
+      mark.set_generation(generation);
+      mark.set_inode(inode);
+      mark.set_size(size);
+      mark.set_mtime_unix_nanos(mtime_ns);
+      return mark;
+    }
   };
   struct Pending {
     dispatch::v1::ObservedEvent event;

@@ -76,6 +76,16 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
     absl::MutexLock lock(&write_mu_);
     return stream_ != nullptr && stream_->Write(message);
   }
+  // Send(), waiting (bounded) for the session: the fake takes its stream
+  // for sending just after its Welcome, which the agent may see first.
+  bool SendWhenOpen(const ControllerMessage& message) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!Send(message)) {
+      if (absl::Now() >= deadline) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  }
 
   // Waits until `count` agent messages (batches unpacked) arrived.
   std::vector<AgentMessage> Await(size_t count) {
@@ -242,12 +252,7 @@ TEST(AgentTest, AnEventKeepsItsGenerationAndDeliveriesAcrossARestart) {
     delivered.mutable_delivered()->set_generation(generation);
     delivered.mutable_delivered()->mutable_to()->set_agent_id("agent-2");
     delivered.mutable_delivered()->mutable_to()->set_container_id("c9");
-    bool sent = false;
-    const absl::Time send_deadline = absl::Now() + absl::Seconds(30);
-    while (!(sent = first.controller().Send(delivered)) && absl::Now() < send_deadline) {
-      std::this_thread::yield();
-    }
-    ASSERT_TRUE(sent);
+    ASSERT_TRUE(first.controller().SendWhenOpen(delivered));
     // Kept with the file once the agent has handled it.
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     dispatch::v1::EventMark mark;
@@ -352,12 +357,7 @@ TEST(AgentTest, TheSameDeliveryGivenTwiceRunsOnce) {
     c->set_generation(generation);
     return message;
   };
-  // The fake takes the stream for sending just after its Welcome.
-  bool sent = false;
-  while (!(sent = run.controller().Send(command(1, 5))) && absl::Now() < deadline) {
-    std::this_thread::yield();
-  }
-  ASSERT_TRUE(sent);
+  ASSERT_TRUE(run.controller().SendWhenOpen(command(1, 5)));
   ASSERT_TRUE(run.controller().Send(command(2, 5)));  // the same delivery again
   ASSERT_TRUE(run.controller().Send(command(3, 6)));  // a later event: runs
   std::map<uint64_t, dispatch::v1::CommandResult> results;
