@@ -112,7 +112,6 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
       clock_(clock),
       metrics_(options_.metrics != nullptr ? options_.metrics : NullAgentMetrics()),
       spool_(options_.events_dir),
-      next_generation_(FirstGeneration()),
       emit_memory_(clock_),
       file_requests_(&spool_, &emit_memory_, clock_,
                      FileRequestsOptions{.event_namespace = options_.event_namespace,
@@ -133,7 +132,8 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
               .max_batch_bytes = options_.max_batch_bytes,
               .metrics = metrics_,
           },
-          clock_, std::move(channel), SessionCallbacks()) {}
+          clock_, std::move(channel), SessionCallbacks()),
+      next_generation_(FirstGeneration()) {}
 
 ControllerSession::Callbacks Agent::SessionCallbacks() {
   ControllerSession::Callbacks callbacks;
@@ -236,7 +236,7 @@ absl::Status Agent::Start() {
   absl::StatusOr<std::unique_ptr<Watcher>> watcher = Watcher::Start(
       std::move(watcher_options),
       [this](const std::string& relative_path, absl::Time observed) {
-        OnFile(relative_path, observed);
+        return OnFile(relative_path, observed);
       });
   if (!watcher.ok()) {
     Stop();
@@ -291,14 +291,16 @@ std::string Agent::NotReadyReason() const {
   return absl::StrJoin(reasons, "; ");
 }
 
-void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
+Watcher::Report Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   std::optional<FileIdentity> identity = Identify(relative_path);
-  if (!identity.has_value()) return;  // gone, or not a regular file
+  if (!identity.has_value()) return Watcher::Report::kDone;  // gone, or not a regular file
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return;
+    if (stopping_) return Watcher::Report::kDone;
     auto it = pending_.find(relative_path);
-    if (it != pending_.end() && it->second.identity == *identity) return;  // seen already
+    if (it != pending_.end() && it->second.identity == *identity) {
+      return Watcher::Report::kDone;  // seen already
+    }
     if (pending_.size() >= options_.max_unsettled_events ||
         pending_bytes_ >= options_.max_unsettled_bytes) {
       // The file is the durable copy: it waits on disk, and a rescan picks
@@ -309,13 +311,13 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
                      << " payload bytes) are held: new event files wait on disk until half "
                         "of them are settled";
       }
-      return;
+      return Watcher::Report::kDone;
     }
   }
   absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
   if (absl::IsUnavailable(payload.status())) {
-    LOG(DEBUG) << relative_path << " is still open for writing: dispatched when it is closed";
-    return;
+    LOG(DEBUG) << relative_path << " is still open for writing: looked at again when it is closed";
+    return Watcher::Report::kStillOpen;
   }
   if (!payload.ok()) {
     if (!absl::IsNotFound(payload.status())) {
@@ -323,7 +325,7 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
       LOG(WARNING) << "cannot read event file " << relative_path << ": " << payload.status()
                    << " (left in place)";
     }
-    return;
+    return Watcher::Report::kDone;
   }
   // A mark left by an earlier run for this very file: the same event.
   dispatch::v1::EventMark mark;
@@ -367,9 +369,9 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
   AgentMessage message;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return;
+    if (stopping_) return Watcher::Report::kDone;
     auto it = pending_.find(relative_path);
-    if (it != pending_.end() && it->second.identity == *identity) return;
+    if (it != pending_.end() && it->second.identity == *identity) return Watcher::Report::kDone;
     if (it != pending_.end()) pending_bytes_ -= it->second.event.payload().size();
     *message.mutable_event() = event;
     pending_bytes_ += event.payload().size();
@@ -381,6 +383,7 @@ void Agent::OnFile(const std::string& relative_path, absl::Time observed) {
              << " (generation " << message.event().generation()
              << (marked ? ", from an earlier run" : "") << ")";
   session_.Write(std::move(message));
+  return Watcher::Report::kDone;
 }
 
 std::optional<Agent::FileIdentity> Agent::WriteMark(const std::string& key,

@@ -146,7 +146,8 @@ class Agent {
   // What the session sends first on every connect, and where what the
   // controller sends goes.
   ControllerSession::Callbacks SessionCallbacks();
-  void OnFile(const std::string& relative_path, absl::Time observed);
+  // kStillOpen: a writer holds the file; the watcher reports it again.
+  Watcher::Report OnFile(const std::string& relative_path, absl::Time observed);
   std::optional<FileIdentity> Identify(const std::string& relative_path) const;
   void HandleSettled(const dispatch::v1::Settled& settled);
   void HandleDelivered(const dispatch::v1::Delivered& delivered);

@@ -275,7 +275,41 @@ void Watcher::MaybeReport(const std::string& relative_path, absl::Time observed)
     return;
   }
   LOG(DEBUG) << "observed " << relative_path;
-  callback_(relative_path, observed);
+  ReportFile(relative_path, observed);
+}
+
+void Watcher::ReportFile(const std::string& relative_path, absl::Time observed) {
+  auto it = still_open_.find(relative_path);
+  if (it != still_open_.end()) observed = it->second.observed;
+  if (callback_(relative_path, observed) == Report::kStillOpen) {
+    LookAgainLater(relative_path, observed);
+  } else if (it != still_open_.end()) {
+    still_open_.erase(it);
+    still_open_count_.store(still_open_.size());
+  }
+}
+
+Writers Watcher::WritersOf(const std::string& relative_path) const {
+  const int fd =
+      open(FullPath(relative_path).c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return Writers::kUnknown;  // the consumer's read says why
+  const Writers writers = TakeReadLease(fd);
+  close(fd);  // releases the lease
+  return writers;
+}
+
+void Watcher::LookAgainLater(const std::string& relative_path, absl::Time observed) {
+  auto [it, inserted] = still_open_.try_emplace(relative_path);
+  StillOpen& entry = it->second;
+  if (inserted) {
+    entry.observed = observed;
+    entry.delay = kStillOpenFirstDelay;
+  } else {
+    entry.delay = std::min(entry.delay * 2, kStillOpenMaxDelay);
+  }
+  entry.due = options_.clock->Now() + entry.delay;
+  next_still_open_due_ = std::min(next_still_open_due_, entry.due);
+  still_open_count_.store(still_open_.size());
 }
 
 int Watcher::AddWatch(const std::string& relative_dir) {
@@ -424,7 +458,7 @@ void Watcher::ScannedFile(int dir_fd, const char* name, const std::string& relat
       if (errno == ENOENT || errno == ELOOP) return;
       LOG(DEBUG) << "found " << relative_path << " (cannot open it: " << std::strerror(errno)
                  << ")";
-      callback_(relative_path, options_.clock->Now());
+      ReportFile(relative_path, options_.clock->Now());
       return;
     }
     int error = 0;
@@ -435,10 +469,13 @@ void Watcher::ScannedFile(int dir_fd, const char* name, const std::string& relat
     switch (writers) {
       case Writers::kNone:
         LOG(DEBUG) << "found " << relative_path;
-        callback_(relative_path, options_.clock->Now());
+        ReportFile(relative_path, options_.clock->Now());
         return;
       case Writers::kOpen:
+        // Its close reports it; looking again covers a close that is
+        // already under way (see the class comment).
         LOG(DEBUG) << "found " << relative_path << ", still open for writing: reported when closed";
+        LookAgainLater(relative_path, options_.clock->Now());
         return;
       case Writers::kUnknown:
         if (!lease_warning_logged_) {
@@ -466,6 +503,35 @@ void Watcher::ScannedFile(int dir_fd, const char* name, const std::string& relat
 
 void Watcher::RunDue() {
   const absl::Time now = options_.clock->Now();
+  if (!still_open_.empty() && now >= next_still_open_due_) {
+    next_still_open_due_ = absl::InfiniteFuture();
+    std::vector<std::string> due;
+    for (const auto& [path, entry] : still_open_) {
+      if (entry.due <= now) {
+        due.push_back(path);
+      } else {
+        next_still_open_due_ = std::min(next_still_open_due_, entry.due);
+      }
+    }
+    for (const std::string& path : due) {
+      if (stop_requested_.load()) return;
+      auto it = still_open_.find(path);
+      if (it == still_open_.end()) continue;
+      const absl::Time observed = it->second.observed;
+      struct stat st;
+      if (lstat(FullPath(path).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        still_open_.erase(it);  // gone, or no longer a file
+        continue;
+      }
+      if (options_.use_leases && WritersOf(path) == Writers::kOpen) {
+        LookAgainLater(path, observed);
+        continue;
+      }
+      LOG(DEBUG) << "looking again at " << path << ", which was open for writing";
+      ReportFile(path, observed);
+    }
+    still_open_count_.store(still_open_.size());
+  }
   if (!deferred_.empty() && now >= next_deferred_due_) {
     next_deferred_due_ = absl::InfiniteFuture();
     for (auto it = deferred_.begin(); it != deferred_.end() && !stop_requested_.load();) {
@@ -487,7 +553,7 @@ void Watcher::RunDue() {
         it = deferred_.erase(it);
         LOG(DEBUG) << "quiet for " << absl::FormatDuration(options_.quiet_period) << ": "
                    << relative_path;
-        callback_(relative_path, now);
+        ReportFile(relative_path, now);
         continue;
       }
       d.size = st.st_size;  // still changing: another quiet period
@@ -524,6 +590,7 @@ void Watcher::UnwatchedChanged() {
 int Watcher::PollTimeoutMs() const {
   absl::Time next = next_unwatched_scan_;
   if (!deferred_.empty()) next = std::min(next, next_deferred_due_);
+  if (!still_open_.empty()) next = std::min(next, next_still_open_due_);
   if (next == absl::InfiniteFuture()) return -1;
   const absl::Duration wait = next - options_.clock->Now();
   if (wait <= absl::ZeroDuration()) return 0;

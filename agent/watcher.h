@@ -33,6 +33,14 @@
 // `unwatched_scan_period` (retrying the watch) until a watch succeeds:
 // slower, but nothing is missed. unwatched_directories() counts them.
 //
+// A file the consumer finds still open for writing (it answers
+// Report::kStillOpen) is reported again at its next close and, meanwhile,
+// again after a delay that starts at 10ms and doubles up to 2s: the kernel
+// queues IN_CLOSE_WRITE before it stops counting the closing descriptor as a
+// writer, so a consumer that asks right after the event can meet a writer
+// that is in fact gone, and no later event would come. Scanned files left
+// to their close are looked at again the same way.
+//
 // The same path may be reported more than once (a scan racing an event, a
 // rescan, a directory scanned right after its watch was added): the consumer
 // de-duplicates. A reported file may already be gone by the time the
@@ -63,6 +71,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/open_writers.h"
 #include "common/clock.h"
 
 namespace dispatchd::agent {
@@ -96,9 +105,17 @@ class Watcher {
     std::function<int(int inotify_fd, const char* path, uint32_t mask)> add_watch;
   };
 
+  // What the consumer made of a reported file.
+  enum class Report {
+    kDone,       // taken, or nothing to do with it
+    kStillOpen,  // a process holds it open for writing: report it again later
+  };
+
   // `relative_path` is relative to the root ("a/b.txt"), never hidden, and
-  // passes ValidateRelativePath. `observed` is when the watcher saw the file.
-  using Callback = std::function<void(const std::string& relative_path, absl::Time observed)>;
+  // passes ValidateRelativePath. `observed` is when the watcher saw the file
+  // (for a file reported again, when it first did).
+  using Callback =
+      std::function<Report(const std::string& relative_path, absl::Time observed)>;
 
   // Creates the root if missing, watches the existing tree and starts the
   // watcher thread, which first scans the whole tree (files present at
@@ -131,6 +148,13 @@ class Watcher {
   size_t unwatched_directories() const { return unwatched_count_.load(); }
   // Files found by a scan that wait out their quiet period.
   size_t deferred_files() const { return deferred_count_.load(); }
+  // Files that were still open for writing and are looked at again.
+  size_t still_open_files() const { return still_open_count_.load(); }
+
+  // The first and the longest delay before a file still open for writing is
+  // looked at again.
+  static constexpr absl::Duration kStillOpenFirstDelay = absl::Milliseconds(10);
+  static constexpr absl::Duration kStillOpenMaxDelay = absl::Seconds(2);
 
  private:
   // A file found by a scan, whose writers could not be asked.
@@ -139,6 +163,12 @@ class Watcher {
     int64_t mtime_ns = 0;
     uint64_t inode = 0;
     absl::Time due;  // when it is looked at again
+  };
+  // A file that was still open for writing.
+  struct StillOpen {
+    absl::Time observed;  // when it was first reported
+    absl::Time due;       // when it is reported again
+    absl::Duration delay;
   };
 
   Watcher(Options options, Callback callback, int inotify_fd, int wake_fd);
@@ -173,6 +203,12 @@ class Watcher {
   void ForgetWatch(int wd);
   // Reports `relative_path` if lstat says it is a visible regular file.
   void MaybeReport(const std::string& relative_path, absl::Time observed);
+  // Calls the callback and keeps still_open_ up to date with its answer.
+  void ReportFile(const std::string& relative_path, absl::Time observed);
+  // Asks with a read lease whether `relative_path` is open for writing.
+  Writers WritersOf(const std::string& relative_path) const;
+  // Looks at `relative_path` again after the next delay.
+  void LookAgainLater(const std::string& relative_path, absl::Time observed);
   std::string FullPath(absl::string_view relative_path) const;
 
   const Options options_;
@@ -184,6 +220,7 @@ class Watcher {
   std::atomic<bool> rescan_requested_{false};
   std::atomic<size_t> unwatched_count_{0};
   std::atomic<size_t> deferred_count_{0};
+  std::atomic<size_t> still_open_count_{0};
 
   // Tick(): requests made and handled. std::mutex, which ThreadSanitizer
   // sees (Debian's abseil is not built for it).
@@ -202,6 +239,8 @@ class Watcher {
   std::set<std::string> unwatched_;
   absl::Time next_unwatched_scan_ = absl::InfiniteFuture();
   absl::Time next_deferred_due_ = absl::InfiniteFuture();
+  std::map<std::string, StillOpen> still_open_;
+  absl::Time next_still_open_due_ = absl::InfiniteFuture();
   bool lease_warning_logged_ = false;
 
   absl::Mutex stop_mu_;

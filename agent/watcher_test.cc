@@ -51,6 +51,7 @@ class Recorder {
       counts_[path]++;
       last_observed_ = observed;
       changed_.notify_all();
+      return Watcher::Report::kDone;
     };
   }
 
@@ -455,7 +456,7 @@ TEST_F(WatcherTest, QueueOverflowTriggersAFullRescan) {
       std::unique_lock<std::mutex> lock(mu);
       release.wait(lock, [&] { return released; });
     }
-    record(path, t);
+    return record(path, t);
   });
   ASSERT_TRUE(watcher.ok()) << watcher.status();
   WriteFile(InRoot("blocker"));
@@ -525,6 +526,83 @@ TEST_F(WatcherTest, TheStartUpScanLeavesAFileStillBeingWrittenToItsClose) {
   writer.Close();
   ASSERT_TRUE(recorder_.WaitFor("d/x"));
   ASSERT_TRUE(Sentinel());
+  EXPECT_EQ(recorder_.Count("d/x"), 1);
+}
+
+// The kernel queues IN_CLOSE_WRITE before it stops counting the closing
+// writer, so a consumer can find a file it was just told of still open for
+// writing. It answers kStillOpen and the watcher reports the file again
+// after a delay that doubles (fake clock), with the time it first saw it,
+// until the consumer takes it.
+TEST_F(WatcherTest, AFileTheConsumerFindsStillOpenIsReportedAgainUntilTaken) {
+  FakeClock clock(absl::FromUnixSeconds(2'000'000));
+  std::mutex mu;
+  std::vector<absl::Time> reports;
+  auto watcher = Watcher::Start(
+      {.root = root_, .clock = &clock, .on_scan_complete = recorder_.on_scan_complete()},
+      [&](const std::string& path, absl::Time observed) {
+        if (path != "x") return recorder_.callback()(path, observed);
+        std::lock_guard<std::mutex> lock(mu);
+        reports.push_back(observed);
+        return reports.size() < 3 ? Watcher::Report::kStillOpen : Watcher::Report::kDone;
+      });
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  ASSERT_TRUE(recorder_.WaitForScans(1));
+  auto count = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return reports.size();
+  };
+  const absl::Time first = clock.Now();
+  WriteFile(InRoot("x"));
+  ASSERT_TRUE(Sentinel());  // the close of x has been reported
+  EXPECT_EQ(count(), 1u);
+  EXPECT_EQ((*watcher)->still_open_files(), 1u);
+
+  clock.Advance(Watcher::kStillOpenFirstDelay - absl::Milliseconds(1));
+  (*watcher)->Tick();
+  EXPECT_EQ(count(), 1u);
+  clock.Advance(absl::Milliseconds(1));
+  (*watcher)->Tick();
+  EXPECT_EQ(count(), 2u);  // still open again: the delay doubles
+  clock.Advance(Watcher::kStillOpenFirstDelay);
+  (*watcher)->Tick();
+  EXPECT_EQ(count(), 2u);
+  clock.Advance(Watcher::kStillOpenFirstDelay);
+  (*watcher)->Tick();
+  EXPECT_EQ(count(), 3u);  // taken
+  EXPECT_EQ((*watcher)->still_open_files(), 0u);
+  clock.Advance(absl::Minutes(1));
+  (*watcher)->Tick();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(reports, ElementsAre(first, first, first));
+}
+
+// A file found by a scan while its writer holds it is looked at again, and
+// not reported while the writer is still there; its close reports it once.
+TEST_F(WatcherTest, AScannedFileStillOpenIsLookedAtAgainButReportedOnlyWhenClosed) {
+  FakeClock clock;
+  MakeDir(InRoot("d"));
+  OpenWriter writer(InRoot("d/x"));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.Write("slow-"));
+  auto watcher = Watcher::Start(
+      {.root = root_, .clock = &clock, .on_scan_complete = recorder_.on_scan_complete()},
+      recorder_.callback());
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  ASSERT_TRUE(recorder_.WaitForScans(1));
+  EXPECT_EQ((*watcher)->still_open_files(), 1u);
+  for (int i = 0; i < 5; ++i) {
+    clock.Advance(Watcher::kStillOpenMaxDelay);
+    (*watcher)->Tick();
+  }
+  EXPECT_EQ(recorder_.Count("d/x"), 0);
+  EXPECT_EQ((*watcher)->still_open_files(), 1u);
+  writer.Close();
+  ASSERT_TRUE(recorder_.WaitFor("d/x"));
+  (*watcher)->Tick();
+  EXPECT_EQ((*watcher)->still_open_files(), 0u);
+  clock.Advance(absl::Minutes(1));
+  (*watcher)->Tick();
   EXPECT_EQ(recorder_.Count("d/x"), 1);
 }
 
