@@ -557,7 +557,16 @@ void Agent::ExecWorker() {
         }
       }
     }
+    const std::string exec_id = message.command_result().exec_id();
     session_.Write(std::move(message));
+    if (!exec_id.empty()) {
+      // An exit that overtook the result (a short command) follows it.
+      if (std::optional<dispatch::v1::ExecExit> exit = runner_.ResultSent(exec_id)) {
+        AgentMessage exit_message;
+        *exit_message.mutable_exec_exit() = *std::move(exit);
+        session_.Write(std::move(exit_message));
+      }
+    }
   }
 }
 

@@ -166,18 +166,33 @@ CommandResult CommandRunner::Run(const Command& command) {
 
 std::optional<dispatch::v1::ExecExit> CommandRunner::ExecExited(absl::string_view exec_id,
                                                                 int exit_code, absl::Time time) {
-  StartedExec started;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = execs_.find(exec_id);
-    if (it == execs_.end()) return std::nullopt;  // not ours
-    started = it->second;
-    execs_.erase(it);
+  absl::MutexLock lock(&mu_);
+  auto it = execs_.find(exec_id);
+  if (it == execs_.end() || it->second.held.has_value()) {
+    return std::nullopt;  // not ours, or its exit is held already
   }
   dispatch::v1::ExecExit exit;
-  exit.set_command_id(started.command_id);
+  exit.set_command_id(it->second.command_id);
   exit.set_exit_code(exit_code);
-  exit.set_duration_ms(absl::ToInt64Milliseconds(time - started.start_sent));
+  exit.set_duration_ms(absl::ToInt64Milliseconds(time - it->second.start_sent));
+  if (!it->second.result_sent) {
+    it->second.held = std::move(exit);
+    return std::nullopt;
+  }
+  execs_.erase(it);
+  return exit;
+}
+
+std::optional<dispatch::v1::ExecExit> CommandRunner::ResultSent(absl::string_view exec_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = execs_.find(exec_id);
+  if (it == execs_.end()) return std::nullopt;
+  if (!it->second.held.has_value()) {
+    it->second.result_sent = true;
+    return std::nullopt;
+  }
+  std::optional<dispatch::v1::ExecExit> exit = std::move(it->second.held);
+  execs_.erase(it);
   return exit;
 }
 

@@ -80,15 +80,24 @@ class CommandRunner {
 
   // Docker reported that exec `exec_id` exited (`exec_die` at `time`).
   // Returns the ExecExit to send for an exec that Run() started (its
-  // duration counted from when its start request went out), once; for any
-  // other exec, std::nullopt.
+  // duration counted from when its start request went out), once, if its
+  // result has been sent (ResultSent); an exit that overtook its result is
+  // held and ResultSent returns it instead. For any other exec,
+  // std::nullopt.
   std::optional<dispatch::v1::ExecExit> ExecExited(absl::string_view exec_id, int exit_code,
                                                    absl::Time time);
+
+  // The DELIVERED result naming `exec_id` has been sent: the controller
+  // learns which event an exit belongs to from that result, so an exit is
+  // sent only after it. Returns the exit that came first, if one did.
+  std::optional<dispatch::v1::ExecExit> ResultSent(absl::string_view exec_id);
 
  private:
   struct StartedExec {
     uint64_t command_id = 0;
     absl::Time start_sent;
+    bool result_sent = false;
+    std::optional<dispatch::v1::ExecExit> held;  // an exit before ResultSent
   };
 
   DockerApi* const docker_;
@@ -97,7 +106,8 @@ class CommandRunner {
   const KnownContainer known_;
 
   absl::Mutex mu_;
-  // Execs whose start went to Docker and whose exit is not reported yet.
+  // Execs whose start went to Docker and whose exit is not reported yet
+  // (or is held until their result is sent).
   std::map<std::string, StartedExec, std::less<>> execs_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -425,6 +425,7 @@ TEST_F(CommandRunnerTest, ReportsTheExitOfItsOwnExecsOnce) {
   docker_.AddContainer(Container(ContainerState::kRunning, ExecLabels()));
   const CommandResult result = runner().Run(MakeAll());
   ASSERT_EQ(result.outcome(), CommandResult::DELIVERED);
+  EXPECT_FALSE(runner_->ResultSent(result.exec_id()).has_value());
   clock_.Advance(absl::Milliseconds(1500));
   std::optional<dispatch::v1::ExecExit> exit =
       runner_->ExecExited(result.exec_id(), 3, clock_.Now());
@@ -434,6 +435,26 @@ TEST_F(CommandRunnerTest, ReportsTheExitOfItsOwnExecsOnce) {
   EXPECT_EQ(exit->duration_ms(), 1500);
   EXPECT_FALSE(runner_->ExecExited(result.exec_id(), 3, clock_.Now()).has_value());
   EXPECT_FALSE(runner_->ExecExited("someone-elses-exec", 0, clock_.Now()).has_value());
+}
+
+// A short command's exec_die can come before the agent has sent the result
+// that tells the controller which event the exec belongs to: the exit is
+// held and handed over once the result is sent, so it always follows it.
+TEST_F(CommandRunnerTest, AnExitBeforeItsResultIsSentIsHeldUntilThen) {
+  docker_.AddContainer(Container(ContainerState::kRunning, ExecLabels()));
+  const CommandResult result = runner().Run(MakeAll());
+  ASSERT_EQ(result.outcome(), CommandResult::DELIVERED);
+  clock_.Advance(absl::Milliseconds(7));
+  EXPECT_FALSE(runner_->ExecExited(result.exec_id(), 0, clock_.Now()).has_value());
+  EXPECT_FALSE(runner_->ExecExited(result.exec_id(), 0, clock_.Now()).has_value());
+  clock_.Advance(absl::Seconds(5));  // sending the result took a while
+  std::optional<dispatch::v1::ExecExit> exit = runner_->ResultSent(result.exec_id());
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->command_id(), 42u);
+  EXPECT_EQ(exit->exit_code(), 0);
+  EXPECT_EQ(exit->duration_ms(), 7);  // measured to the exit, not to the result
+  EXPECT_FALSE(runner_->ResultSent(result.exec_id()).has_value());
+  EXPECT_FALSE(runner_->ExecExited(result.exec_id(), 0, clock_.Now()).has_value());
 }
 
 TEST_F(CommandRunnerTest, ForgetsAnExecThatDidNotStart) {
