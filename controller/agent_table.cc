@@ -12,7 +12,14 @@ namespace dispatchd {
 namespace controller {
 
 AgentTable::AgentTable(AgentTableOptions options, absl::Time started_at)
-    : options_(std::move(options)), startup_grace_end_(started_at + options_.startup_grace) {}
+    : options_(std::move(options)), startup_grace_end_(started_at + options_.startup_grace) {
+  for (const auto& [id, host] : options_.expected_agents) {
+    Agent& agent = agents_[id];
+    agent.host = host;
+    agent.away_since = started_at;
+    agent.last_heard = started_at;
+  }
+}
 
 AgentTable::Connection AgentTable::Connect(const std::string& agent_id, const std::string& host,
                                            AgentLink* link, absl::Time now) {

@@ -65,6 +65,11 @@ struct AgentTableOptions {
   int missed_heartbeats = 3;
   // After the table's start, AllFresh() is false for this long.
   absl::Duration startup_grace = absl::ZeroDuration();
+  // Agents known to exist (id -> host; a new leader reads them from the
+  // membership list in etcd): they start away, as if their sessions had
+  // just ended, so routing waits until each is back and fresh, or has
+  // expired after the away grace. The start-up grace can then be zero.
+  std::map<std::string, std::string> expected_agents;
 };
 
 class AgentTable {

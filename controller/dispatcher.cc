@@ -53,7 +53,8 @@ Dispatcher::Dispatcher(DispatcherOptions options, Clock* clock)
       index_(options_.label_namespace),
       agents_(AgentTableOptions{.heartbeat_period = options_.heartbeat_period,
                                 .missed_heartbeats = options_.missed_heartbeats,
-                                .startup_grace = options_.startup_grace},
+                                .startup_grace = options_.startup_grace,
+                                .expected_agents = options_.expected_agents},
               clock->Now()),
       ledger_(clock, EventLedgerOptions{.keep_payload_bytes = options_.max_env_payload_bytes}),
       queue_(DeliveryQueueOptions{.min_backoff = options_.retry_min_backoff,
@@ -110,9 +111,33 @@ void Dispatcher::EndApiCalls() {
 
 void Dispatcher::Wake() { wake_ = true; }
 
+void Dispatcher::EndTerm(const std::string& reason) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (term_ended_.has_value()) return;
+    term_ended_ = reason;
+    for (const AgentInfo& info : agents_.Infos()) {
+      const AgentTable::Agent* agent = agents_.Find(info.agent_id);
+      if (agent != nullptr && agent->link != nullptr) agent->link->Close(reason);
+    }
+  }
+  EndApiCalls();
+}
+
+std::map<std::string, std::string> Dispatcher::KnownAgents() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, std::string> known;
+  for (const AgentInfo& info : agents_.Infos()) known[info.agent_id] = info.host;
+  return known;
+}
+
 void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& host,
                                 AgentLink* link) {
   absl::MutexLock lock(&mu_);
+  if (term_ended_.has_value()) {
+    link->Close(*term_ended_);
+    return;
+  }
   const absl::Time now = clock_->Now();
   // An agent coming back keeps its containers in the index until its
   // snapshot replaces them; it is not fresh before that snapshot.
@@ -428,6 +453,14 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
       return;
     }
     if (agent->link == nullptr) return;  // away: pumped again when it is back
+    if (options_.may_command && !options_.may_command()) {
+      // Leadership is ending: the next leader sends it.
+      if (!command_hold_logged_) {
+        command_hold_logged_ = true;
+        LOG(WARNING) << "not leading any more: commands are held";
+      }
+      return;
+    }
     const absl::Time now = clock_->Now();
     const uint64_t command_id = queue_.MarkSent(lane_key, *front, to.agent_id, now);
     ControllerMessage message;

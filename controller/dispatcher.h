@@ -24,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,6 +63,12 @@ struct DispatcherOptions {
   // in-process (all-in-one). A disconnected agent is likewise waited for
   // heartbeat_period * missed_heartbeats before its containers are dropped.
   absl::Duration startup_grace = absl::ZeroDuration();
+  // Agents to wait for (id -> host), as AgentTableOptions::expected_agents:
+  // a new leader resumes as soon as these are back and fresh.
+  std::map<std::string, std::string> expected_agents;
+  // Asked before each command is sent; false holds it (a replica whose
+  // leadership is ending). Null: always true.
+  std::function<bool()> may_command;
   // Retry policy for retryable delivery failures (Docker errors, agent gone):
   // full-jitter exponential backoff between min and max, at most
   // max_attempts attempts; then the event is dead-lettered.
@@ -153,6 +160,13 @@ class Dispatcher final : public ApiBackend {
   // Ends the API's open calls (watch streams, requests waiting on agents)
   // so a server shutdown does not wait for them. Stop() does it too.
   void EndApiCalls() ABSL_LOCKS_EXCLUDED(mu_);
+  // This Dispatcher's leadership term is over: every agent session is
+  // closed with `reason`, a session that connects later is closed at once,
+  // and the API's open calls end. The agents go to the new leader and send
+  // it everything again. Stop() it afterwards.
+  void EndTerm(const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
+  // Agents known now (connected, or away and waited for), id -> host.
+  std::map<std::string, std::string> KnownAgents() const;
 
   DispatcherStats stats() const;
   std::vector<InvalidEntry> InvalidSubscriptions() const;
@@ -259,6 +273,10 @@ class Dispatcher final : public ApiBackend {
   std::deque<uint64_t> exec_target_order_ ABSL_GUARDED_BY(mu_);
   // Its own lock; Publish never blocks on a watcher.
   WatchHub hub_;
+
+  // EndTerm() was called; its reason.
+  std::optional<std::string> term_ended_ ABSL_GUARDED_BY(mu_);
+  bool command_hold_logged_ ABSL_GUARDED_BY(mu_) = false;
 
   // Poll thread.
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

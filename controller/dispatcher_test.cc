@@ -759,6 +759,98 @@ TEST_F(DispatcherTest, ListEventsShowsHeldAndInFlightRecipients) {
   EXPECT_EQ(dispatcher_.GetEvent(get).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A new leader knows its agents from the membership list: events wait
+// until every listed agent is back and fresh, and not a moment longer (no
+// fixed start-up grace).
+TEST(DispatcherTermTest, ANewLeaderRoutesAsSoonAsTheListedAgentsAreBack) {
+  FakeClock clock;
+  DispatcherOptions options;
+  options.expected_agents = {{"host-a", "host-a"}, {"host-b", "host-b"}};
+  Dispatcher dispatcher(options, &clock);
+  FakeLink a, b;
+  auto snapshot = [&](const std::string& agent, std::vector<dispatch::v1::Container> cs) {
+    AgentMessage m;
+    m.mutable_inventory_snapshot()->set_seq(1);
+    for (auto& c : cs) *m.mutable_inventory_snapshot()->add_containers() = c;
+    dispatcher.OnAgentMessage(agent, m);
+  };
+  dispatcher.AgentConnected("host-a", "host-a", &a);
+  snapshot("host-a", {});
+  AgentMessage event;
+  event.mutable_event()->set_key("demo/some-event");
+  event.mutable_event()->set_event_id("demo.some-event");
+  event.mutable_event()->set_generation(1);
+  dispatcher.OnAgentMessage("host-a", event);
+  EXPECT_EQ(dispatcher.stats().events_held, 1u);  // host-b's subscribers may exist
+  EXPECT_EQ(dispatcher.KnownAgents().size(), 2u);
+  dispatcher.AgentConnected("host-b", "host-b", &b);
+  snapshot("host-b", {MakeContainer("c1", "handler", kTouch)});
+  EXPECT_EQ(dispatcher.stats().events_held, 0u);
+  EXPECT_EQ(b.TakeCommands().size(), 1u);  // routed at once, no clock advanced
+}
+
+TEST(DispatcherTermTest, AListedAgentThatDoesNotComeBackIsWaitedForOnlyTheAwayGrace) {
+  FakeClock clock;
+  DispatcherOptions options;
+  options.expected_agents = {{"gone", "gone"}};
+  Dispatcher dispatcher(options, &clock);
+  FakeLink a;
+  dispatcher.AgentConnected("host-a", "host-a", &a);
+  AgentMessage snapshot;
+  snapshot.mutable_inventory_snapshot()->set_seq(1);
+  *snapshot.mutable_inventory_snapshot()->add_containers() = MakeContainer("c1", "h", kTouch);
+  dispatcher.OnAgentMessage("host-a", snapshot);
+  AgentMessage event;
+  event.mutable_event()->set_key("demo/some-event");
+  event.mutable_event()->set_event_id("demo.some-event");
+  event.mutable_event()->set_generation(1);
+  dispatcher.OnAgentMessage("host-a", event);
+  EXPECT_TRUE(a.TakeCommands().empty());
+  clock.Advance(options.heartbeat_period * options.missed_heartbeats);
+  dispatcher.Poll();
+  EXPECT_EQ(a.TakeCommands().size(), 1u);
+  EXPECT_EQ(dispatcher.KnownAgents().count("gone"), 0u);
+}
+
+// Leadership ending: commands are held from the moment may_command says
+// so; EndTerm closes every session, and one that connects afterwards.
+TEST(DispatcherTermTest, CommandsStopWithLeadershipAndEndTermClosesSessions) {
+  FakeClock clock;
+  bool leading = true;
+  DispatcherOptions options;
+  options.may_command = [&leading] { return leading; };
+  Dispatcher dispatcher(options, &clock);
+  FakeLink a;
+  dispatcher.AgentConnected("host-a", "host-a", &a);
+  AgentMessage snapshot;
+  snapshot.mutable_inventory_snapshot()->set_seq(1);
+  *snapshot.mutable_inventory_snapshot()->add_containers() = MakeContainer("c1", "h", kTouch);
+  dispatcher.OnAgentMessage("host-a", snapshot);
+  AgentMessage event;
+  event.mutable_event()->set_key("demo/e1");
+  event.mutable_event()->set_event_id("demo.some-event");
+  event.mutable_event()->set_generation(1);
+  dispatcher.OnAgentMessage("host-a", event);
+  ASSERT_EQ(a.TakeCommands().size(), 1u);
+  leading = false;
+  event.mutable_event()->set_key("demo/e2");
+  event.mutable_event()->set_event_id("demo.other");
+  (*snapshot.mutable_inventory_snapshot()->mutable_containers(0)->mutable_labels())
+      ["subscription.demo.other.container.command"] = "true";
+  snapshot.mutable_inventory_snapshot()->set_seq(2);
+  dispatcher.OnAgentMessage("host-a", snapshot);
+  dispatcher.OnAgentMessage("host-a", event);
+  clock.Advance(absl::Seconds(1));
+  dispatcher.Poll();
+  EXPECT_TRUE(a.TakeCommands().empty());
+  dispatcher.EndTerm("this replica no longer leads");
+  EXPECT_THAT(a.closed, ElementsAre("this replica no longer leads"));
+  FakeLink late;
+  dispatcher.AgentConnected("host-b", "host-b", &late);
+  EXPECT_THAT(late.closed, ElementsAre("this replica no longer leads"));
+  EXPECT_TRUE(late.sent.empty());
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd
