@@ -16,54 +16,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// One replica's view of the shared FakeEtcd, which a test can cut off on
-// its own (a network partition between that replica and etcd).
-class Partitionable final : public EtcdApi {
- public:
-  explicit Partitionable(EtcdApi* etcd) : etcd_(etcd) {}
-  void SetCutOff(bool cut) { cut_ = cut; }
-
-  absl::StatusOr<int64_t> Grant(absl::Duration ttl, absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->Grant(ttl, d);
-  }
-  absl::StatusOr<absl::Duration> KeepAliveOnce(int64_t lease, absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->KeepAliveOnce(lease, d);
-  }
-  absl::Status Revoke(int64_t lease, absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->Revoke(lease, d);
-  }
-  absl::StatusOr<CreateResult> CreateIfAbsent(const std::string& k, const std::string& v,
-                                              int64_t lease, absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->CreateIfAbsent(k, v, lease, d);
-  }
-  absl::StatusOr<std::optional<EtcdKeyValue>> Get(const std::string& k, absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->Get(k, d);
-  }
-  absl::StatusOr<std::vector<EtcdKeyValue>> GetPrefix(const std::string& p,
-                                                      absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->GetPrefix(p, d);
-  }
-  absl::Status Put(const std::string& k, const std::string& v, absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->Put(k, v, d);
-  }
-  absl::Status Delete(const std::string& k, absl::Time d) override {
-    if (cut_) return Cut();
-    return etcd_->Delete(k, d);
-  }
-
- private:
-  static absl::Status Cut() { return absl::UnavailableError("partitioned from etcd"); }
-  EtcdApi* const etcd_;
-  bool cut_ = false;
-};
-
 constexpr absl::Duration kTick = absl::Milliseconds(100);
 
 // Three replicas on one FakeEtcd, run on a FakeClock in 100 ms ticks; every
@@ -71,7 +23,7 @@ constexpr absl::Duration kTick = absl::Milliseconds(100);
 class ElectionTest : public ::testing::Test {
  protected:
   struct Replica {
-    std::unique_ptr<Partitionable> etcd;
+    std::unique_ptr<PartitionableEtcd> etcd;
     std::unique_ptr<LeaderElector> elector;
     absl::Time next;
     bool running = true;
@@ -81,7 +33,7 @@ class ElectionTest : public ::testing::Test {
   void SetUp() override {
     for (int i = 0; i < 3; ++i) {
       auto r = std::make_unique<Replica>();
-      r->etcd = std::make_unique<Partitionable>(&etcd_);
+      r->etcd = std::make_unique<PartitionableEtcd>(&etcd_);
       LeaderElectionOptions options;
       options.identity = absl::StrCat("ctl-", i);
       options.address = absl::StrCat("127.0.0.1:770", i);

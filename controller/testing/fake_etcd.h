@@ -7,6 +7,7 @@
 #ifndef DISPATCHD_CONTROLLER_TESTING_FAKE_ETCD_H_
 #define DISPATCHD_CONTROLLER_TESTING_FAKE_ETCD_H_
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -63,6 +64,54 @@ class FakeEtcd final : public EtcdApi {
   int64_t next_lease_ ABSL_GUARDED_BY(mu_) = 7001;
   std::map<int64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, EtcdKeyValue> keys_ ABSL_GUARDED_BY(mu_);
+};
+
+// One replica's view of an EtcdApi (a shared FakeEtcd), which a test can
+// cut off on its own: a network partition between that replica and etcd.
+class PartitionableEtcd final : public EtcdApi {
+ public:
+  explicit PartitionableEtcd(EtcdApi* etcd) : etcd_(etcd) {}
+  void SetCutOff(bool cut) { cut_.store(cut); }
+
+  absl::StatusOr<int64_t> Grant(absl::Duration ttl, absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->Grant(ttl, d);
+  }
+  absl::StatusOr<absl::Duration> KeepAliveOnce(int64_t lease, absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->KeepAliveOnce(lease, d);
+  }
+  absl::Status Revoke(int64_t lease, absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->Revoke(lease, d);
+  }
+  absl::StatusOr<CreateResult> CreateIfAbsent(const std::string& k, const std::string& v,
+                                              int64_t lease, absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->CreateIfAbsent(k, v, lease, d);
+  }
+  absl::StatusOr<std::optional<EtcdKeyValue>> Get(const std::string& k, absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->Get(k, d);
+  }
+  absl::StatusOr<std::vector<EtcdKeyValue>> GetPrefix(const std::string& p,
+                                                      absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->GetPrefix(p, d);
+  }
+  absl::Status Put(const std::string& k, const std::string& v, absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->Put(k, v, d);
+  }
+  absl::Status Delete(const std::string& k, absl::Time d) override {
+    if (cut_.load()) return Cut();
+    return etcd_->Delete(k, d);
+  }
+
+ private:
+  static absl::Status Cut() { return absl::UnavailableError("partitioned from etcd"); }
+  EtcdApi* const etcd_;
+  std::atomic<bool> cut_{false};
 };
 
 }  // namespace controller
