@@ -10,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/leader_redirect.h"
 
 namespace dispatchd {
 namespace controller {
@@ -85,10 +86,24 @@ void FillStatus(const DispatcherStats& stats, dispatch::v1::GetStatusResponse* o
 
 // Finishes a unary call with `status`; the reactor deletes itself when done.
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
-                                 const absl::Status& status) {
+                                 const grpc::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
+  reactor->Finish(status);
   return reactor;
+}
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                 const absl::Status& status) {
+  return Finish(context, ToGrpcStatus(status));
+}
+
+// `done`, keeping `hold` (a term's Dispatcher) alive until it has run.
+template <typename T>
+ApiBackend::Done<T> Holding(ApiBackend::Done<T> done, std::shared_ptr<Dispatcher> hold) {
+  if (hold == nullptr) return done;
+  return [done = std::move(done), hold = std::move(hold)](absl::StatusOr<T> result) {
+    done(std::move(result));
+  };
 }
 
 }  // namespace
@@ -116,16 +131,35 @@ absl::Status ApiService::Authorize(const grpc::CallbackServerContext& context,
   return access_.Check(needed, value);
 }
 
+std::optional<ApiService::Serving> ApiService::Serve(grpc::CallbackServerContext* context,
+                                                     grpc::Status* redirect) const {
+  if (options_.leadership == nullptr) return Serving{nullptr, dispatcher_, options_.backend};
+  if (!options_.leadership->Leading()) {
+    const LeaderInfo leader = options_.leadership->leader();
+    AddLeaderMetadata(context, leader.address);
+    *redirect = NotLeaderStatus(leader.identity, leader.address);
+    return std::nullopt;
+  }
+  Serving serving;
+  serving.hold = options_.leadership->dispatcher();
+  serving.dispatcher = serving.hold.get();
+  serving.backend = serving.hold.get();
+  return serving;
+}
+
 grpc::ServerUnaryReactor* ApiService::ListSubscriptions(
     grpc::CallbackServerContext* context, const dispatch::v1::ListSubscriptionsRequest* /*request*/,
     dispatch::v1::ListSubscriptionsResponse* response) {
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return Finish(context, status);
   }
-  for (const Target& target : dispatcher_->Subscriptions()) {
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  for (const Target& target : serving->dispatcher->Subscriptions()) {
     FillSubscription(target, response->add_subscriptions());
   }
-  for (const InvalidEntry& entry : dispatcher_->InvalidSubscriptions()) {
+  for (const InvalidEntry& entry : serving->dispatcher->InvalidSubscriptions()) {
     FillInvalid(entry, response->add_invalid());
   }
   return Finish(context, absl::OkStatus());
@@ -137,7 +171,10 @@ grpc::ServerUnaryReactor* ApiService::ListAgents(grpc::CallbackServerContext* co
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return Finish(context, status);
   }
-  for (const controller::AgentInfo& agent : dispatcher_->Agents()) {
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  for (const controller::AgentInfo& agent : serving->dispatcher->Agents()) {
     FillAgent(agent, response->add_agents());
   }
   return Finish(context, absl::OkStatus());
@@ -149,7 +186,20 @@ grpc::ServerUnaryReactor* ApiService::GetStatus(grpc::CallbackServerContext* con
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return Finish(context, status);
   }
-  FillStatus(dispatcher_->stats(), response);
+  // Every replica answers, saying who it is and who leads.
+  const Leadership* leadership = options_.leadership;
+  if (leadership == nullptr) {
+    FillStatus(dispatcher_->stats(), response);
+    response->set_leading(true);
+    return Finish(context, absl::OkStatus());
+  }
+  FillStatus(leadership->dispatcher()->stats(), response);
+  const LeaderInfo leader = leadership->leader();
+  response->set_leader_election(true);
+  response->set_replica_id(leadership->identity());
+  response->set_leading(leadership->Leading());
+  response->set_leader_id(leader.identity);
+  response->set_leader_address(leader.address);
   return Finish(context, absl::OkStatus());
 }
 
@@ -179,9 +229,12 @@ absl::Status NoBackend() {
 class WatchReactor final : public grpc::ServerWriteReactor<dispatch::v1::WatchUpdate> {
  public:
   // Creates the reactor and subscribes it; gRPC gets the raw pointer.
-  static WatchReactor* Start(ApiBackend* backend, const dispatch::v1::WatchRequest& request) {
+  // `hold` (a term's Dispatcher, or null) is kept until the stream is done.
+  static WatchReactor* Start(ApiBackend* backend, const dispatch::v1::WatchRequest& request,
+                             std::shared_ptr<Dispatcher> hold) {
     auto shared = std::make_shared<Shared>();
     auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(shared));
+    reactor->hold_ = std::move(hold);
     WatchFilter filter;
     filter.event_id = request.event_id();
     filter.event_id_prefix = request.event_id_prefix();
@@ -282,6 +335,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<dispatch::v1::WatchUp
   }
 
   const std::shared_ptr<Shared> shared_;
+  // Declared before watcher_, so destroyed after it.
+  std::shared_ptr<Dispatcher> hold_;
   std::unique_ptr<WatchHub::Watcher> watcher_;  // set before any Pump
   // Guarded by shared_->mu.
   std::deque<dispatch::v1::WatchUpdate> queue_;
@@ -295,6 +350,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<dispatch::v1::WatchUp
 class FinishedWriter final : public grpc::ServerWriteReactor<dispatch::v1::WatchUpdate> {
  public:
   explicit FinishedWriter(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  explicit FinishedWriter(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
 };
 
@@ -306,9 +362,12 @@ grpc::ServerUnaryReactor* ApiService::Emit(grpc::CallbackServerContext* context,
   if (absl::Status status = Authorize(*context, Permission::kApiWrite); !status.ok()) {
     return Finish(context, status);
   }
-  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  if (serving->backend == nullptr) return Finish(context, NoBackend());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  options_.backend->Emit(*request, FinishWith(reactor, response));
+  serving->backend->Emit(*request, Holding(FinishWith(reactor, response), serving->hold));
   return reactor;
 }
 
@@ -317,8 +376,11 @@ grpc::ServerWriteReactor<dispatch::v1::WatchUpdate>* ApiService::Watch(
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return new FinishedWriter(status);
   }
-  if (options_.backend == nullptr) return new FinishedWriter(NoBackend());
-  return WatchReactor::Start(options_.backend, *request);
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return new FinishedWriter(redirect);
+  if (serving->backend == nullptr) return new FinishedWriter(NoBackend());
+  return WatchReactor::Start(serving->backend, *request, serving->hold);
 }
 
 grpc::ServerUnaryReactor* ApiService::ListEvents(grpc::CallbackServerContext* context,
@@ -327,8 +389,11 @@ grpc::ServerUnaryReactor* ApiService::ListEvents(grpc::CallbackServerContext* co
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return Finish(context, status);
   }
-  if (options_.backend == nullptr) return Finish(context, NoBackend());
-  *response = options_.backend->ListEvents();
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  if (serving->backend == nullptr) return Finish(context, NoBackend());
+  *response = serving->backend->ListEvents();
   return Finish(context, absl::OkStatus());
 }
 
@@ -338,8 +403,11 @@ grpc::ServerUnaryReactor* ApiService::GetEvent(grpc::CallbackServerContext* cont
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return Finish(context, status);
   }
-  if (options_.backend == nullptr) return Finish(context, NoBackend());
-  absl::StatusOr<dispatch::v1::EventInfo> event = options_.backend->GetEvent(*request);
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  if (serving->backend == nullptr) return Finish(context, NoBackend());
+  absl::StatusOr<dispatch::v1::EventInfo> event = serving->backend->GetEvent(*request);
   if (event.ok()) *response = *std::move(event);
   return Finish(context, event.status());
 }
@@ -350,8 +418,11 @@ grpc::ServerUnaryReactor* ApiService::Explain(grpc::CallbackServerContext* conte
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return Finish(context, status);
   }
-  if (options_.backend == nullptr) return Finish(context, NoBackend());
-  absl::StatusOr<dispatch::v1::ExplainResponse> explained = options_.backend->Explain(*request);
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  if (serving->backend == nullptr) return Finish(context, NoBackend());
+  absl::StatusOr<dispatch::v1::ExplainResponse> explained = serving->backend->Explain(*request);
   if (explained.ok()) *response = *std::move(explained);
   return Finish(context, explained.status());
 }
@@ -362,9 +433,12 @@ grpc::ServerUnaryReactor* ApiService::ListDeadLetters(
   if (absl::Status status = Authorize(*context, Permission::kApiRead); !status.ok()) {
     return Finish(context, status);
   }
-  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  if (serving->backend == nullptr) return Finish(context, NoBackend());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  options_.backend->ListDeadLetters(*request, FinishWith(reactor, response));
+  serving->backend->ListDeadLetters(*request, Holding(FinishWith(reactor, response), serving->hold));
   return reactor;
 }
 
@@ -374,9 +448,12 @@ grpc::ServerUnaryReactor* ApiService::ReplayDeadLetter(
   if (absl::Status status = Authorize(*context, Permission::kApiWrite); !status.ok()) {
     return Finish(context, status);
   }
-  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  if (serving->backend == nullptr) return Finish(context, NoBackend());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  options_.backend->ReplayDeadLetter(*request, FinishWith(reactor, response));
+  serving->backend->ReplayDeadLetter(*request, Holding(FinishWith(reactor, response), serving->hold));
   return reactor;
 }
 
@@ -386,9 +463,12 @@ grpc::ServerUnaryReactor* ApiService::PurgeDeadLetter(
   if (absl::Status status = Authorize(*context, Permission::kApiWrite); !status.ok()) {
     return Finish(context, status);
   }
-  if (options_.backend == nullptr) return Finish(context, NoBackend());
+  grpc::Status redirect;
+  const std::optional<Serving> serving = Serve(context, &redirect);
+  if (!serving.has_value()) return Finish(context, redirect);
+  if (serving->backend == nullptr) return Finish(context, NoBackend());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  options_.backend->PurgeDeadLetter(*request, FinishWith(reactor, response));
+  serving->backend->PurgeDeadLetter(*request, Holding(FinishWith(reactor, response), serving->hold));
   return reactor;
 }
 

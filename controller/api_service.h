@@ -13,12 +13,15 @@
 #ifndef DISPATCHD_CONTROLLER_API_SERVICE_H_
 #define DISPATCHD_CONTROLLER_API_SERVICE_H_
 
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "controller/access_policy.h"
 #include "controller/api_backend.h"
 #include "controller/dispatcher.h"
+#include "controller/leadership.h"
 #include "proto/dispatch/v1/api.grpc.pb.h"
 
 namespace dispatchd {
@@ -30,6 +33,12 @@ struct ApiServiceOptions {
   // The event calls (Emit, Watch, ListEvents, GetEvent, Explain, dead
   // letters). Not owned; must outlive the server.
   ApiBackend* backend = nullptr;
+  // Under leader election: every call but GetStatus is served by the
+  // current term's Dispatcher while this replica leads, and turned away
+  // with the leader's address while it does not (common/leader_redirect.h);
+  // GetStatus says which replica answered and who leads. The constructor's
+  // dispatcher and `backend` are then not used. Not owned.
+  const Leadership* leadership = nullptr;
 };
 
 class ApiService final : public dispatch::v1::Dispatch::CallbackService {
@@ -72,6 +81,19 @@ class ApiService final : public dispatch::v1::Dispatch::CallbackService {
  private:
   // OK when the call's bearer token grants `needed`.
   absl::Status Authorize(const grpc::CallbackServerContext& context, Permission needed) const;
+
+  // What serves a call: the current term's Dispatcher under leader
+  // election (held for the call), or the constructor's.
+  struct Serving {
+    std::shared_ptr<Dispatcher> hold;
+    const Dispatcher* dispatcher = nullptr;
+    ApiBackend* backend = nullptr;
+  };
+  // std::nullopt when this replica does not lead: the call is to be
+  // finished with *redirect (the leader's address is already in the
+  // context's trailing metadata).
+  std::optional<Serving> Serve(grpc::CallbackServerContext* context,
+                               grpc::Status* redirect) const;
 
   const Dispatcher* const dispatcher_;
   const ApiServiceOptions options_;

@@ -11,6 +11,8 @@
 
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
+#include "controller/testing/fake_leadership.h"
+#include "common/leader_redirect.h"
 #include "gtest/gtest.h"
 
 namespace dispatchd {
@@ -426,6 +428,57 @@ TEST_F(ApiEventCallsTest, WithoutABackendEventCallsAreUnimplemented) {
   StartServer();
   dispatch::v1::EmitResponse response;
   EXPECT_EQ(Emit("", &response).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// Under leader election a standby answers GetStatus (saying who leads) and
+// turns every other call away with the leader's address.
+TEST(ApiLeadershipTest, AStandbyAnswersStatusAndSendsEverythingElseToTheLeader) {
+  FakeClock clock;
+  FakeLeadership leadership(&clock);
+  ApiService service(nullptr, ApiServiceOptions{.leadership = &leadership});
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = dispatch::v1::Dispatch::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  {
+    grpc::ClientContext context;
+    dispatch::v1::GetStatusResponse status;
+    ASSERT_TRUE(stub->GetStatus(&context, {}, &status).ok());
+    EXPECT_TRUE(status.leader_election());
+    EXPECT_EQ(status.replica_id(), "ctl-a");
+    EXPECT_FALSE(status.leading());
+    EXPECT_EQ(status.leader_id(), "ctl-b");
+    EXPECT_EQ(status.leader_address(), "127.0.0.1:7701");
+  }
+  {
+    grpc::ClientContext context;
+    dispatch::v1::ListEventsResponse events;
+    grpc::Status status = stub->ListEvents(&context, {}, &events);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(RedirectedTo(context, status), "127.0.0.1:7701");
+  }
+  {
+    grpc::ClientContext context;
+    auto reader = stub->Watch(&context, {});
+    dispatch::v1::WatchUpdate update;
+    EXPECT_FALSE(reader->Read(&update));
+    grpc::Status status = reader->Finish();
+    EXPECT_EQ(RedirectedTo(context, status), "127.0.0.1:7701");
+  }
+  leadership.leading = true;
+  {
+    grpc::ClientContext context;
+    dispatch::v1::ListEventsResponse events;
+    EXPECT_TRUE(stub->ListEvents(&context, {}, &events).ok());
+  }
+  {
+    grpc::ClientContext context;
+    dispatch::v1::GetStatusResponse status;
+    ASSERT_TRUE(stub->GetStatus(&context, {}, &status).ok());
+    EXPECT_TRUE(status.leading());
+  }
+  server->Shutdown();
 }
 
 }  // namespace

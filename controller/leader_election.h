@@ -43,6 +43,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "controller/etcd_api.h"
+#include "controller/leadership.h"  // LeaderInfo
 
 namespace dispatchd {
 namespace controller {
@@ -57,12 +58,6 @@ struct LeaderElectionOptions {
   absl::Duration lease_duration = absl::Seconds(3);
   absl::Duration renew_deadline = absl::Seconds(2);
   absl::Duration retry_period = absl::Milliseconds(500);
-};
-
-// Who leads, as a replica last saw it; empty identity when it knows none.
-struct LeaderInfo {
-  std::string identity;
-  std::string address;
 };
 
 // The options' rules: renew_deadline < lease_duration, retry_period <

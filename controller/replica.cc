@@ -86,8 +86,11 @@ void Replica::BeginTerm(absl::Time deadline) {
   {
     absl::MutexLock lock(&mu_);
     idle = std::exchange(dispatcher_, term);
+    retired_.push_back(idle);
   }
   idle->EndTerm("this replica's standby state is over");
+  idle.reset();
+  Prune();
   if (became_leader_ != nullptr) became_leader_->Increment();
 }
 
@@ -97,14 +100,34 @@ void Replica::EndTerm(const std::string& why) {
   {
     absl::MutexLock lock(&mu_);
     ended = std::exchange(dispatcher_, idle);
+    retired_.push_back(ended);
   }
   ended->EndTerm(absl::StrCat("this controller replica no longer leads (", why, ")"));
   ended->Stop();
+  ended.reset();
+  Prune();
   members_.clear();
   if (became_standby_ != nullptr) became_standby_->Increment();
 }
 
+void Replica::Prune() {
+  std::vector<std::shared_ptr<Dispatcher>> done;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      if (it->use_count() == 1) {
+        done.push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // Destroyed here, outside the lock.
+}
+
 void Replica::SyncMembership(absl::Time deadline) {
+  Prune();
   const std::map<std::string, std::string> known = dispatcher()->KnownAgents();
   for (const auto& [id, host] : known) {
     auto it = members_.find(id);

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -31,6 +32,7 @@
 #include "controller/dispatcher.h"
 #include "controller/etcd_api.h"
 #include "controller/leader_election.h"
+#include "controller/leadership.h"
 
 namespace dispatchd {
 namespace controller {
@@ -48,25 +50,25 @@ struct ReplicaOptions {
   Registry* registry = nullptr;
 };
 
-class Replica {
+class Replica final : public Leadership {
  public:
   Replica(EtcdApi* etcd, Clock* clock, ReplicaOptions options);
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;
-  ~Replica();
+  ~Replica() override;
 
   // Starts campaigning. Stop() steps down (handing over at once) and ends
   // the term. Idempotent.
   void Start();
   void Stop();
 
-  bool Leading() const { return elector_.Leading(); }
-  LeaderInfo leader() const { return elector_.leader(); }
-  const std::string& identity() const { return options_.election.identity; }
+  bool Leading() const override { return elector_.Leading(); }
+  LeaderInfo leader() const override { return elector_.leader(); }
+  const std::string& identity() const override { return options_.election.identity; }
   const std::string& address() const { return options_.election.address; }
   uint64_t transitions() const { return elector_.transitions(); }
   // The current term's Dispatcher (an idle one while standing by). Never null.
-  std::shared_ptr<Dispatcher> dispatcher() const;
+  std::shared_ptr<Dispatcher> dispatcher() const override;
 
   // For tests: one election round (see LeaderElector::Step).
   absl::Time Step() { return elector_.Step(); }
@@ -75,6 +77,8 @@ class Replica {
   void BeginTerm(absl::Time deadline);
   void EndTerm(const std::string& why);
   void SyncMembership(absl::Time deadline);
+  // Destroys the retired terms nothing else holds.
+  void Prune();
   std::string MemberKey(const std::string& agent_id) const;
 
   EtcdApi* const etcd_;
@@ -86,6 +90,10 @@ class Replica {
 
   mutable absl::Mutex mu_;
   std::shared_ptr<Dispatcher> dispatcher_ ABSL_GUARDED_BY(mu_);
+  // Ended terms that sessions or API calls may still hold; each is
+  // destroyed here, on the elector's thread, once nothing else holds it
+  // (never on a thread of its own, which its destructor joins).
+  std::vector<std::shared_ptr<Dispatcher>> retired_ ABSL_GUARDED_BY(mu_);
   // The membership list as this leader last wrote or read it (elector
   // thread only).
   std::map<std::string, std::string> members_;

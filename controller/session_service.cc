@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
+#include "common/leader_redirect.h"
 #include "common/logging.h"
 
 namespace dispatchd {
@@ -17,9 +18,10 @@ class SessionReactor final
     : public grpc::ServerBidiReactor<AgentMessage, ControllerMessage>,
       public AgentLink {
  public:
-  SessionReactor(Dispatcher* dispatcher, const SessionServiceOptions* options,
-                 const AccessPolicy* access, std::string peer)
-      : dispatcher_(dispatcher), options_(options), access_(access), peer_(std::move(peer)) {
+  SessionReactor(Dispatcher* fixed, const SessionServiceOptions* options,
+                 const AccessPolicy* access, grpc::CallbackServerContext* context)
+      : fixed_(fixed), options_(options), access_(access), context_(context),
+        peer_(context->peer()) {
     StartRead(&incoming_);
   }
 
@@ -65,6 +67,23 @@ class SessionReactor final
                                    std::string(access.message())));
         StartRead(&incoming_);
         return;
+      }
+      if (const Leadership* leadership = options_->leadership; leadership != nullptr) {
+        if (!leadership->Leading()) {
+          const LeaderInfo leader = leadership->leader();
+          LOG(DEBUG) << "agent " << incoming_.hello().agent_id() << " at " << peer_
+                     << " sent to the leader "
+                     << (leader.address.empty() ? "(none known)" : leader.address);
+          AddLeaderMetadata(context_, leader.address);
+          RequestFinish(NotLeaderStatus(leader.identity, leader.address));
+          StartRead(&incoming_);
+          return;
+        }
+        // Held for the session's life: a term that ends meanwhile stays
+        // alive until its sessions are done.
+        dispatcher_ = leadership->dispatcher();
+      } else {
+        dispatcher_ = std::shared_ptr<Dispatcher>(fixed_, [](Dispatcher*) {});
       }
       agent_id_ = incoming_.hello().agent_id();
       const std::string host =
@@ -202,10 +221,13 @@ class SessionReactor final
     Finish(status);
   }
 
-  Dispatcher* const dispatcher_;
+  Dispatcher* const fixed_;  // without leader election
   const SessionServiceOptions* const options_;
   const AccessPolicy* const access_;
+  grpc::CallbackServerContext* const context_;
   const std::string peer_;
+  // Set by the Hello, then constant.
+  std::shared_ptr<Dispatcher> dispatcher_;
   AgentMessage incoming_;  // only touched by the read path
   std::string agent_id_;   // set by the first read, then constant
 
@@ -229,7 +251,7 @@ SessionService::SessionService(Dispatcher* dispatcher, SessionServiceOptions opt
 
 grpc::ServerBidiReactor<AgentMessage, ControllerMessage>* SessionService::Session(
     grpc::CallbackServerContext* context) {
-  return new SessionReactor(dispatcher_, &options_, &access_, context->peer());
+  return new SessionReactor(dispatcher_, &options_, &access_, context);
 }
 
 }  // namespace controller

@@ -16,6 +16,7 @@
 
 #include "controller/access_policy.h"
 #include "controller/dispatcher.h"
+#include "controller/leadership.h"
 #include "proto/dispatch/v1/session.grpc.pb.h"
 
 namespace dispatchd {
@@ -29,10 +30,17 @@ struct SessionServiceOptions {
   // goes, alone). Well under gRPC's 4 MiB default receive limit.
   size_t max_batch_messages = 1000;
   size_t max_batch_bytes = 1 << 20;
+  // Under leader election: a session is taken only while this replica
+  // leads, by the current term's Dispatcher; otherwise its Hello is
+  // answered with the leader's address (common/leader_redirect.h). Null:
+  // every session goes to the Dispatcher given to the constructor. Not
+  // owned; must outlive the server.
+  const Leadership* leadership = nullptr;
 };
 
 class SessionService final : public dispatch::v1::AgentSession::CallbackService {
  public:
+  // `dispatcher` may be null when options.leadership is set.
   SessionService(Dispatcher* dispatcher, SessionServiceOptions options);
 
   grpc::ServerBidiReactor<dispatch::v1::AgentMessage, dispatch::v1::ControllerMessage>* Session(

@@ -9,8 +9,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/leader_redirect.h"
 #include "common/testing/fake_clock.h"
 #include "controller/dispatcher.h"
+#include "controller/testing/fake_leadership.h"
 #include "gtest/gtest.h"
 #include "proto/dispatch/v1/session.grpc.pb.h"
 
@@ -224,6 +226,46 @@ TEST_F(SessionServiceTest, AgentWithoutBatchesGetsSingleMessages) {
   std::vector<ControllerMessage> got = ReadMessages(50);
   EXPECT_EQ(got.size(), 50u);
   EXPECT_EQ(batches_, 0u);
+}
+
+// A replica that does not lead answers the Hello with the leader's address
+// (status and trailing metadata); once it leads, the session goes to the
+// current term's Dispatcher.
+TEST(SessionLeadershipTest, AStandbySendsTheAgentToTheLeaderAndALeaderTakesIt) {
+  FakeClock clock;
+  FakeLeadership leadership(&clock);
+  SessionService service(nullptr, SessionServiceOptions{.leadership = &leadership});
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = dispatch::v1::AgentSession::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  AgentMessage hello;
+  hello.mutable_hello()->set_agent_id("agent-1");
+  {
+    grpc::ClientContext context;
+    auto stream = stub->Session(&context);
+    ASSERT_TRUE(stream->Write(hello));
+    ControllerMessage m;
+    EXPECT_FALSE(stream->Read(&m));
+    grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(status.error_message(), "not the leader; the leader is ctl-b at 127.0.0.1:7701");
+    EXPECT_EQ(RedirectedTo(context, status), "127.0.0.1:7701");
+  }
+  leadership.leading = true;
+  {
+    grpc::ClientContext context;
+    auto stream = stub->Session(&context);
+    ASSERT_TRUE(stream->Write(hello));
+    ControllerMessage m;
+    ASSERT_TRUE(stream->Read(&m));
+    EXPECT_TRUE(m.has_welcome());
+    EXPECT_EQ(leadership.dispatcher()->stats().agents_connected, 1u);
+    context.TryCancel();
+    stream->Finish();
+  }
+  server->Shutdown();
 }
 
 }  // namespace
