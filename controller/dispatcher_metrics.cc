@@ -211,5 +211,10 @@ void ExportDispatcherGauges(Registry& registry, const Dispatcher* dispatcher,
   registry.AddCollectHook([dispatcher, metrics] { metrics->SetGauges(dispatcher->stats()); });
 }
 
+void ExportDispatcherGauges(Registry& registry, std::function<DispatcherStats()> stats,
+                            DispatcherMetrics* metrics) {
+  registry.AddCollectHook([stats = std::move(stats), metrics] { metrics->SetGauges(stats()); });
+}
+
 }  // namespace controller
 }  // namespace dispatchd

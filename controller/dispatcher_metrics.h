@@ -30,6 +30,7 @@
 #ifndef DISPATCHD_CONTROLLER_DISPATCHER_METRICS_H_
 #define DISPATCHD_CONTROLLER_DISPATCHER_METRICS_H_
 
+#include <functional>
 #include <map>
 
 #include "absl/time/time.h"
@@ -127,6 +128,9 @@ class DispatcherMetrics final : public DispatcherMetricsRecorder {
 // `metrics`' gauges at every scrape. REQUIRES: `dispatcher` and `metrics`
 // outlive every later Collect of `registry` (stop the metrics server first).
 void ExportDispatcherGauges(Registry& registry, const Dispatcher* dispatcher,
+                            DispatcherMetrics* metrics);
+// The same, for a Dispatcher that changes (one per leadership term).
+void ExportDispatcherGauges(Registry& registry, std::function<DispatcherStats()> stats,
                             DispatcherMetrics* metrics);
 
 }  // namespace controller

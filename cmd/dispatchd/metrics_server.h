@@ -1,7 +1,10 @@
 // The operator's HTTP endpoints of a dispatchd process:
 //   GET /metrics  Prometheus text format 0.0.4 of `registry`
 //   GET /healthz  200 "ok" while the process serves HTTP at all (alive)
-//   GET /readyz   200 "ok" when `readiness` says ready, else 503 with the reason
+//   GET /readyz   200 "ok" when `readiness` says ready, else 503 with the reason;
+//                 a standby controller replica is ready: 200 "standby". Under
+//                 leader election a second line says who leads:
+//                 "leader: ID ADDR" ("leader: none" while nobody does).
 // Anything else gets the HttpServer's codes (404 unknown path, 405 other
 // method, 400 malformed).
 //
@@ -28,6 +31,10 @@ namespace dispatchd {
 struct Readiness {
   bool ready = false;
   std::string reason;  // why not ready (shown in the 503 body)
+  // The first line of a 200 body: "ok", or "standby".
+  std::string state = "ok";
+  // Under leader election, who leads ("ID ADDR", or "none"); empty without.
+  std::string leader;
 };
 
 // Both must be ready; the reasons of those that are not are joined.

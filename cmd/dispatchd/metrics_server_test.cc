@@ -75,6 +75,22 @@ TEST_F(MetricsServerTest, HealthIsAliveReadinessFollowsTheProbe) {
   EXPECT_EQ(Fetch(server_->port(), "GET", "/readyz").result_int(), 200);
 }
 
+// A standby controller replica is ready (orchestrators keep it), says so,
+// and says who leads.
+TEST(StandbyReadinessTest, AStandbyIsReadyAndNamesTheLeader) {
+  Registry registry;
+  auto server = StartMetricsServer("127.0.0.1:0", &registry, [] {
+    Readiness r{true, ""};
+    r.state = "standby";
+    r.leader = "ctl-b 127.0.0.1:7701";
+    return r;
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto res = Fetch((*server)->port(), "GET", "/readyz");
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "standby\nleader: ctl-b 127.0.0.1:7701\n");
+}
+
 TEST_F(MetricsServerTest, BadRequestsGetProperCodes) {
   EXPECT_EQ(Fetch(server_->port(), "GET", "/nope").result_int(), 404);
   EXPECT_EQ(Fetch(server_->port(), "POST", "/metrics").result_int(), 405);

@@ -32,6 +32,8 @@ struct Pending {
   std::string delimiter = ",";
   std::string log_level;
   std::map<std::string, std::string> token_files;  // "api-token-file" -> path
+  std::string etcd_endpoints;
+  std::string etcd_password_file;
 };
 
 // Every flag of dispatchd, once: parsing, the environment and --help.
@@ -77,6 +79,32 @@ void DeclareFlags(FlagSet& flags, DispatchdOptions& o, Pending& p) {
                "where events rejected for good go, one forward-<destination>.jsonl\n"
                "per destination (default EVENTS_DIR/.forward-dead-letter; a\n"
                "controller without an events directory should set it)");
+
+  flags.Section("Controller flags: several replicas, one leader (docs/ha.md)");
+  flags.String("etcd-endpoints", &p.etcd_endpoints, "URLS",
+               "etcd members (http://host:2379,...): run as one of several controller\n"
+               "replicas; the one holding the leader lease leads, the others stand by\n"
+               "and send agents and API callers to it");
+  flags.String("etcd-prefix", &o.etcd_prefix, "PREFIX",
+               "etcd key prefix of the leader key and the agents' list (default /dispatchd)");
+  flags.String("etcd-ca", &o.etcd_ca, "FILE", "PEM CA that verifies https:// etcd members");
+  flags.String("etcd-cert", &o.etcd_cert, "FILE", "PEM client certificate for etcd");
+  flags.String("etcd-key", &o.etcd_key, "FILE", "PEM private key of --etcd-cert");
+  flags.String("etcd-username", &o.etcd_username, "NAME", "etcd user (etcd auth)");
+  flags.String("etcd-password-file", &p.etcd_password_file, "FILE",
+               "read the etcd user's password from FILE");
+  flags.String("replica-id", &o.replica_id, "ID",
+               "name of this controller replica (default: host name)");
+  flags.String("advertise-address", &o.advertise_address, "ADDR",
+               "where agents and API callers reach this replica, given to them by\n"
+               "the others (default: --listen, when it names a host)");
+  flags.Duration("leader-lease-duration", &o.leader_lease_duration, "D",
+                 "lease of the leader in etcd (default 3s)");
+  flags.Duration("leader-renew-deadline", &o.leader_renew_deadline, "D",
+                 "a leader that could not renew for this long stops leading\n"
+                 "(default 2s; shorter than the lease)");
+  flags.Duration("leader-retry-period", &o.leader_retry_period, "D",
+                 "how often the lease is renewed, and a standby looks (default 500ms)");
 
   flags.Section("Common flags");
   flags.String("label-namespace", &o.label_namespace, "NS",
@@ -281,6 +309,27 @@ absl::StatusOr<DispatchdOptions> ParseDispatchdOptions(const std::vector<std::st
         "controller mode needs --listen ADDR: agents and API clients connect there");
   }
   o.forward_destinations = SplitDestinations(p.forward, p.delimiter);
+  o.etcd_endpoints = SplitDestinations(p.etcd_endpoints, ",");
+  if (!o.etcd_endpoints.empty()) {
+    if (o.mode != Mode::kController) {
+      return absl::InvalidArgumentError(
+          "--etcd-endpoints is for controller replicas: run 'dispatchd controller', with its "
+          "agents on each host ('dispatchd agent --controller a,b,c')");
+    }
+    if (!p.etcd_password_file.empty()) {
+      ASSIGN_OR_RETURN(o.etcd_password, ReadSecretFile(p.etcd_password_file));
+    }
+    if (o.advertise_address.empty()) {
+      const size_t colon = o.listen.rfind(':');
+      const std::string host = colon == std::string::npos ? o.listen : o.listen.substr(0, colon);
+      if (host.empty() || host == "0.0.0.0" || host == "[::]" || absl::StartsWith(o.listen, "unix")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--listen ", o.listen, " does not say where other hosts reach this replica: give ",
+            "--advertise-address HOST:PORT (it is sent to agents and API callers)"));
+      }
+      o.advertise_address = o.listen;
+    }
+  }
   if (o.forward_dead_letter_dir.empty()) {
     // Hidden, so the watcher never takes it for events, and beside the
     // agent's .dead-letter/ without being in it (dispatchctl dead-letters

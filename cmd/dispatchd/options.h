@@ -47,6 +47,21 @@ struct DispatchdOptions {
   int max_attempts = 8;
   absl::Duration retry_min_backoff = absl::Milliseconds(200);
   absl::Duration retry_max_backoff = absl::Seconds(30);
+  // Leader election (docs/ha.md): empty etcd_endpoints means none.
+  std::vector<std::string> etcd_endpoints;
+  std::string etcd_prefix = "/dispatchd";
+  std::string etcd_ca;
+  std::string etcd_cert;
+  std::string etcd_key;
+  std::string etcd_username;
+  std::string etcd_password;
+  // This replica's name and the address agents and API callers reach it
+  // at (default: the host name, and --listen when it names a host).
+  std::string replica_id;
+  std::string advertise_address;
+  absl::Duration leader_lease_duration = absl::Seconds(3);
+  absl::Duration leader_renew_deadline = absl::Seconds(2);
+  absl::Duration leader_retry_period = absl::Milliseconds(500);
 
   // Both.
   std::string label_namespace = "subscription";

@@ -154,6 +154,38 @@ TEST_F(OptionsTest, ListenCanBeMovedOrTurnedOffInAllInOne) {
   EXPECT_THAT(DispatchdUsage(), HasSubstr("--listen= turns it off"));
 }
 
+TEST_F(OptionsTest, ControllerReplicasTakeEtcdAndTheirTimings) {
+  auto o = Parse({"controller", "--listen", "10.0.0.1:7700", "--token", "t", "--etcd-endpoints",
+                  "http://127.0.0.1:2379, http://127.0.0.1:22379", "--leader-lease-duration",
+                  "4s", "--replica-id", "ctl-a"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->etcd_endpoints,
+            (std::vector<std::string>{"http://127.0.0.1:2379", "http://127.0.0.1:22379"}));
+  EXPECT_EQ(o->etcd_prefix, "/dispatchd");
+  EXPECT_EQ(o->advertise_address, "10.0.0.1:7700");  // --listen names a host
+  EXPECT_EQ(o->replica_id, "ctl-a");
+  EXPECT_EQ(o->leader_lease_duration, absl::Seconds(4));
+  EXPECT_EQ(o->leader_renew_deadline, absl::Seconds(2));
+  EXPECT_EQ(o->leader_retry_period, absl::Milliseconds(500));
+}
+
+TEST_F(OptionsTest, AReplicaListeningEverywhereMustSayWhereItIsReached) {
+  auto o = Parse({"controller", "--listen", "0.0.0.0:7700", "--token", "t", "--etcd-endpoints",
+                  "http://127.0.0.1:2379"});
+  ASSERT_FALSE(o.ok());
+  EXPECT_THAT(o.status().message(), HasSubstr("--advertise-address"));
+  o = Parse({"controller", "--listen", "0.0.0.0:7700", "--token", "t", "--etcd-endpoints",
+             "http://127.0.0.1:2379", "--advertise-address", "ctl-a.example:7700"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->advertise_address, "ctl-a.example:7700");
+}
+
+TEST_F(OptionsTest, EtcdIsForControllerReplicasOnly) {
+  auto o = Parse({"--etcd-endpoints", "http://127.0.0.1:2379"});
+  ASSERT_FALSE(o.ok());
+  EXPECT_THAT(o.status().message(), HasSubstr("controller replicas"));
+}
+
 TEST(IsLoopbackAddressTest, OnlyAddressesOfThisHost) {
   for (const char* local : {"127.0.0.1:7700", "127.0.0.1:0", "127.1.2.3:7700", "localhost:7700",
                             "LocalHost:7700", "[::1]:7700", "[::ffff:127.0.0.1]:7700",
