@@ -318,9 +318,12 @@ TEST_F(MetricsTest, CountersMoveAsEventsFlow) {
   EXPECT_EQ(Sample(after, "dispatchd_events_observed_total"), observed + 10);
   EXPECT_EQ(Sample(after, "dispatchd_delivery_latency_seconds_count"), latency_count + 10);
   EXPECT_EQ(Sample(after, "workqueue_adds_total{name=\"dispatchd_deliveries\"}"), 10);
-  EXPECT_EQ(Sample(after, absl::StrCat("dispatchd_agent_files_settled_total{agent=\"", kAgentId,
-                                       "\",disposition=\"deleted\"}")),
-            10);
+  // The agent deletes the last file once the controller's Settled reaches
+  // it, a moment after that delivery counted.
+  EXPECT_TRUE(WaitFor([&] {
+    return Sample(Metrics(), absl::StrCat("dispatchd_agent_files_settled_total{agent=\"", kAgentId,
+                                          "\",disposition=\"deleted\"}")) == 10;
+  })) << Metrics();
   EXPECT_GE(Sample(after, absl::StrCat("dispatchd_docker_requests_total{agent=\"", kAgentId,
                                        "\",operation=\"start_exec\",outcome=\"ok\"}")),
             10);
