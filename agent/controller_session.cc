@@ -361,9 +361,8 @@ ControllerSession::Attempt ControllerSession::RunSession(const std::string& addr
       LOG(WARNING) << "controller at " << address << " not connected within "
                    << absl::FormatDuration(connect_timeout);
     } else {
-      LOG(WARNING) << "controller session with " << address
-                   << " failed to open: " << status.error_message() << " (" << CodeName(status)
-                   << ")";
+      LOG(WARNING) << "controller session failed to open at " << address << ": "
+                   << status.error_message() << " (" << CodeName(status) << ")";
     }
     return attempt;
   }
@@ -403,7 +402,7 @@ ControllerSession::Attempt ControllerSession::RunSession(const std::string& addr
   clear_context();
   grpc::Status status = stream->Finish();
   if (!stopping()) {
-    LOG(WARNING) << "controller session with " << address << " ended: " << status.error_message()
+    LOG(WARNING) << "controller session ended at " << address << ": " << status.error_message()
                  << " (" << CodeName(status) << "); reconnecting";
   }
   if (callbacks_.on_session_end) callbacks_.on_session_end();
