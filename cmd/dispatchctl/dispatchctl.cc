@@ -738,7 +738,15 @@ std::string FormatStatus(const dispatch::v1::GetStatusResponse& r, OutputFormat 
   if (format == OutputFormat::kJson) return Dump(ToJson(r));
   const dispatch::v1::DeliveryCounts& d = r.deliveries();
   auto n = [](uint64_t v) { return absl::StrCat(v); };
-  return FormatTable({
+  std::vector<std::vector<std::string>> rows;
+  if (r.leader_election()) {
+    // Under leader election any replica answers: say which, and who leads.
+    rows.push_back({"replica", absl::StrCat(r.replica_id(), r.leading() ? " (leader)" : " (standby)")});
+    rows.push_back({"leader", r.leader_id().empty()
+                                  ? "none at the moment"
+                                  : absl::StrCat(r.leader_id(), " at ", r.leader_address())});
+  }
+  std::vector<std::vector<std::string>> counts = {
       {"events observed", n(r.events_observed())},
       {"events duplicate", n(r.events_duplicate())},
       {"events settled, delivered", n(r.events_settled_delivered())},
@@ -759,7 +767,9 @@ std::string FormatStatus(const dispatch::v1::GetStatusResponse& r, OutputFormat 
       {"agents connected", n(r.agents_connected())},
       {"subscriptions valid", n(r.subscriptions_valid())},
       {"subscriptions invalid", n(r.subscriptions_invalid())},
-  });
+  };
+  rows.insert(rows.end(), counts.begin(), counts.end());
+  return FormatTable(rows);
 }
 
 std::string FormatWatchUpdate(const dispatch::v1::WatchUpdate& u, OutputFormat format) {

@@ -327,6 +327,23 @@ TEST(FormatTest, StatusTableAndJson) {
   EXPECT_EQ(json["events_held"], "0");
 }
 
+TEST(FormatTest, StatusSaysWhichReplicaAnsweredAndWhoLeads) {
+  dispatch::v1::GetStatusResponse r;
+  EXPECT_THAT(FormatStatus(r, OutputFormat::kTable), Not(HasSubstr("replica")));
+  r.set_leader_election(true);
+  r.set_replica_id("ctl-a");
+  r.set_leader_id("ctl-b");
+  r.set_leader_address("10.0.0.2:7700");
+  std::string table = FormatStatus(r, OutputFormat::kTable);
+  EXPECT_THAT(table, HasSubstr("ctl-a (standby)\n"));
+  EXPECT_THAT(table, HasSubstr("ctl-b at 10.0.0.2:7700\n"));
+  r.set_leading(true);
+  r.set_leader_id("ctl-a");
+  EXPECT_THAT(FormatStatus(r, OutputFormat::kTable), HasSubstr("ctl-a (leader)\n"));
+  r.clear_leader_id();
+  EXPECT_THAT(FormatStatus(r, OutputFormat::kTable), HasSubstr("none at the moment\n"));
+}
+
 // A controller that answers with canned responses and records the
 // authorization metadata it was sent.
 class FakeDispatch final : public dispatch::v1::Dispatch::CallbackService {
