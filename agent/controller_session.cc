@@ -1,6 +1,7 @@
 #include "agent/controller_session.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -218,18 +219,37 @@ void ControllerSession::SessionLoop() {
   size_t failed_in_row = 0;   // attempts failed since the last Welcome or backoff
   int redirects_in_row = 0;   // redirects followed since the last Welcome or backoff
   uint64_t failures = 0;      // backoffs since the last session that got a Welcome
+  // Since the last Welcome or backoff: addresses that failed, and whether
+  // a standby answered.
+  std::set<std::string> failed_in_pass;
+  bool standby_answered = false;
   while (true) {
     if (stopping()) return;
     const Attempt attempt = RunSession(address);
     if (stopping()) return;
+    standby_answered = standby_answered || attempt.standby_answered;
     switch (attempt.result) {
       case Attempt::kWelcomed:
         // Back off as little as possible, then the same controller first.
         failures = 0;
         failed_in_row = 0;
         redirects_in_row = 0;
+        failed_in_pass.clear();
+        standby_answered = false;
         break;
       case Attempt::kRedirected:
+        if (failed_in_pass.count(attempt.leader) != 0) {
+          // The leader it names just failed here (dead, its lease not run
+          // out yet): as if this one had failed.
+          LOG(INFO) << "controller " << address << " is not the leader and names "
+                    << attempt.leader << ", which did not answer: trying the next one";
+          failed_in_pass.insert(address);
+          if (++failed_in_row < list.size()) {
+            next_in_list();
+            continue;
+          }
+          break;
+        }
         if (++redirects_in_row <= kMaxRedirectsInRow) {
           LOG(INFO) << "controller " << address << " is not the leader; going to the leader at "
                     << attempt.leader;
@@ -244,17 +264,21 @@ void ControllerSession::SessionLoop() {
                      << " redirects in a row without a session: backing off";
         break;
       case Attempt::kFailed:
+        failed_in_pass.insert(address);
         if (++failed_in_row < list.size()) {
           next_in_list();
           continue;
         }
         break;
     }
+    const bool election = standby_answered;
     if (attempt.result != Attempt::kWelcomed) {
       // Every address failed in a row, or the redirects went round: back
       // off, then go on with the next address.
       failed_in_row = 0;
       redirects_in_row = 0;
+      failed_in_pass.clear();
+      standby_answered = false;
       next_in_list();
     }
     absl::MutexLock lock(&mu_);
@@ -267,6 +291,8 @@ void ControllerSession::SessionLoop() {
       cap = std::max(options_.reconnect_min_backoff,
                      std::min(cap, absl::Nanoseconds(period_ns)));
     }
+    // A standby answered: a leader is being elected; look again soon.
+    if (election) cap = std::max(options_.reconnect_min_backoff, std::min(cap, kElectionBackoff));
     const absl::Duration wait = EqualJitter(
         FullJitterBound(absl::ZeroDuration(), options_.reconnect_min_backoff, cap, ++failures),
         [this](int64_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // mu_ is held
@@ -291,6 +317,12 @@ ControllerSession::Attempt ControllerSession::RunSession(const std::string& addr
   // so does the heartbeat thread once connect_timeout has passed, and the
   // next one is tried.
   context.set_wait_for_ready(true);
+  // With several controllers, one whose channel already failed to connect
+  // (a dead replica) fails at once rather than after connect_timeout.
+  if (options_.controllers.size() > 1 &&
+      channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    context.set_wait_for_ready(false);
+  }
   absl::Duration connect_timeout = absl::InfiniteDuration();
   {
     absl::MutexLock write_lock(&write_mu_);
@@ -353,6 +385,7 @@ ControllerSession::Attempt ControllerSession::RunSession(const std::string& addr
       if (stopping_) return attempt;
       timed_out = connect_timed_out_;
     }
+    attempt.standby_answered = status.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
     // A replica that does not lead names the one that does.
     if (std::string leader = RedirectedTo(context, status); !leader.empty()) {
       attempt.result = Attempt::kRedirected;

@@ -11,12 +11,17 @@
 // kMaxRedirectsInRow times in a row without a Welcome, so two confused
 // replicas cannot make it spin: then it backs off). A replica that cannot
 // be reached, or that knows no leader, sends it to the next address of the
-// list; the backoff applies once every address has failed in a row. After a
-// session ends, the same address is tried first. With more than one
-// address, an attempt whose channel has not connected within
-// `connect_timeout` is given up for the next address; with one, the session
-// waits for it as long as it takes (a restarted controller sees its agents
-// back as soon as it listens).
+// list; the backoff applies once every address has failed in a row. A
+// redirect to an address that failed in this pass is not followed (a dead
+// leader whose lease has not run out yet is still named by the others).
+// When some replica answered in the pass (a leader is being elected), the
+// backoff is at most kElectionBackoff, so the agent is with the new leader
+// within that of its election. After a session ends, the same address is
+// tried first. With more than one address, an attempt whose channel has
+// not connected within `connect_timeout` is given up for the next address,
+// and one whose channel is in a failure state fails at once; with one, the
+// session waits for it as long as it takes (a restarted controller sees its
+// agents back as soon as it listens).
 //
 // Each session: Hello (agent id, host, token) -> Welcome; then the
 // inventory message the owner gives (`inventory`), queued in the same
@@ -134,6 +139,10 @@ class ControllerSession {
   // Redirects followed in a row without a Welcome before the session backs
   // off as after a failure.
   static constexpr int kMaxRedirectsInRow = 3;
+  // The longest backoff after a pass in which a standby answered: about a
+  // standby's retry period (docs/ha.md), so the agents follow a new leader
+  // within that of its election.
+  static constexpr absl::Duration kElectionBackoff = absl::Milliseconds(500);
   // The name of the one controller of the constructor that takes a channel.
   static constexpr char kChannelAddress[] = "in-process";
 
@@ -182,6 +191,9 @@ class ControllerSession {
   struct Attempt {
     enum Result { kFailed, kRedirected, kWelcomed } result = kFailed;
     std::string leader;  // kRedirected: where to
+    // A replica answered that it does not lead (redirected, or no leader
+    // known): the controllers are alive, a leader is being elected.
+    bool standby_answered = false;
   };
 
   // Opens sessions until Stop(), with backoff between them.

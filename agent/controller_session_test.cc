@@ -820,6 +820,35 @@ TEST_F(ControllerSessionTest, BacksOffOnceEveryAddressHasFailed) {
   EXPECT_EQ(b.received().size(), 1u);
 }
 
+// A leader killed a moment ago is still named by the standbys until its
+// lease runs out: once it failed in a pass, their redirects to it are not
+// followed, and since standbys answered (an election is on) the backoff is
+// at most kElectionBackoff, so the new leader is found that soon.
+TEST_F(ControllerSessionTest, ADeadLeaderStillNamedIsSkippedAndTheNextOneFoundSoon) {
+  const int port = UnusedPort();
+  ASSERT_GT(port, 0);
+  const std::string dead = absl::StrCat("127.0.0.1:", port);
+  FakeController& b = AddReplica("ctl-b:7700");
+  FakeController& c = AddReplica("ctl-c:7700");
+  b.Follow(dead);
+  c.Follow(dead);
+  ControllerSession& session = MakeSessionWith({dead, "ctl-b:7700", "ctl-c:7700"});
+  session.Start();
+  // The dead leader (given up at the connect timeout), then each standby
+  // once: their redirects to it are not followed.
+  ASSERT_TRUE(AdvanceUntil(absl::Milliseconds(100), [&] { return c.received().size() >= 1; }));
+  ASSERT_TRUE(AwaitClockWaiters(2));  // backing off
+  EXPECT_EQ(b.received().size(), 1u);
+  EXPECT_EQ(c.received().size(), 1u);
+  c.Lead();  // elected
+  const absl::Time elected = clock_.Now();
+  ASSERT_TRUE(AdvanceUntil(absl::Milliseconds(100), [&] { return session.up(); }));
+  EXPECT_EQ(session.controller_address(), "ctl-c:7700");
+  // The backoff, and at most one more wait for the dead one's connection.
+  EXPECT_LE(clock_.Now() - elected,
+            ControllerSession::kElectionBackoff + absl::Seconds(1) + absl::Milliseconds(100));
+}
+
 // Two replicas that name each other: kMaxRedirectsInRow redirects are
 // followed, then the session backs off, and tries again only once the clock
 // has moved past the backoff.

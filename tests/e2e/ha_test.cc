@@ -318,6 +318,13 @@ TEST_F(HaTest, KillingTheLeaderDuringABurstLosesNothing) {
   ASSERT_GE(leader, 0);
   for (Host& h : hosts_) StartAgent(h);
   ASSERT_TRUE(WaitFor([&] { return AgentsWith(leader); }));
+  // The steady state: the leader has listed both agents in etcd (at its
+  // next renewal), so its successor knows whom to wait for.
+  ASSERT_TRUE(WaitFor([&] {
+    auto listed = etcd_->Etcdctl({"get", "--prefix", "--keys-only", "/dispatchd/agents/"});
+    return listed.ok() && listed->find("/dispatchd/agents/host-a") != std::string::npos &&
+           listed->find("/dispatchd/agents/host-b") != std::string::npos;
+  }));
   std::vector<double> to_leader_ms, to_delivery_ms;
   int repeats = 0;
   for (int round = 0; round < kills; ++round) {
