@@ -245,6 +245,14 @@ int Run(const DispatchdOptions& options) {
           registry, [r = replica.get()] { return r->dispatcher()->stats(); },
           dispatcher_metrics.get());
     } else {
+      // A lone controller always leads: the same gauge as a replica's, so
+      // one dashboard fits both.
+      BuildGauge()
+          .Name("dispatchd_leader")
+          .Help("1 while this controller replica leads, 0 while it stands by.")
+          .Register(registry)
+          .Add({})
+          .Set(1);
       dispatcher = std::make_unique<controller::Dispatcher>(dispatcher_options, Clock::Real());
       controller::ExportDispatcherGauges(registry, dispatcher.get(), dispatcher_metrics.get());
       dispatcher->Start();
