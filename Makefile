@@ -4,7 +4,7 @@ EVENTS_DIR ?= ./events
 DISPATCHD_FLAGS ?=
 BENCH_FLAGS ?=
 
-.PHONY: deps build run test tsan asan fuzz bench chaos clean demo-image image format
+.PHONY: deps build run test tsan asan fuzz bench chaos failover clean demo-image image format
 
 deps:
 	@scripts/install-deps.sh
@@ -71,6 +71,15 @@ CHAOS_FLAGS ?=
 chaos: deps
 	$(BAZEL) run //tests/chaos:chaos -- --mode=$(CHAOS_MODE) --seconds=$(CHAOS_SECONDS) \
 		--seed=$(CHAOS_SEED) $(CHAOS_FLAGS)
+
+# The failover run of docs/ha.md: three etcd members, three controller
+# replicas and two agents on private dockerds (needs root); the leader is
+# killed HA_KILLS times during bursts of events, and the times to a new
+# leader and to deliveries are printed. `make test` runs 2 kills.
+HA_KILLS ?= 20
+failover: deps
+	$(BAZEL) test //tests/e2e:ha_test --test_filter='*KillingTheLeader*' \
+		--test_env=DISPATCHD_HA_KILLS=$(HA_KILLS) --test_output=streamed --test_timeout=3600
 
 # Every libFuzzer target of tests/fuzz/ for FUZZ_SECONDS each (default 60),
 # built with clang, ASan and UBSan; crashes go to fuzz-out/<target>/

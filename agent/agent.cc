@@ -103,6 +103,15 @@ std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_p
 
 Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
              std::shared_ptr<grpc::ChannelInterface> channel)
+    : Agent(
+          [&options, &channel] {
+            options.controllers = {ControllerSession::kChannelAddress};
+            options.channels = ControllerSession::OnlyChannel(std::move(channel));
+            return std::move(options);
+          }(),
+          docker, clock) {}
+
+Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock)
     : options_([&options] {
         if (options.host.empty()) options.host = HostName();
         if (options.agent_id.empty()) options.agent_id = options.host;
@@ -131,8 +140,10 @@ Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
               .max_batch_messages = options_.max_batch_messages,
               .max_batch_bytes = options_.max_batch_bytes,
               .metrics = metrics_,
+              .controllers = options_.controllers,
+              .channels = options_.channels,
           },
-          clock_, std::move(channel), SessionCallbacks()),
+          clock_, SessionCallbacks()),
       next_generation_(FirstGeneration()) {}
 
 ControllerSession::Callbacks Agent::SessionCallbacks() {
@@ -271,6 +282,8 @@ size_t Agent::unsettled() const {
 }
 
 bool Agent::session_up() const { return session_.up(); }
+
+std::string Agent::controller_address() const { return session_.controller_address(); }
 
 std::string Agent::NotReadyReason() const {
   if (inventory_ == nullptr) return "agent: not started";

@@ -83,12 +83,21 @@ struct AgentOptions {
   size_t max_unsettled_bytes = 64 << 20;
   // Prometheus metrics. May be null; must outlive the Agent.
   AgentMetrics* metrics = nullptr;
+  // The controller replicas (host:port), in the order they are tried: the
+  // session goes to whichever leads (controller_session.h). `channels`
+  // makes the channel to one of them. Both are set by the constructor that
+  // takes a channel.
+  std::vector<std::string> controllers;
+  ChannelFactory channels;
 };
 
 class Agent {
  public:
-  // `docker` and `clock` must outlive the Agent. `channel` reaches the
-  // controller (an in-process channel in all-in-one mode).
+  // `docker` and `clock` must outlive the Agent. The session goes to
+  // options.controllers through options.channels.
+  Agent(AgentOptions options, DockerApi* docker, Clock* clock);
+  // One controller behind `channel` (an in-process channel in all-in-one
+  // mode); options.controllers and options.channels are replaced.
   Agent(AgentOptions options, DockerApi* docker, Clock* clock,
         std::shared_ptr<grpc::ChannelInterface> channel);
   Agent(const Agent&) = delete;
@@ -103,6 +112,8 @@ class Agent {
   // Events observed and not yet settled.
   size_t unsettled() const;
   bool session_up() const;
+  // The controller the session is up with; empty while none is.
+  std::string controller_address() const;
   // Ready to serve: the session is up (Welcome received, inventory sent) and
   // the Docker inventory is fresh (Docker answers). Never blocks on I/O.
   // REQUIRES: Start() has returned.

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "common/backoff.h"
+#include "common/leader_redirect.h"
 #include "common/logging.h"
 
 namespace dispatchd {
@@ -19,18 +20,36 @@ std::string CodeName(const grpc::Status& status) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
 }
 
+// `options` with the one controller behind `channel`.
+ControllerSessionOptions WithChannel(ControllerSessionOptions options,
+                                     std::shared_ptr<grpc::ChannelInterface> channel) {
+  options.controllers = {ControllerSession::kChannelAddress};
+  options.channels = ControllerSession::OnlyChannel(std::move(channel));
+  return options;
+}
+
 }  // namespace
+
+ChannelFactory ControllerSession::OnlyChannel(std::shared_ptr<grpc::ChannelInterface> channel) {
+  return [channel = std::move(channel)](const std::string& address) {
+    return address == kChannelAddress ? channel : nullptr;
+  };
+}
+
+ControllerSession::ControllerSession(ControllerSessionOptions options, Clock* clock,
+                                     Callbacks callbacks)
+    : options_(std::move(options)), clock_(clock), callbacks_(std::move(callbacks)) {
+  CHECK(clock_ != nullptr);
+  CHECK(options_.metrics != nullptr) << "use NullAgentMetrics() for no metrics";
+  CHECK(!options_.controllers.empty()) << "no controller address";
+  CHECK(options_.channels != nullptr) << "no channel factory";
+}
 
 ControllerSession::ControllerSession(ControllerSessionOptions options, Clock* clock,
                                      std::shared_ptr<grpc::ChannelInterface> channel,
                                      Callbacks callbacks)
-    : options_(std::move(options)),
-      clock_(clock),
-      stub_(dispatch::v1::AgentSession::NewStub(std::move(channel))),
-      callbacks_(std::move(callbacks)) {
-  CHECK(clock_ != nullptr);
-  CHECK(options_.metrics != nullptr) << "use NullAgentMetrics() for no metrics";
-}
+    : ControllerSession(WithChannel(std::move(options), std::move(channel)), clock,
+                        std::move(callbacks)) {}
 
 ControllerSession::~ControllerSession() { Stop(); }
 
@@ -67,6 +86,11 @@ bool ControllerSession::stopping() const {
 bool ControllerSession::up() const {
   absl::MutexLock lock(&write_mu_);
   return stream_ != nullptr;
+}
+
+std::string ControllerSession::controller_address() const {
+  absl::MutexLock lock(&write_mu_);
+  return address_;
 }
 
 bool ControllerSession::Write(AgentMessage message) {
@@ -125,7 +149,25 @@ void ControllerSession::HeartbeatLoop() {
   while (!stopping_) {
     const int64_t period_ns = heartbeat_period_ns_.load();
     const absl::Duration period = period_ns > 0 ? absl::Nanoseconds(period_ns) : absl::Seconds(1);
-    clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), clock_->Now() + period);
+    const absl::Time beat = clock_->Now() + period;
+    // Until the beat is due, also wake at the connect deadline of each
+    // attempt that has one.
+    while (!stopping_) {
+      const uint64_t attempt = attempt_;
+      auto woken = [this, attempt]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || attempt_ != attempt;
+      };
+      clock_->AwaitWithDeadline(&mu_, absl::Condition(&woken), std::min(beat, connect_deadline_));
+      if (stopping_) break;
+      const absl::Time now = clock_->Now();
+      if (attempt_ == attempt && connect_deadline_ <= now) {
+        connect_deadline_ = absl::InfiniteFuture();
+        mu_.Unlock();
+        CancelUnconnected(attempt);
+        mu_.Lock();
+      }
+      if (now >= beat) break;
+    }
     if (stopping_ || period_ns == 0) continue;
     mu_.Unlock();
     AgentMessage heartbeat;
@@ -143,14 +185,80 @@ void ControllerSession::HeartbeatLoop() {
   }
 }
 
+void ControllerSession::CancelUnconnected(uint64_t attempt) {
+  absl::MutexLock write_lock(&write_mu_);
+  absl::MutexLock lock(&mu_);
+  // Another attempt, one that got its Welcome, or one without a bound.
+  if (attempt_ != attempt || context_ == nullptr || stream_ != nullptr ||
+      attempt_channel_ == nullptr) {
+    return;
+  }
+  // Connected: the controller is there, and answers in its own time.
+  if (attempt_channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) return;
+  connect_timed_out_ = true;
+  context_->TryCancel();
+}
+
+std::shared_ptr<grpc::ChannelInterface> ControllerSession::ChannelTo(const std::string& address) {
+  auto it = channels_.find(address);
+  if (it == channels_.end()) it = channels_.emplace(address, options_.channels(address)).first;
+  return it->second;
+}
+
 void ControllerSession::SessionLoop() {
-  uint64_t failures = 0;  // since the last session that got a Welcome
+  const std::vector<std::string>& list = options_.controllers;
+  // The address to try, and the position in the list of the last listed
+  // address tried (a leader's address may not be listed).
+  std::string address = list.front();
+  size_t position = 0;
+  auto next_in_list = [&] {
+    position = (position + 1) % list.size();
+    address = list[position];
+  };
+  size_t failed_in_row = 0;   // attempts failed since the last Welcome or backoff
+  int redirects_in_row = 0;   // redirects followed since the last Welcome or backoff
+  uint64_t failures = 0;      // backoffs since the last session that got a Welcome
   while (true) {
     if (stopping()) return;
-    const bool had_session = RunSession();
+    const Attempt attempt = RunSession(address);
+    if (stopping()) return;
+    switch (attempt.result) {
+      case Attempt::kWelcomed:
+        // Back off as little as possible, then the same controller first.
+        failures = 0;
+        failed_in_row = 0;
+        redirects_in_row = 0;
+        break;
+      case Attempt::kRedirected:
+        if (++redirects_in_row <= kMaxRedirectsInRow) {
+          LOG(INFO) << "controller " << address << " is not the leader; going to the leader at "
+                    << attempt.leader;
+          address = attempt.leader;
+          if (auto it = std::find(list.begin(), list.end(), address); it != list.end()) {
+            position = static_cast<size_t>(it - list.begin());
+          }
+          continue;
+        }
+        LOG(WARNING) << "controller " << address << " is not the leader and names " << attempt.leader
+                     << ", after " << kMaxRedirectsInRow
+                     << " redirects in a row without a session: backing off";
+        break;
+      case Attempt::kFailed:
+        if (++failed_in_row < list.size()) {
+          next_in_list();
+          continue;
+        }
+        break;
+    }
+    if (attempt.result != Attempt::kWelcomed) {
+      // Every address failed in a row, or the redirects went round: back
+      // off, then go on with the next address.
+      failed_in_row = 0;
+      redirects_in_row = 0;
+      next_in_list();
+    }
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
-    if (had_session) failures = 0;
     // Once a controller has named its heartbeat period, try at least once
     // per period: a restarted controller holds events for 3 periods while
     // the agents of its previous run come back.
@@ -168,29 +276,57 @@ void ControllerSession::SessionLoop() {
   }
 }
 
-bool ControllerSession::RunSession() {
+ControllerSession::Attempt ControllerSession::RunSession(const std::string& address) {
+  std::shared_ptr<grpc::ChannelInterface> channel = ChannelTo(address);
+  if (channel == nullptr) {
+    options_.metrics->RecordSessionAttempt(AgentMetricsRecorder::SessionResult::kFailed);
+    LOG(WARNING) << "no channel to the controller at " << address;
+    return {};
+  }
   grpc::ClientContext context;
   // Wait for the channel to connect rather than fail at once while it backs
   // off after a failure: a restarted controller must see its agents back
   // within its start-up grace, or it routes their subscribers' events
-  // without them. Stop() still cancels the wait.
+  // without them. Stop() still cancels the wait; with several controllers,
+  // so does the heartbeat thread once connect_timeout has passed, and the
+  // next one is tried.
   context.set_wait_for_ready(true);
-  std::unique_ptr<Stream> stream;
+  absl::Duration connect_timeout = absl::InfiniteDuration();
   {
-    absl::MutexLock lock(&write_mu_);
+    absl::MutexLock write_lock(&write_mu_);
+    absl::MutexLock lock(&mu_);
     // Checked under write_mu_: Stop() either sees context_ and cancels it,
     // or has set stopping_ before this looks.
-    if (stopping()) return false;
-    stream = stub_->Session(&context);
+    if (stopping_) return {};
     context_ = &context;
+    ++attempt_;
+    connect_timed_out_ = false;
+    if (options_.controllers.size() > 1) {
+      connect_timeout = options_.connect_timeout;
+      if (const int64_t period_ns = heartbeat_period_ns_.load(); period_ns > 0) {
+        connect_timeout = std::min(connect_timeout, absl::Nanoseconds(period_ns));
+      }
+      connect_deadline_ = clock_->Now() + connect_timeout;
+      attempt_channel_ = channel;
+    }
   }
+  // Published above: a cancellation before the call starts still ends it.
+  const std::unique_ptr<dispatch::v1::AgentSession::Stub> stub =
+      dispatch::v1::AgentSession::NewStub(channel);
+  std::unique_ptr<Stream> stream = stub->Session(&context);
   auto clear_context = [&] {
     ready_.store(false);
     options_.metrics->SetSessionUp(false);
     absl::MutexLock lock(&write_mu_);
     stream_ = nullptr;
     context_ = nullptr;
+    address_.clear();
     outgoing_.clear();
+    {
+      absl::MutexLock attempt_lock(&mu_);
+      connect_deadline_ = absl::InfiniteFuture();
+      attempt_channel_ = nullptr;
+    }
     // The stream is about to be finished and destroyed: no write may be in
     // flight on it. Cancelling makes a write blocked by flow control return.
     if (writing_) {
@@ -210,19 +346,42 @@ bool ControllerSession::RunSession() {
     clear_context();
     options_.metrics->RecordSessionAttempt(AgentMetricsRecorder::SessionResult::kFailed);
     grpc::Status status = stream->Finish();
-    LOG(WARNING) << "controller session failed to open: " << status.error_message() << " ("
-                 << CodeName(status) << ")";
-    return false;
+    Attempt attempt;
+    bool timed_out;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return attempt;
+      timed_out = connect_timed_out_;
+    }
+    // A replica that does not lead names the one that does.
+    if (std::string leader = RedirectedTo(context, status); !leader.empty()) {
+      attempt.result = Attempt::kRedirected;
+      attempt.leader = std::move(leader);
+    } else if (timed_out) {
+      LOG(WARNING) << "controller at " << address << " not connected within "
+                   << absl::FormatDuration(connect_timeout);
+    } else {
+      LOG(WARNING) << "controller session failed to open at " << address << ": "
+                   << status.error_message() << " (" << CodeName(status) << ")";
+    }
+    return attempt;
   }
   heartbeat_period_ns_.store(
       absl::ToInt64Nanoseconds(absl::Milliseconds(welcome.welcome().heartbeat_period_ms())));
   last_heard_ns_.store(absl::ToUnixNanos(clock_->Now()));
-  LOG(INFO) << "session " << welcome.welcome().session_id() << " with the controller is up";
+  LOG(INFO) << "session " << welcome.welcome().session_id() << " with the controller at "
+            << address << " is up";
   {
     absl::MutexLock lock(&write_mu_);
     stream_ = stream.get();
+    address_ = address;
     peer_reads_batches_ = welcome.welcome().accepts_batches();
     write_failed_ = false;
+    {
+      absl::MutexLock attempt_lock(&mu_);
+      connect_deadline_ = absl::InfiniteFuture();
+      attempt_channel_ = nullptr;
+    }
     // The inventory first, queued in the critical section that opens the
     // queue to Write(), so that nothing overtakes it.
     if (callbacks_.inventory) outgoing_.push_back(callbacks_.inventory());
@@ -243,11 +402,11 @@ bool ControllerSession::RunSession() {
   clear_context();
   grpc::Status status = stream->Finish();
   if (!stopping()) {
-    LOG(WARNING) << "controller session ended: " << status.error_message() << " ("
-                 << CodeName(status) << "); reconnecting";
+    LOG(WARNING) << "controller session ended at " << address << ": " << status.error_message()
+                 << " (" << CodeName(status) << "); reconnecting";
   }
   if (callbacks_.on_session_end) callbacks_.on_session_end();
-  return true;
+  return {Attempt::kWelcomed, ""};
 }
 
 void ControllerSession::Handle(const ControllerMessage& message) {

@@ -4,6 +4,20 @@
 // ends. It knows nothing of files or Docker: what to send first on every
 // session and what to do with what arrives are the owner's callbacks.
 //
+// The controller is one of a list of replicas of which one leads
+// (common/leader_redirect.h). The session goes to the first address; a
+// replica that does not lead answers the Hello with the leader's address,
+// and the session goes there at once, listed or not (at most
+// kMaxRedirectsInRow times in a row without a Welcome, so two confused
+// replicas cannot make it spin: then it backs off). A replica that cannot
+// be reached, or that knows no leader, sends it to the next address of the
+// list; the backoff applies once every address has failed in a row. After a
+// session ends, the same address is tried first. With more than one
+// address, an attempt whose channel has not connected within
+// `connect_timeout` is given up for the next address; with one, the session
+// waits for it as long as it takes (a restarted controller sees its agents
+// back as soon as it listens).
+//
 // Each session: Hello (agent id, host, token) -> Welcome; then the
 // inventory message the owner gives (`inventory`), queued in the same
 // critical section that opens the queue to Write(), so nothing overtakes
@@ -24,10 +38,10 @@
 // for 3 periods is taken as gone and the session is cancelled and opened
 // again. Every timing rule runs on the injected Clock.
 //
-// Thread-safety: Write(), up() and ready() are safe from any thread, and
-// from the callbacks other than `inventory`. Start() once; Stop() is
-// idempotent, must not run from a callback, and no callback runs after it
-// returns. `clock` is not owned and must outlive the session.
+// Thread-safety: Write(), up(), ready() and controller_address() are safe
+// from any thread, and from the callbacks other than `inventory`. Start()
+// once; Stop() is idempotent, must not run from a callback, and no callback
+// runs after it returns. `clock` is not owned and must outlive the session.
 #ifndef DISPATCHD_AGENT_CONTROLLER_SESSION_H_
 #define DISPATCHD_AGENT_CONTROLLER_SESSION_H_
 
@@ -38,6 +52,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -53,6 +68,12 @@
 
 namespace dispatchd {
 namespace agent {
+
+// The channel to the controller replica at `address` (host:port). Called
+// from the session thread, once per address: the session keeps the channel.
+// May return null (the address cannot be used): taken as unreachable.
+using ChannelFactory =
+    std::function<std::shared_ptr<grpc::ChannelInterface>(const std::string& address)>;
 
 struct ControllerSessionOptions {
   // Sent in every Hello.
@@ -73,6 +94,15 @@ struct ControllerSessionOptions {
   // Records session_up and session attempts. Not owned, never null; must
   // outlive the session.
   AgentMetricsRecorder* metrics = NullAgentMetrics();
+  // The controller replicas, in the order they are tried, and how to reach
+  // each. At least one address. The constructor that takes a channel fills
+  // both in.
+  std::vector<std::string> controllers;
+  ChannelFactory channels;
+  // With more than one controller: how long an attempt waits for its
+  // channel to connect before it goes to the next address. Never more than
+  // the heartbeat period, once a Welcome has named it.
+  absl::Duration connect_timeout = absl::Seconds(1);
 };
 
 class ControllerSession {
@@ -101,8 +131,21 @@ class ControllerSession {
     std::function<void(const dispatch::v1::ControllerMessage& request)> on_file_request;
   };
 
-  // `channel` reaches the controller (an in-process channel in all-in-one
-  // mode).
+  // Redirects followed in a row without a Welcome before the session backs
+  // off as after a failure.
+  static constexpr int kMaxRedirectsInRow = 3;
+  // The name of the one controller of the constructor that takes a channel.
+  static constexpr char kChannelAddress[] = "in-process";
+
+  // The factory of the one controller named kChannelAddress, behind
+  // `channel`: null for any other address.
+  static ChannelFactory OnlyChannel(std::shared_ptr<grpc::ChannelInterface> channel);
+
+  // Goes to options.controllers through options.channels.
+  ControllerSession(ControllerSessionOptions options, Clock* clock, Callbacks callbacks);
+  // One controller behind `channel` (an in-process channel in all-in-one
+  // mode), named kChannelAddress; options.controllers and options.channels
+  // are replaced. A redirect elsewhere is taken as unreachable.
   ControllerSession(ControllerSessionOptions options, Clock* clock,
                     std::shared_ptr<grpc::ChannelInterface> channel, Callbacks callbacks);
   ControllerSession(const ControllerSession&) = delete;
@@ -127,15 +170,29 @@ class ControllerSession {
   // up(), and the session has been counted as opened; cleared as soon as
   // the session starts to end. Lock-free.
   bool ready() const { return ready_.load(); }
+  // The address of the controller the session is up with; empty while none
+  // is up.
+  std::string controller_address() const ABSL_LOCKS_EXCLUDED(write_mu_);
 
  private:
   using Stream =
       grpc::ClientReaderWriter<dispatch::v1::AgentMessage, dispatch::v1::ControllerMessage>;
 
+  // How one attempt ended.
+  struct Attempt {
+    enum Result { kFailed, kRedirected, kWelcomed } result = kFailed;
+    std::string leader;  // kRedirected: where to
+  };
+
   // Opens sessions until Stop(), with backoff between them.
   void SessionLoop();
-  // Runs one session until it ends; true if it got as far as a Welcome.
-  bool RunSession();
+  // Runs one session with the controller at `address` until it ends.
+  Attempt RunSession(const std::string& address);
+  // The channel to `address`, made once; null if the factory gave none.
+  std::shared_ptr<grpc::ChannelInterface> ChannelTo(const std::string& address);
+  // Cancels attempt `attempt` if it is still waiting for its channel to
+  // connect (the connect_timeout has passed).
+  void CancelUnconnected(uint64_t attempt) ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
   void Handle(const dispatch::v1::ControllerMessage& message);
   // Sends heartbeats and watches for a silent controller.
   void HeartbeatLoop();
@@ -145,18 +202,28 @@ class ControllerSession {
 
   const ControllerSessionOptions options_;
   Clock* const clock_;
-  const std::unique_ptr<dispatch::v1::AgentSession::Stub> stub_;
   const Callbacks callbacks_;
+  // By address; only the session thread uses them.
+  std::map<std::string, std::shared_ptr<grpc::ChannelInterface>> channels_;
 
   // Lock order: write_mu_ before mu_ when both are held.
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+  // The attempt in progress (counted from 1), as the heartbeat thread sees
+  // it to bound its connection: past connect_deadline_, unless its channel
+  // is connected, it is cancelled and connect_timed_out_ set. Changed with
+  // write_mu_ held too.
+  uint64_t attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time connect_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  std::shared_ptr<grpc::ChannelInterface> attempt_channel_ ABSL_GUARDED_BY(mu_);
+  bool connect_timed_out_ ABSL_GUARDED_BY(mu_) = false;
 
   // The live session, as the writer and the watchdog see it.
   mutable absl::Mutex write_mu_;
   Stream* stream_ ABSL_GUARDED_BY(write_mu_) = nullptr;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  std::string address_ ABSL_GUARDED_BY(write_mu_);  // of stream_'s controller
   std::deque<dispatch::v1::AgentMessage> outgoing_ ABSL_GUARDED_BY(write_mu_);
   bool peer_reads_batches_ ABSL_GUARDED_BY(write_mu_) = false;
   bool writing_ ABSL_GUARDED_BY(write_mu_) = false;       // a write is in flight

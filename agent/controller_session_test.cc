@@ -1,13 +1,18 @@
-// ControllerSession against a fake controller over gRPC's in-process
-// channel. Backoff and heartbeats run on a fake clock: the tests move it
+// ControllerSession against fake controllers over gRPC's in-process
+// channels (and loopback TCP for an address nobody listens on). Backoff,
+// heartbeats and the connect bound run on a fake clock: the tests move it
 // and wait for what must follow, and never assert on real time.
 #include "agent/controller_session.h"
 
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +26,7 @@
 #include "common/testing/exposition.h"
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
+#include "common/leader_redirect.h"
 #include "gtest/gtest.h"
 #include "proto/dispatch/v1/session.grpc.pb.h"
 
@@ -61,6 +67,11 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
       absl::MutexLock lock(&mu_);
       index = sessions_.size();
       sessions_.push_back(Received{hello.hello()});
+      if (standby_) {
+        sessions_[index].ended = true;
+        AddLeaderMetadata(context, leader_address_);
+        return NotLeaderStatus(leader_address_.empty() ? "" : "ctl-leader", leader_address_);
+      }
       if (refuse_ > 0) {
         --refuse_;
         sessions_[index].ended = true;
@@ -136,6 +147,18 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
     absl::MutexLock lock(&mu_);
     refuse_ = n;
   }
+  // From the next session on, answers the Hello as a replica that does not
+  // lead and names the leader at `leader_address` ("": none known).
+  void Follow(std::string leader_address) {
+    absl::MutexLock lock(&mu_);
+    standby_ = true;
+    leader_address_ = std::move(leader_address);
+  }
+  // Answers the Hello again, from the next session on.
+  void Lead() {
+    absl::MutexLock lock(&mu_);
+    standby_ = false;
+  }
   void HoldWelcome(bool hold) {
     absl::MutexLock lock(&mu_);
     hold_welcome_ = hold;
@@ -198,6 +221,8 @@ class FakeController final : public dispatch::v1::AgentSession::Service {
   std::vector<Received> sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<ControllerMessage> outbox_ ABSL_GUARDED_BY(mu_);
   int refuse_ ABSL_GUARDED_BY(mu_) = 0;
+  bool standby_ ABSL_GUARDED_BY(mu_) = false;
+  std::string leader_address_ ABSL_GUARDED_BY(mu_);
   bool hold_welcome_ ABSL_GUARDED_BY(mu_) = false;
   bool hold_reads_ ABSL_GUARDED_BY(mu_) = false;
   bool end_session_ ABSL_GUARDED_BY(mu_) = false;
@@ -240,6 +265,20 @@ std::vector<std::string> Describe(const std::vector<AgentMessage>& messages) {
   return out;
 }
 
+// A real TCP port nobody listens on: bound, then closed.
+int UnusedPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return -1;
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
 class ControllerSessionTest : public ::testing::Test {
  protected:
   ControllerSessionTest() {
@@ -253,12 +292,74 @@ class ControllerSessionTest : public ::testing::Test {
     controller_.HoldWelcome(false);
     controller_.HoldReads(false);
     server_->Shutdown();
+    for (auto& [address, replica] : replicas_) replica->server->Shutdown();
   }
 
   // Makes (does not start) the session. The inventory callback answers with
   // the next snapshot seq each time; resend answers with resend_.
   ControllerSession& MakeSession(ControllerSessionOptions options = {}) {
     if (options.agent_id.empty()) options.agent_id = "agent-1";
+    session_ = std::make_unique<ControllerSession>(
+        options, &clock_, server_->InProcessChannel(grpc::ChannelArguments()), MakeCallbacks());
+    return *session_;
+  }
+
+  // A controller replica reachable at `address`, through its in-process
+  // channel. Before MakeSessionWith.
+  FakeController& AddReplica(const std::string& address) {
+    auto replica = std::make_unique<Replica>();
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&replica->controller);
+    replica->server = builder.BuildAndStart();
+    FakeController& controller = replica->controller;
+    replicas_[address] = std::move(replica);
+    return controller;
+  }
+
+  // Makes (does not start) a session with the controllers at `controllers`:
+  // the replicas added, any other address over loopback TCP. Counts the
+  // channels made per address.
+  ControllerSession& MakeSessionWith(std::vector<std::string> controllers,
+                                     ControllerSessionOptions options = {}) {
+    if (options.agent_id.empty()) options.agent_id = "agent-1";
+    options.controllers = std::move(controllers);
+    options.channels = [this](const std::string& address)
+        -> std::shared_ptr<grpc::ChannelInterface> {
+      {
+        absl::MutexLock lock(&mu_);
+        ++channels_made_[address];
+      }
+      auto it = replicas_.find(address);
+      if (it != replicas_.end()) {
+        return it->second->server->InProcessChannel(grpc::ChannelArguments());
+      }
+      // The channel tries again within 100 ms of a refused connection.
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 100);
+      std::shared_ptr<grpc::Channel> channel =
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      absl::MutexLock lock(&mu_);
+      tcp_channels_[address] = channel;
+      return channel;
+    };
+    session_ = std::make_unique<ControllerSession>(options, &clock_, MakeCallbacks());
+    return *session_;
+  }
+
+  // The channel made for `address` over TCP, if any.
+  std::shared_ptr<grpc::Channel> TcpChannel(const std::string& address) {
+    absl::MutexLock lock(&mu_);
+    auto it = tcp_channels_.find(address);
+    return it == tcp_channels_.end() ? nullptr : it->second;
+  }
+
+  std::map<std::string, int> channels_made() {
+    absl::MutexLock lock(&mu_);
+    return channels_made_;
+  }
+
+  ControllerSession::Callbacks MakeCallbacks() {
     ControllerSession::Callbacks callbacks;
     callbacks.inventory = [this] { return Inventory(++inventory_seq_); };
     callbacks.resend = [this] {
@@ -273,9 +374,7 @@ class ControllerSessionTest : public ::testing::Test {
       absl::MutexLock lock(&mu_);
       handed_over_.push_back(absl::StrCat("settled ", settled.key()));
     };
-    session_ = std::make_unique<ControllerSession>(
-        options, &clock_, server_->InProcessChannel(grpc::ChannelArguments()), callbacks);
-    return *session_;
+    return callbacks;
   }
 
   void SetResend(std::vector<AgentMessage> messages) {
@@ -288,6 +387,13 @@ class ControllerSessionTest : public ::testing::Test {
     const absl::Time give_up = absl::Now() + kPatience;
     while (session_->up() != up && absl::Now() < give_up) std::this_thread::yield();
     return session_->up() == up;
+  }
+
+  // Waits until `done` holds (bounded in real time).
+  bool Eventually(const std::function<bool()>& done) {
+    const absl::Time give_up = absl::Now() + kPatience;
+    while (!done() && absl::Now() < give_up) std::this_thread::yield();
+    return done();
   }
 
   // Waits until `n` threads wait on the fake clock: the heartbeat thread
@@ -316,8 +422,21 @@ class ControllerSessionTest : public ::testing::Test {
     return handed_over_;
   }
 
+  struct Replica {
+    FakeController controller;
+    std::unique_ptr<grpc::Server> server;
+  };
+
+  int SessionAttempts(const std::string& result) {
+    return static_cast<int>(Sample(
+        SerializeText(registry_),
+        absl::StrCat("dispatchd_agent_session_attempts_total{agent=\"agent-1\",result=\"", result,
+                     "\"}")));
+  }
+
   FakeController controller_;
   std::unique_ptr<grpc::Server> server_;
+  std::map<std::string, std::unique_ptr<Replica>> replicas_;
   FakeClock clock_;
   Registry registry_;
   AgentMetrics metrics_{registry_, "agent-1"};
@@ -325,6 +444,8 @@ class ControllerSessionTest : public ::testing::Test {
   absl::Mutex mu_;
   std::vector<AgentMessage> resend_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> handed_over_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> channels_made_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<grpc::Channel>> tcp_channels_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<ControllerSession> session_;
 };
 
@@ -596,6 +717,161 @@ TEST_F(ControllerSessionTest, ASilentControllerIsLeftAndReconnected) {
       AdvanceUntil(absl::Milliseconds(100), [this] { return controller_.received().size() >= 2; }));
   EXPECT_GT(clock_.Now() - welcomed, absl::Seconds(3));  // only after 3 periods
   EXPECT_TRUE(controller_.AwaitReceived([](const auto& s) { return s[0].ended; })[0].ended);
+}
+
+// A replica that does not lead names the leader: the session goes there at
+// once, though the leader is not listed. The clock never moves in this
+// test, so a backoff would keep the session from ever opening.
+TEST_F(ControllerSessionTest, ARedirectGoesToTheLeaderAtOnce) {
+  FakeController& standby = AddReplica("ctl-a:7700");
+  FakeController& leader = AddReplica("ctl-b:7700");
+  standby.Follow("ctl-b:7700");
+  SetResend({Event("a")});
+  ControllerSession& session = MakeSessionWith({"ctl-a:7700"}, {.metrics = &metrics_});
+  session.Start();
+  FakeController::Received first = leader.AwaitMessages(0, 2);
+  EXPECT_EQ(first.hello.agent_id(), "agent-1");
+  EXPECT_THAT(Describe(first.messages), ElementsAre("inventory 1", "event a"));
+  ASSERT_TRUE(AwaitUp(true));
+  EXPECT_EQ(session.controller_address(), "ctl-b:7700");
+  ASSERT_EQ(standby.received().size(), 1u);
+  EXPECT_EQ(standby.received()[0].hello.agent_id(), "agent-1");
+  EXPECT_EQ(SessionAttempts("failed"), 1);
+  EXPECT_EQ(SessionAttempts("opened"), 1);
+}
+
+// The leader steps down and names another replica: after the session ends
+// (and the minimum backoff), the agent asks the old leader first, is sent
+// on, and the new leader gets the inventory and the unsettled events.
+TEST_F(ControllerSessionTest, FollowsTheLeadershipToAnotherReplica) {
+  FakeController& a = AddReplica("ctl-a:7700");
+  FakeController& b = AddReplica("ctl-b:7700");
+  b.Follow("ctl-a:7700");
+  SetResend({Event("a")});
+  ControllerSession& session = MakeSessionWith({"ctl-a:7700", "ctl-b:7700"});
+  session.Start();
+  a.AwaitMessages(0, 2);
+  ASSERT_TRUE(AwaitUp(true));
+  EXPECT_EQ(session.controller_address(), "ctl-a:7700");
+
+  a.Follow("ctl-b:7700");
+  b.Lead();
+  a.EndSession();
+  ASSERT_TRUE(AwaitUp(false));
+  EXPECT_EQ(session.controller_address(), "");
+  ASSERT_TRUE(AwaitClockWaiters(2));
+  clock_.Advance(absl::Milliseconds(100));
+  FakeController::Received second = b.AwaitMessages(0, 2);
+  EXPECT_THAT(Describe(second.messages), ElementsAre("inventory 2", "event a"));
+  ASSERT_TRUE(AwaitUp(true));
+  EXPECT_EQ(session.controller_address(), "ctl-b:7700");
+  EXPECT_EQ(a.received().size(), 2u);  // the session, then the Hello it sent on
+  EXPECT_EQ(channels_made(), (std::map<std::string, int>{{"ctl-a:7700", 1}, {"ctl-b:7700", 1}}));
+}
+
+// The first address does not answer: once its channel has not connected
+// within the connect timeout (on the clock), the second is tried.
+TEST_F(ControllerSessionTest, AnAddressThatDoesNotConnectIsLeftForTheNext) {
+  const int port = UnusedPort();
+  ASSERT_GT(port, 0);
+  const std::string down = absl::StrCat("127.0.0.1:", port);
+  FakeController& leader = AddReplica("ctl-b:7700");
+  ControllerSession& session = MakeSessionWith({down, "ctl-b:7700"}, {.metrics = &metrics_});
+  const absl::Time start = clock_.Now();
+  session.Start();
+  ASSERT_TRUE(AdvanceUntil(absl::Milliseconds(100), [&] { return session.up(); }));
+  EXPECT_GE(clock_.Now() - start, absl::Seconds(1));  // not before the connect timeout
+  EXPECT_EQ(session.controller_address(), "ctl-b:7700");
+  EXPECT_EQ(leader.received().size(), 1u);
+  EXPECT_EQ(SessionAttempts("failed"), 1);
+  EXPECT_EQ(SessionAttempts("opened"), 1);
+}
+
+// A replica that knows no leader: the next address, at once.
+TEST_F(ControllerSessionTest, AReplicaWithoutALeaderSendsToTheNextAddress) {
+  FakeController& standby = AddReplica("ctl-a:7700");
+  FakeController& leader = AddReplica("ctl-b:7700");
+  standby.Follow("");
+  ControllerSession& session = MakeSessionWith({"ctl-a:7700", "ctl-b:7700"});
+  session.Start();
+  leader.AwaitMessages(0, 1);
+  ASSERT_TRUE(AwaitUp(true));
+  EXPECT_EQ(session.controller_address(), "ctl-b:7700");
+  EXPECT_EQ(standby.received().size(), 1u);
+}
+
+// Every address failing in a row costs one backoff, not one per address.
+TEST_F(ControllerSessionTest, BacksOffOnceEveryAddressHasFailed) {
+  FakeController& a = AddReplica("ctl-a:7700");
+  FakeController& b = AddReplica("ctl-b:7700");
+  a.Refuse(1);
+  b.Refuse(1);
+  ControllerSession& session = MakeSessionWith({"ctl-a:7700", "ctl-b:7700"});
+  session.Start();
+  b.AwaitSessions(1);
+  ASSERT_TRUE(AwaitClockWaiters(2));  // backing off
+  EXPECT_EQ(a.received().size(), 1u);
+  EXPECT_EQ(b.received().size(), 1u);
+  EXPECT_FALSE(session.up());
+  clock_.Advance(absl::Milliseconds(100));
+  ASSERT_TRUE(AwaitUp(true));
+  EXPECT_EQ(session.controller_address(), "ctl-a:7700");
+  EXPECT_EQ(a.received().size(), 2u);
+  EXPECT_EQ(b.received().size(), 1u);
+}
+
+// Two replicas that name each other: kMaxRedirectsInRow redirects are
+// followed, then the session backs off, and tries again only once the clock
+// has moved past the backoff.
+TEST_F(ControllerSessionTest, RedirectsInALoopAreBoundedAndBackedOff) {
+  FakeController& a = AddReplica("ctl-a:7700");
+  FakeController& b = AddReplica("ctl-b:7700");
+  a.Follow("ctl-b:7700");
+  b.Follow("ctl-a:7700");
+  ControllerSession& session = MakeSessionWith({"ctl-a:7700", "ctl-b:7700"});
+  session.Start();
+  auto hellos = [&] { return a.received().size() + b.received().size(); };
+  const size_t round = 1 + ControllerSession::kMaxRedirectsInRow;
+  for (size_t rounds = 1; rounds <= 3; ++rounds) {
+    ASSERT_TRUE(Eventually([&] { return hellos() >= rounds * round; }));
+    ASSERT_TRUE(AwaitClockWaiters(2));  // backing off: no attempt until the clock moves
+    EXPECT_EQ(hellos(), rounds * round);
+    EXPECT_EQ(a.received().size(), b.received().size());
+    EXPECT_FALSE(session.up());
+    clock_.Advance(absl::Seconds(10));  // past the largest backoff
+  }
+  EXPECT_EQ(channels_made(), (std::map<std::string, int>{{"ctl-a:7700", 1}, {"ctl-b:7700", 1}}));
+}
+
+// With one controller, an attempt waits for it as long as it takes: it is
+// not given up for want of a connection, however far the clock moves, and
+// the session opens as soon as the controller listens.
+TEST_F(ControllerSessionTest, OneControllerIsWaitedForWithoutAConnectTimeout) {
+  const int port = UnusedPort();
+  ASSERT_GT(port, 0);
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  ControllerSession& session = MakeSessionWith({address}, {.metrics = &metrics_});
+  session.Start();
+  // The attempt waits on a channel whose connection was refused...
+  ASSERT_TRUE(Eventually([&] {
+    std::shared_ptr<grpc::Channel> channel = TcpChannel(address);
+    return channel != nullptr &&
+           channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+  }));
+  clock_.Advance(absl::Seconds(10));  // ...while the clock goes far past any connect timeout
+  FakeController late;
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound);
+  builder.RegisterService(&late);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_EQ(bound, port);
+  EXPECT_EQ(late.AwaitSessions(1).size(), 1u);
+  ASSERT_TRUE(AwaitUp(true));
+  EXPECT_EQ(session.controller_address(), address);
+  EXPECT_EQ(SessionAttempts("failed"), 0);  // the first attempt waited
+  session.Stop();
+  server->Shutdown();
 }
 
 TEST_F(ControllerSessionTest, StopReturnsWhileAWriteIsBlocked) {

@@ -10,6 +10,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   docker.io docker-compose busybox-static prometheus inotify-tools curl openssl ca-certificates
   systemd nodejs python3-grpcio python3-protobuf
+  # etcd and etcdctl: the controller's etcd tests run members of their own
+  # (tests/testing/etcd_cluster.h), on free ports beside any etcd service.
+  etcd-server etcd-client
 )
 # Extra packages a target needs beyond these (e.g. `make fuzz`: clang and
 # its libFuzzer/sanitizer runtimes).

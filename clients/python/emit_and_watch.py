@@ -24,7 +24,8 @@ from dispatchd_client import Kind
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--controller", default=os.environ.get("DISPATCHD_CONTROLLER",
-                                                               "127.0.0.1:7700"))
+                                                               "127.0.0.1:7700"),
+                        help="the controller, or its replicas as ADDR,ADDR,...")
     parser.add_argument("--token", default=os.environ.get("DISPATCHD_API_TOKEN")
                         or os.environ.get("DISPATCHD_TOKEN"))
     parser.add_argument("--event-id", default="demo.some-event")

@@ -22,6 +22,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
 #include "common/flags.h"
+#include "common/leader_redirect.h"
 #include "common/secret_file.h"
 #include "common/status_macros.h"
 
@@ -65,38 +66,91 @@ std::string Ago(int64_t unix_nanos, absl::Time now) {
   return absl::StrCat(absl::FormatDuration(absl::Trunc(age, absl::Seconds(1))), " ago");
 }
 
-absl::Status CallError(const DispatchctlOptions& options, const grpc::Status& status) {
-  const std::string& address = options.controller;
-  switch (status.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-      return absl::UnavailableError(absl::StrCat(
-          "cannot reach the controller at ", address, ": ", status.error_message(),
-          " (is dispatchd running? pass its address with --controller ADDR)"));
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return absl::DeadlineExceededError(
-          absl::StrCat("no answer from the controller at ", address, " within ",
-                       absl::FormatDuration(options.timeout),
-                       " (is dispatchd running? pass its address with --controller ADDR)"));
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return absl::UnauthenticatedError(
-          absl::StrCat("the controller at ", address, " refused the call: ",
-                       status.error_message(), " (pass its token with --token or DISPATCHD_TOKEN)"));
-    default:
-      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                          absl::StrCat("the controller at ", address, " answered: ",
-                                       status.error_message()));
-  }
-}
+// The controller a command talks to: the replicas of options.controller,
+// in order, and the leader one of them names.
+class Controllers {
+ public:
+  using Stub = dispatch::v1::Dispatch::Stub;
+  // One attempt of a call, with its own context.
+  using Attempt = std::function<grpc::Status(Stub& stub, grpc::ClientContext* context)>;
 
-// A fresh context with the deadline and the token.
-std::unique_ptr<grpc::ClientContext> MakeContext(const DispatchctlOptions& options) {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-  if (!options.token.empty()) {
-    context->AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
+  Controllers(const DispatchctlOptions& options, const ChannelFactory& channels)
+      : options_(options), channels_(channels) {}
+
+  // Runs `attempt` at each address in turn while none can be reached, and
+  // once more at the leader's address when a replica names it. Returns the
+  // last attempt's status. `deadline`: each attempt has options.timeout.
+  // `answered`, if given, is set by an attempt that got an answer from a
+  // controller that then failed: that status is returned as it is.
+  grpc::Status Call(const Attempt& attempt, bool deadline = true,
+                    const bool* answered = nullptr) {
+    std::vector<std::string> unreachable;
+    grpc::Status status;
+    for (const std::string& address : options_.controller) {
+      where_ = address;
+      std::unique_ptr<grpc::ClientContext> context = MakeContext(deadline);
+      status = AttemptAt(address, *context, attempt);
+      if (answered != nullptr && *answered) return status;
+      if (const std::string leader = RedirectedTo(*context, status); !leader.empty()) {
+        where_ = absl::StrCat(leader, " (the leader, as ", address, " said)");
+        context = MakeContext(deadline);
+        return AttemptAt(leader, *context, attempt);
+      }
+      if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return status;
+      unreachable.push_back(address);
+    }
+    where_ = absl::StrJoin(unreachable, ", ");
+    return status;
   }
-  return context;
-}
+
+  // A failed call's status, in words for a user, naming the controller.
+  absl::Status Error(const grpc::Status& status) const {
+    switch (status.error_code()) {
+      case grpc::StatusCode::UNAVAILABLE:
+        return absl::UnavailableError(absl::StrCat(
+            "cannot reach the controller at ", where_, ": ", status.error_message(),
+            " (is dispatchd running? pass its address with --controller ADDR)"));
+      case grpc::StatusCode::DEADLINE_EXCEEDED:
+        return absl::DeadlineExceededError(
+            absl::StrCat("no answer from the controller at ", where_, " within ",
+                         absl::FormatDuration(options_.timeout),
+                         " (is dispatchd running? pass its address with --controller ADDR)"));
+      case grpc::StatusCode::UNAUTHENTICATED:
+        return absl::UnauthenticatedError(absl::StrCat(
+            "the controller at ", where_, " refused the call: ", status.error_message(),
+            " (pass its token with --token or DISPATCHD_TOKEN)"));
+      default:
+        return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                            absl::StrCat("the controller at ", where_,
+                                         " answered: ", status.error_message()));
+    }
+  }
+
+ private:
+  grpc::Status AttemptAt(const std::string& address, grpc::ClientContext& context,
+                         const Attempt& attempt) const {
+    std::shared_ptr<grpc::ChannelInterface> channel = channels_(address);
+    if (channel == nullptr) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no channel to this address");
+    }
+    std::unique_ptr<Stub> stub = dispatch::v1::Dispatch::NewStub(channel);
+    return attempt(*stub, &context);
+  }
+
+  // A fresh context with the token, and the deadline if asked for.
+  std::unique_ptr<grpc::ClientContext> MakeContext(bool deadline) const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    if (deadline) context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+    if (!options_.token.empty()) {
+      context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.token));
+    }
+    return context;
+  }
+
+  const DispatchctlOptions& options_;
+  const ChannelFactory& channels_;
+  std::string where_;  // the controller(s) the last status came from
+};
 
 absl::StatusOr<std::string> ReadPayloadFile(const std::string& path) {
   std::string data;
@@ -181,10 +235,19 @@ std::string CommandNames() {
 // same table type and environment variables as dispatchd (common/flags.h).
 void DeclareFlags(FlagSet& flags, DispatchctlOptions& o, std::string& token_file, bool& json) {
   flags.Custom("controller", [&o](const std::string& v) {
-    if (v.empty()) return absl::InvalidArgumentError("--controller needs an address");
-    o.controller = v;
+    std::vector<std::string> addresses;
+    for (absl::string_view a : absl::StrSplit(v, ',')) {
+      a = absl::StripAsciiWhitespace(a);
+      if (!a.empty() && std::find(addresses.begin(), addresses.end(), a) == addresses.end()) {
+        addresses.emplace_back(a);
+      }
+    }
+    if (addresses.empty()) return absl::InvalidArgumentError("--controller needs an address");
+    o.controller = std::move(addresses);
     return absl::OkStatus();
-  }, "ADDR", "the controller's --listen address (default 127.0.0.1:7700)");
+  }, "ADDR[,ADDR]", "the controller's --listen address (default 127.0.0.1:7700); with\n"
+                    "several replicas, all of them, tried in order: the call follows\n"
+                    "the leader");
   flags.Custom("token", [&o, &token_file](const std::string& v) {
     o.token = v;
     token_file.clear();
@@ -196,7 +259,8 @@ void DeclareFlags(FlagSet& flags, DispatchctlOptions& o, std::string& token_file
   flags.String("token-file", &token_file, "FILE", "read the token from FILE ($DISPATCHD_TOKEN_FILE)");
   flags.Bool("json", &json, "print the API's response as JSON (proto3 JSON mapping)");
   flags.Environment("json", {});
-  flags.Duration("timeout", &o.timeout, "D", "give up after D (default 5s)");
+  flags.Duration("timeout", &o.timeout, "D",
+                 "give up after D (default 5s), at each controller tried");
   flags.Environment("timeout", {});
   flags.String("tls-ca", &o.tls_ca, "FILE", "verify a controller that serves TLS against this CA (PEM)");
   flags.String("tls-cert", &o.tls_cert, "FILE",
@@ -289,6 +353,10 @@ Flags:
 The controller's address and token can also come from $DISPATCHD_CONTROLLER
 and $DISPATCHD_TOKEN, as for dispatchd; flags win.
 
+With several controller replicas (--controller a:7700,b:7700,c:7700), a call
+goes to the first that can be reached; a replica that does not lead names
+the leader, and the call follows the leader there.
+
 Exit status: 0 on success, 1 when the controller cannot be reached or
 refuses the call (health: not ready), 2 for bad usage.
 )");
@@ -343,33 +411,34 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
 }
 
 absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
-                                           const std::shared_ptr<grpc::ChannelInterface>& channel,
-                                           absl::Time now) {
-  std::unique_ptr<dispatch::v1::Dispatch::Stub> stub = dispatch::v1::Dispatch::NewStub(channel);
-  std::unique_ptr<grpc::ClientContext> context = MakeContext(options);
+                                           const ChannelFactory& channels, absl::Time now) {
+  Controllers controllers(options, channels);
   switch (options.command) {
     case Command::kSubscriptions:
     case Command::kInvalid: {
       dispatch::v1::ListSubscriptionsResponse response;
-      grpc::Status status = stub->ListSubscriptions(
-          context.get(), dispatch::v1::ListSubscriptionsRequest(), &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.ListSubscriptions(context, dispatch::v1::ListSubscriptionsRequest(), &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       return options.command == Command::kSubscriptions
                  ? FormatSubscriptions(response, options.format)
                  : FormatInvalid(response, options.format);
     }
     case Command::kAgents: {
       dispatch::v1::ListAgentsResponse response;
-      grpc::Status status =
-          stub->ListAgents(context.get(), dispatch::v1::ListAgentsRequest(), &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.ListAgents(context, dispatch::v1::ListAgentsRequest(), &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       return FormatAgents(response, now, options.format);
     }
     case Command::kStatus: {
       dispatch::v1::GetStatusResponse response;
-      grpc::Status status =
-          stub->GetStatus(context.get(), dispatch::v1::GetStatusRequest(), &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.GetStatus(context, dispatch::v1::GetStatusRequest(), &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       return FormatStatus(response, options.format);
     }
     case Command::kHealth:
@@ -391,8 +460,10 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
       request.set_host(options.host);
       request.set_idempotency_key(options.idempotency_key);
       dispatch::v1::EmitResponse response;
-      grpc::Status status = stub->Emit(context.get(), request, &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.Emit(context, request, &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
       return absl::StrCat("emitted ", response.event_id(), " (", response.path(), " on ",
                           response.agent_id(), response.duplicate() ? ", already written" : "",
@@ -402,9 +473,10 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
       return absl::InternalError("watch streams: use RunWatch");
     case Command::kEvents: {
       dispatch::v1::ListEventsResponse response;
-      grpc::Status status =
-          stub->ListEvents(context.get(), dispatch::v1::ListEventsRequest(), &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.ListEvents(context, dispatch::v1::ListEventsRequest(), &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       return FormatEvents(response, now, options.format);
     }
     case Command::kEvent: {
@@ -412,8 +484,10 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
       request.set_event_id(options.args[0]);
       request.set_agent_id(options.host);
       dispatch::v1::EventInfo response;
-      grpc::Status status = stub->GetEvent(context.get(), request, &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.GetEvent(context, request, &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
       dispatch::v1::ListEventsResponse one;
       *one.add_events() = response;
@@ -424,16 +498,20 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
       request.set_event_id(options.args[0]);
       request.set_host(options.host);
       dispatch::v1::ExplainResponse response;
-      grpc::Status status = stub->Explain(context.get(), request, &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.Explain(context, request, &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       return FormatExplain(response, now, options.format);
     }
     case Command::kDeadLetters: {
       dispatch::v1::ListDeadLettersRequest request;
       request.set_host(options.host);
       dispatch::v1::ListDeadLettersResponse response;
-      grpc::Status status = stub->ListDeadLetters(context.get(), request, &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.ListDeadLetters(context, request, &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       return FormatDeadLetters(response, now, options.format);
     }
     case Command::kReplay: {
@@ -441,8 +519,10 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
       request.set_host(options.args[0]);
       request.set_path(options.args[1]);
       dispatch::v1::ReplayDeadLetterResponse response;
-      grpc::Status status = stub->ReplayDeadLetter(context.get(), request, &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.ReplayDeadLetter(context, request, &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
       return absl::StrCat("replayed ", options.args[1], " on ", options.args[0], ": event ",
                           response.event_id(), "\n");
@@ -452,8 +532,10 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
       request.set_host(options.args[0]);
       request.set_path(options.args[1]);
       dispatch::v1::PurgeDeadLetterResponse response;
-      grpc::Status status = stub->PurgeDeadLetter(context.get(), request, &response);
-      if (!status.ok()) return CallError(options, status);
+      grpc::Status status = controllers.Call([&](auto& stub, auto* context) {
+        return stub.PurgeDeadLetter(context, request, &response);
+      });
+      if (!status.ok()) return controllers.Error(status);
       if (options.format == OutputFormat::kJson) return Dump(ToJson(response));
       return absl::StrCat("purged ", options.args[1], " on ", options.args[0], "\n");
     }
@@ -461,14 +543,8 @@ absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
   return absl::InternalError("unknown command");
 }
 
-absl::Status RunWatch(const DispatchctlOptions& options,
-                      const std::shared_ptr<grpc::ChannelInterface>& channel,
+absl::Status RunWatch(const DispatchctlOptions& options, const ChannelFactory& channels,
                       const std::function<bool(const std::string&)>& print) {
-  std::unique_ptr<dispatch::v1::Dispatch::Stub> stub = dispatch::v1::Dispatch::NewStub(channel);
-  grpc::ClientContext context;  // no deadline: a watch runs until stopped
-  if (!options.token.empty()) {
-    context.AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
-  }
   dispatch::v1::WatchRequest request;
   if (!options.args.empty()) {
     if (options.prefix) {
@@ -482,19 +558,29 @@ absl::Status RunWatch(const DispatchctlOptions& options,
     if (dispatch::v1::WatchUpdate::Kind_Parse(kind, &k)) request.add_kinds(k);
   }
   request.set_buffer(static_cast<uint32_t>(options.buffer));
-  std::unique_ptr<grpc::ClientReader<dispatch::v1::WatchUpdate>> reader =
-      stub->Watch(&context, request);
-  dispatch::v1::WatchUpdate update;
-  while (reader->Read(&update)) {
-    if (!print(FormatWatchUpdate(update, options.format))) {
-      context.TryCancel();
-      break;
-    }
-  }
-  grpc::Status status = reader->Finish();
+  Controllers controllers(options, channels);
+  // No deadline: a watch runs until stopped. Another controller is tried
+  // only before the first update: after it, the end of the stream is the
+  // answer (updates may have been missed meanwhile).
+  bool updated = false;
+  grpc::Status status = controllers.Call(
+      [&](Controllers::Stub& stub, grpc::ClientContext* context) {
+        std::unique_ptr<grpc::ClientReader<dispatch::v1::WatchUpdate>> reader =
+            stub.Watch(context, request);
+        dispatch::v1::WatchUpdate update;
+        while (reader->Read(&update)) {
+          updated = true;
+          if (!print(FormatWatchUpdate(update, options.format))) {
+            context->TryCancel();
+            break;
+          }
+        }
+        return reader->Finish();
+      },
+      /*deadline=*/false, &updated);
   if (status.error_code() == grpc::StatusCode::CANCELLED) return absl::OkStatus();
   if (status.ok()) return absl::UnavailableError("the controller ended the watch");
-  return CallError(options, status);
+  return controllers.Error(status);
 }
 
 absl::StatusOr<std::string> CheckHealth(const DispatchctlOptions& options) {
@@ -652,7 +738,15 @@ std::string FormatStatus(const dispatch::v1::GetStatusResponse& r, OutputFormat 
   if (format == OutputFormat::kJson) return Dump(ToJson(r));
   const dispatch::v1::DeliveryCounts& d = r.deliveries();
   auto n = [](uint64_t v) { return absl::StrCat(v); };
-  return FormatTable({
+  std::vector<std::vector<std::string>> rows;
+  if (r.leader_election()) {
+    // Under leader election any replica answers: say which, and who leads.
+    rows.push_back({"replica", absl::StrCat(r.replica_id(), r.leading() ? " (leader)" : " (standby)")});
+    rows.push_back({"leader", r.leader_id().empty()
+                                  ? "none at the moment"
+                                  : absl::StrCat(r.leader_id(), " at ", r.leader_address())});
+  }
+  std::vector<std::vector<std::string>> counts = {
       {"events observed", n(r.events_observed())},
       {"events duplicate", n(r.events_duplicate())},
       {"events settled, delivered", n(r.events_settled_delivered())},
@@ -673,7 +767,9 @@ std::string FormatStatus(const dispatch::v1::GetStatusResponse& r, OutputFormat 
       {"agents connected", n(r.agents_connected())},
       {"subscriptions valid", n(r.subscriptions_valid())},
       {"subscriptions invalid", n(r.subscriptions_invalid())},
-  });
+  };
+  rows.insert(rows.end(), counts.begin(), counts.end());
+  return FormatTable(rows);
 }
 
 std::string FormatWatchUpdate(const dispatch::v1::WatchUpdate& u, OutputFormat format) {

@@ -1,7 +1,7 @@
 // dispatchctl: asks a running dispatchd controller, over its public gRPC API
 // (proto/dispatch/v1/api.proto), what it knows.
 //
-//   dispatchctl [--controller ADDR] [--token T] [--json] [--timeout D]
+//   dispatchctl [--controller ADDR[,ADDR...]] [--token T] [--json] [--timeout D]
 //               subscriptions|invalid|agents|status
 //   dispatchctl [--metrics ADDR] [--timeout D] health
 //
@@ -43,10 +43,15 @@ enum class Command {
 };
 enum class OutputFormat { kTable, kJson };
 
+// The channel to the controller at `address` (host:port).
+using ChannelFactory =
+    std::function<std::shared_ptr<grpc::ChannelInterface>(const std::string& address)>;
+
 struct DispatchctlOptions {
   bool help = false;
   Command command = Command::kStatus;
-  std::string controller = "127.0.0.1:7700";
+  // The controller replicas, tried in order (see RunDispatchctl).
+  std::vector<std::string> controller = {"127.0.0.1:7700"};
   // Sent as `authorization: Bearer <token>` when non-empty.
   std::string token;
   // TLS, when the controller's --listen port uses it (PEM files).
@@ -54,7 +59,7 @@ struct DispatchctlOptions {
   std::string tls_cert;
   std::string tls_key;
   OutputFormat format = OutputFormat::kTable;
-  // Deadline of the call, connecting included.
+  // Deadline of the call, connecting included, at each controller tried.
   absl::Duration timeout = absl::Seconds(5);
   // `health`: dispatchd's --metrics-listen address, whose /readyz it asks.
   // A wildcard host (0.0.0.0, [::] or none) is asked on loopback.
@@ -85,22 +90,25 @@ absl::StatusOr<DispatchctlOptions> ParseDispatchctlOptions(const std::vector<std
 // The text of --help.
 std::string DispatchctlUsage();
 
-// Runs the command against the controller behind `channel` and returns what
-// to print. `now` is used for "last heard ... ago". Errors say what went
-// wrong in words for a user: Unavailable or DeadlineExceeded when the
-// controller cannot be reached (naming options.controller),
-// Unauthenticated for a missing or wrong token, otherwise the controller's
-// own code and message.
+// Runs the command against the controller and returns what to print. The
+// call goes to the addresses of options.controller in order, through
+// `channels`, until one answers (one that cannot be reached, UNAVAILABLE,
+// sends it to the next); when a replica that does not lead answers with the
+// leader's address (common/leader_redirect.h), the call is made once more
+// there. Each attempt has options.timeout. `now` is used for "last heard
+// ... ago". Errors say what went wrong in words for a user, naming the
+// controller concerned: Unavailable or DeadlineExceeded when the controller
+// cannot be reached, Unauthenticated for a missing or wrong token,
+// otherwise the controller's own code and message.
 absl::StatusOr<std::string> RunDispatchctl(const DispatchctlOptions& options,
-                                           const std::shared_ptr<grpc::ChannelInterface>& channel,
-                                           absl::Time now);
+                                           const ChannelFactory& channels, absl::Time now);
 
 // `watch`: calls `print` with one line per update (a JSON object per line
-// with --json) until the stream ends or `print` returns false. The end of
-// the stream is an error: RESOURCE_EXHAUSTED (fell behind, with the count
+// with --json) until the stream ends or `print` returns false. The
+// controller is found as by RunDispatchctl, before the first update. The end
+// of the stream is an error: RESOURCE_EXHAUSTED (fell behind, with the count
 // missed) or whatever ended it.
-absl::Status RunWatch(const DispatchctlOptions& options,
-                      const std::shared_ptr<grpc::ChannelInterface>& channel,
+absl::Status RunWatch(const DispatchctlOptions& options, const ChannelFactory& channels,
                       const std::function<bool(const std::string&)>& print);
 
 // One watch update as a line (no newline): time, kind, event id, and what

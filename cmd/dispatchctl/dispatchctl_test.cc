@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
+#include "common/leader_redirect.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -36,7 +37,7 @@ TEST(ParseDispatchctlOptionsTest, DefaultsAndFlags) {
   auto o = Parse({"status"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->command, Command::kStatus);
-  EXPECT_EQ(o->controller, "127.0.0.1:7700");
+  EXPECT_THAT(o->controller, ElementsAre("127.0.0.1:7700"));
   EXPECT_EQ(o->token, "");
   EXPECT_EQ(o->format, OutputFormat::kTable);
   EXPECT_EQ(o->timeout, absl::Seconds(5));
@@ -44,13 +45,25 @@ TEST(ParseDispatchctlOptionsTest, DefaultsAndFlags) {
   o = Parse({"--controller", "ctl:7701", "--json", "--token=t", "--timeout", "2s", "invalid"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->command, Command::kInvalid);
-  EXPECT_EQ(o->controller, "ctl:7701");
+  EXPECT_THAT(o->controller, ElementsAre("ctl:7701"));
   EXPECT_EQ(o->token, "t");
   EXPECT_EQ(o->format, OutputFormat::kJson);
   EXPECT_EQ(o->timeout, absl::Seconds(2));
 
   EXPECT_EQ(Parse({"subscriptions"})->command, Command::kSubscriptions);
   EXPECT_EQ(Parse({"agents", "--json"})->command, Command::kAgents);
+}
+
+TEST(ParseDispatchctlOptionsTest, ControllerTakesAListOfReplicas) {
+  auto o = Parse({"--controller", "a:7700, b:7700,,c:7700,a:7700", "agents"});
+  ASSERT_OK(o);
+  EXPECT_THAT(o->controller, ElementsAre("a:7700", "b:7700", "c:7700"));
+  EXPECT_THAT(Parse({"status"}, {{"DISPATCHD_CONTROLLER", "x:1,y:2"}})->controller,
+              ElementsAre("x:1", "y:2"));
+  EXPECT_THAT(Parse({"--controller", " , ", "status"}).status().message(),
+              HasSubstr("--controller needs an address"));
+  EXPECT_THAT(DispatchctlUsage(), HasSubstr("--controller ADDR[,ADDR]"));
+  EXPECT_THAT(DispatchctlUsage(), HasSubstr("follows the leader"));
 }
 
 TEST(ParseDispatchctlOptionsTest, TokenFromTheEnvironmentUnlessTheFlagIsGiven) {
@@ -70,7 +83,8 @@ TEST(ParseDispatchctlOptionsTest, HealthAsksTheMetricsAddressFromFlagOrEnvironme
   EXPECT_EQ(Parse({"health", "--metrics=127.0.0.1:1"},
                   {{"DISPATCHD_METRICS_LISTEN", "0.0.0.0:9000"}})->metrics,
             "127.0.0.1:1");
-  EXPECT_EQ(Parse({"status"}, {{"DISPATCHD_CONTROLLER", "ctl:1"}})->controller, "ctl:1");
+  EXPECT_THAT(Parse({"status"}, {{"DISPATCHD_CONTROLLER", "ctl:1"}})->controller,
+              ElementsAre("ctl:1"));
 }
 
 // /readyz of a real HTTP server: 200 is healthy, 503 carries dispatchd's reason.
@@ -313,6 +327,23 @@ TEST(FormatTest, StatusTableAndJson) {
   EXPECT_EQ(json["events_held"], "0");
 }
 
+TEST(FormatTest, StatusSaysWhichReplicaAnsweredAndWhoLeads) {
+  dispatch::v1::GetStatusResponse r;
+  EXPECT_THAT(FormatStatus(r, OutputFormat::kTable), Not(HasSubstr("replica")));
+  r.set_leader_election(true);
+  r.set_replica_id("ctl-a");
+  r.set_leader_id("ctl-b");
+  r.set_leader_address("10.0.0.2:7700");
+  std::string table = FormatStatus(r, OutputFormat::kTable);
+  EXPECT_THAT(table, HasSubstr("ctl-a (standby)\n"));
+  EXPECT_THAT(table, HasSubstr("ctl-b at 10.0.0.2:7700\n"));
+  r.set_leading(true);
+  r.set_leader_id("ctl-a");
+  EXPECT_THAT(FormatStatus(r, OutputFormat::kTable), HasSubstr("ctl-a (leader)\n"));
+  r.clear_leader_id();
+  EXPECT_THAT(FormatStatus(r, OutputFormat::kTable), HasSubstr("none at the moment\n"));
+}
+
 // A controller that answers with canned responses and records the
 // authorization metadata it was sent.
 class FakeDispatch final : public dispatch::v1::Dispatch::CallbackService {
@@ -346,6 +377,38 @@ class FakeDispatch final : public dispatch::v1::Dispatch::CallbackService {
     return reactor;
   }
 
+  grpc::ServerWriteReactor<dispatch::v1::WatchUpdate>* Watch(
+      grpc::CallbackServerContext* context, const dispatch::v1::WatchRequest* request) override {
+    Record(*context);
+    // One update for the event asked about, then the end of the stream.
+    class OneUpdate final : public grpc::ServerWriteReactor<dispatch::v1::WatchUpdate> {
+     public:
+      OneUpdate(const grpc::Status& refusal, const std::string& event_id) {
+        if (!refusal.ok()) {
+          Finish(refusal);
+          return;
+        }
+        update_.set_kind(dispatch::v1::WatchUpdate::OBSERVED);
+        update_.set_event_id(event_id);
+        StartWrite(&update_);
+      }
+      void OnWriteDone(bool) override { Finish(grpc::Status::OK); }
+      void OnDone() override { delete this; }
+
+     private:
+      dispatch::v1::WatchUpdate update_;
+    };
+    return new OneUpdate(Refusal(context), request->event_id());
+  }
+
+  // Answers every call but GetStatus (which every replica answers) as a
+  // replica that does not lead, naming the leader at `leader_address` ("":
+  // none known).
+  void Follow(std::string leader_address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    following_ = true;
+    leader_address_ = std::move(leader_address);
+  }
   void set_status(grpc::Status status) { status_ = std::move(status); }
   void set_hold_status(bool hold) { hold_status_ = hold; }
   void Release() {
@@ -366,13 +429,22 @@ class FakeDispatch final : public dispatch::v1::Dispatch::CallbackService {
                                   ? ""
                                   : std::string(it->second.data(), it->second.size()));
   }
+  // The status set, or the redirect of a replica that does not lead.
+  grpc::Status Refusal(grpc::CallbackServerContext* context) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!following_) return status_;
+    AddLeaderMetadata(context, leader_address_);
+    return NotLeaderStatus(leader_address_.empty() ? "" : "ctl-leader", leader_address_);
+  }
   grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(status_);
+    reactor->Finish(Refusal(context));
     return reactor;
   }
 
   grpc::Status status_ = grpc::Status::OK;
+  bool following_ = false;
+  std::string leader_address_;
   bool hold_status_ = false;
   std::mutex mu_;
   grpc::ServerUnaryReactor* held_ = nullptr;
@@ -391,17 +463,56 @@ class RunDispatchctlTest : public ::testing::Test {
   void TearDown() override {
     service_.Release();
     server_->Shutdown();
+    for (auto& [address, replica] : replicas_) replica->server->Shutdown();
   }
 
   absl::StatusOr<std::string> Run(std::vector<std::string> args) {
     auto options = Parse(args);
     if (!options.ok()) return options.status();
-    return RunDispatchctl(*options, channel_, absl::Now());
+    return RunDispatchctl(*options, Channels(), absl::Now());
   }
+
+  // Another controller replica, at `address`.
+  FakeDispatch& AddReplica(const std::string& address) {
+    auto replica = std::make_unique<Replica>();
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&replica->service);
+    replica->server = builder.BuildAndStart();
+    FakeDispatch& service = replica->service;
+    replicas_[address] = std::move(replica);
+    return service;
+  }
+
+  // An address nobody listens on.
+  std::string Down() {
+    down_.push_back(absl::StrCat("127.0.0.1:", UnusedPort()));
+    return down_.back();
+  }
+
+  // The replicas added at their addresses, Down() ones over TCP, and
+  // service_ at any other address.
+  ChannelFactory Channels() {
+    return [this](const std::string& address) -> std::shared_ptr<grpc::ChannelInterface> {
+      if (auto it = replicas_.find(address); it != replicas_.end()) {
+        return it->second->server->InProcessChannel(grpc::ChannelArguments());
+      }
+      if (std::find(down_.begin(), down_.end(), address) != down_.end()) {
+        return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+      }
+      return channel_;
+    };
+  }
+
+  struct Replica {
+    FakeDispatch service;
+    std::unique_ptr<grpc::Server> server;
+  };
 
   FakeDispatch service_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
+  std::map<std::string, std::unique_ptr<Replica>> replicas_;
+  std::vector<std::string> down_;
 };
 
 TEST_F(RunDispatchctlTest, EachCommandCallsItsMethod) {
@@ -461,18 +572,100 @@ int UnusedPort() {
   return ntohs(addr.sin_port);
 }
 
+ChannelFactory InsecureChannels() {
+  return [](const std::string& address) {
+    return std::shared_ptr<grpc::ChannelInterface>(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  };
+}
+
 TEST(RunDispatchctlUnreachableTest, NamesTheAddress) {
   const int port = UnusedPort();
   ASSERT_GT(port, 0);
   auto options = Parse({"--controller", absl::StrCat("127.0.0.1:", port), "status"});
   ASSERT_OK(options);
-  auto channel = grpc::CreateChannel(options->controller, grpc::InsecureChannelCredentials());
-  auto out = RunDispatchctl(*options, channel, absl::Now());
+  auto out = RunDispatchctl(*options, InsecureChannels(), absl::Now());
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable) << out.status();
   EXPECT_THAT(out.status().message(),
               HasSubstr(absl::StrCat("cannot reach the controller at 127.0.0.1:", port)));
   EXPECT_THAT(out.status().message(), HasSubstr("--controller"));
+}
+
+TEST(RunDispatchctlUnreachableTest, NamesEveryAddressWhenNoneCanBeReached) {
+  const std::string a = absl::StrCat("127.0.0.1:", UnusedPort());
+  std::string b = a;
+  while (b == a) b = absl::StrCat("127.0.0.1:", UnusedPort());
+  auto options = Parse({"--controller", absl::StrCat(a, ",", b), "agents"});
+  ASSERT_OK(options);
+  auto out = RunDispatchctl(*options, InsecureChannels(), absl::Now());
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable) << out.status();
+  EXPECT_THAT(out.status().message(),
+              HasSubstr(absl::StrCat("cannot reach the controller at ", a, ", ", b, ": ")));
+}
+
+TEST_F(RunDispatchctlTest, TriesTheAddressesInOrderUntilOneAnswers) {
+  const std::string down = Down();
+  auto out = Run({"--controller", absl::StrCat(down, ",ctl-b:7700"), "agents"});
+  ASSERT_OK(out);
+  EXPECT_THAT(*out, HasSubstr("host-a"));
+  EXPECT_EQ(service_.authorizations().size(), 1u);
+}
+
+TEST_F(RunDispatchctlTest, FollowsTheLeaderAReplicaNames) {
+  FakeDispatch& standby = AddReplica("ctl-a:7700");
+  standby.Follow("ctl-b:7700");  // service_
+  auto out = Run({"--controller", "ctl-a:7700", "--token", "s3cret", "agents"});
+  ASSERT_OK(out);
+  EXPECT_THAT(*out, HasSubstr("host-a"));
+  // Asked once each, with the token both times.
+  EXPECT_THAT(standby.authorizations(), ElementsAre("Bearer s3cret"));
+  EXPECT_THAT(service_.authorizations(), ElementsAre("Bearer s3cret"));
+}
+
+TEST_F(RunDispatchctlTest, FollowsOneRedirectOnly) {
+  FakeDispatch& a = AddReplica("ctl-a:7700");
+  FakeDispatch& b = AddReplica("ctl-b:7700");
+  a.Follow("ctl-b:7700");
+  b.Follow("ctl-a:7700");
+  auto out = Run({"--controller", "ctl-a:7700", "subscriptions"});
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition) << out.status();
+  EXPECT_THAT(out.status().message(),
+              HasSubstr("the controller at ctl-b:7700 (the leader, as ctl-a:7700 said) answered: "
+                        "not the leader"));
+  EXPECT_EQ(a.authorizations().size(), 1u);
+  EXPECT_EQ(b.authorizations().size(), 1u);
+}
+
+// "No replica leads" is an answer: the other replicas would say the same.
+TEST_F(RunDispatchctlTest, AReplicaWithoutALeaderIsTheAnswer) {
+  FakeDispatch& standby = AddReplica("ctl-a:7700");
+  standby.Follow("");
+  auto out = Run({"--controller", "ctl-a:7700,ctl-b:7700", "agents"});
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition) << out.status();
+  EXPECT_THAT(out.status().message(), HasSubstr("the controller at ctl-a:7700 answered: not the "
+                                                "leader; no replica leads at the moment"));
+  EXPECT_TRUE(service_.authorizations().empty());
+}
+
+TEST_F(RunDispatchctlTest, WatchFollowsTheLeader) {
+  FakeDispatch& standby = AddReplica("ctl-a:7700");
+  standby.Follow("ctl-b:7700");  // service_
+  auto options = Parse({"--controller", absl::StrCat(Down(), ",ctl-a:7700"), "watch", "demo.x"});
+  ASSERT_OK(options);
+  std::vector<std::string> lines;
+  absl::Status status = RunWatch(*options, Channels(), [&](const std::string& line) {
+    lines.push_back(line);
+    return false;  // enough
+  });
+  EXPECT_OK(status);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_THAT(lines[0], HasSubstr("observed  demo.x"));
+  EXPECT_EQ(standby.authorizations().size(), 1u);
+  EXPECT_EQ(service_.authorizations().size(), 1u);
 }
 
 }  // namespace

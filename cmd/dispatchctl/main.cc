@@ -41,9 +41,14 @@ int main(int argc, char** argv) {
     std::cerr << "dispatchctl: " << credentials.status().message() << "\n";
     return 2;
   }
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(options->controller, *credentials);
+  // A channel per controller replica tried (the first that answers, and
+  // the leader it names).
+  dispatchd::ctl::ChannelFactory channels =
+      [credentials = *credentials](const std::string& address) {
+        return std::shared_ptr<grpc::ChannelInterface>(grpc::CreateChannel(address, credentials));
+      };
   if (options->command == dispatchd::ctl::Command::kWatch) {
-    absl::Status status = dispatchd::ctl::RunWatch(*options, channel, [](const std::string& line) {
+    absl::Status status = dispatchd::ctl::RunWatch(*options, channels, [](const std::string& line) {
       std::cout << line << std::endl;  // as it happens
       return static_cast<bool>(std::cout);
     });
@@ -53,7 +58,8 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  absl::StatusOr<std::string> output = dispatchd::ctl::RunDispatchctl(*options, channel, absl::Now());
+  absl::StatusOr<std::string> output =
+      dispatchd::ctl::RunDispatchctl(*options, channels, absl::Now());
   if (!output.ok()) {
     std::cerr << "dispatchctl: " << output.status().message() << "\n";
     return 1;

@@ -235,10 +235,14 @@ int Run(const DispatchdOptions& options) {
       return 1;
     }
     docker = *std::move(client);
-    std::shared_ptr<grpc::Channel> channel =
-        run_controller ? server->InProcessChannel(grpc::ChannelArguments())
-                       : nullptr;
-    if (channel == nullptr) {
+    agent::AgentOptions agent_options;
+    if (run_controller) {
+      // All-in-one: the controller in this process, through its in-process
+      // channel.
+      agent_options.controllers = {agent::ControllerSession::kChannelAddress};
+      agent_options.channels = agent::ControllerSession::OnlyChannel(
+          server->InProcessChannel(grpc::ChannelArguments()));
+    } else {
       absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
           ChannelCredentialsFromFlags(TlsFiles{options.tls_cert, options.tls_key, options.tls_ca});
       if (!credentials.ok()) {
@@ -253,15 +257,23 @@ int Run(const DispatchdOptions& options) {
       // away past the controller's start-up grace, so events were routed
       // before their subscribers' agents were back. The channel reconnects
       // at least once a second, so it is never the one that waits longer.
+      // With several controllers, an attempt waits about as long (the
+      // session's connect timeout) for its channel before the next replica.
       const agent::AgentOptions agent_defaults;
       grpc::ChannelArguments channel_args;
       channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                           static_cast<int>(absl::ToInt64Milliseconds(
                               agent_defaults.reconnect_min_backoff)));
       channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-      channel = grpc::CreateCustomChannel(options.controller, *credentials, channel_args);
+      // One channel per replica (the session keeps each), the leader's
+      // included when a replica names one that is not listed.
+      agent_options.controllers = options.controller;
+      agent_options.channels = [credentials = *std::move(credentials),
+                                channel_args](const std::string& address) {
+        return std::shared_ptr<grpc::ChannelInterface>(
+            grpc::CreateCustomChannel(address, credentials, channel_args));
+      };
     }
-    agent::AgentOptions agent_options;
     agent_options.agent_id = options.agent_id.empty() ? HostName() : options.agent_id;
     agent_metrics = std::make_unique<agent::AgentMetrics>(registry, agent_options.agent_id);
     agent_options.metrics = agent_metrics.get();
@@ -273,8 +285,7 @@ int Run(const DispatchdOptions& options) {
     agent_options.max_payload_bytes = options.max_payload_bytes;
     agent_options.token = options.agent_token.empty() ? options.token : options.agent_token;
     agent_options.exec_workers = options.exec_workers;
-    agent = std::make_unique<agent::Agent>(agent_options, instrumented_docker.get(), Clock::Real(),
-                                           channel);
+    agent = std::make_unique<agent::Agent>(agent_options, instrumented_docker.get(), Clock::Real());
     if (absl::Status status = agent->Start(); !status.ok()) {
       LOG(ERROR) << "cannot start the agent: " << status;
       return 1;

@@ -36,6 +36,18 @@ struct Pending {
   std::string etcd_password_file;
 };
 
+// The addresses of a comma-separated list, trimmed, each once, in order.
+std::vector<std::string> SplitAddresses(absl::string_view value) {
+  std::vector<std::string> out;
+  for (absl::string_view part : absl::StrSplit(value, ',')) {
+    part = absl::StripAsciiWhitespace(part);
+    if (!part.empty() && std::find(out.begin(), out.end(), part) == out.end()) {
+      out.emplace_back(part);
+    }
+  }
+  return out;
+}
+
 // Every flag of dispatchd, once: parsing, the environment and --help.
 void DeclareFlags(FlagSet& flags, DispatchdOptions& o, Pending& p) {
   flags.Section("Agent flags");
@@ -44,8 +56,17 @@ void DeclareFlags(FlagSet& flags, DispatchdOptions& o, Pending& p) {
                "Docker engine (default $DOCKER_HOST, else unix:///run/docker.sock,\n"
                "or /var/run/docker.sock when only that one exists)");
   flags.String("agent-id", &o.agent_id, "ID", "name of this agent (default: host name)");
-  flags.String("controller", &o.controller, "ADDR",
-               "controller to connect to (agent mode; default 127.0.0.1:7700)");
+  flags.Custom(
+      "controller",
+      [&o](const std::string& value) {
+        std::vector<std::string> addresses = SplitAddresses(value);
+        if (addresses.empty()) return absl::InvalidArgumentError("expected ADDR[,ADDR...]");
+        o.controller = std::move(addresses);
+        return absl::OkStatus();
+      },
+      "ADDR[,ADDR]",
+      "controller to connect to (agent mode; default 127.0.0.1:7700); with\n"
+      "several replicas, all of them: the agent follows the leader");
   flags.Positive("max-payload-bytes", &o.max_payload_bytes, "N",
                  "bytes of an event file sent as its payload (default 1048576);\n"
                  "larger files are dispatched with a truncated payload");
@@ -167,7 +188,8 @@ Usage:
 Modes:
   all-in-one   agent and controller in one process (default; one Docker host)
   controller   the controller alone: agents connect to --listen
-  agent        the agent alone: connects to --controller
+  agent        the agent alone: connects to --controller (to the leader,
+               when it lists several controller replicas)
 
 )",
                       flags.Usage(), R"(

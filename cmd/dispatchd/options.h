@@ -34,7 +34,9 @@ struct DispatchdOptions {
   std::string events_dir = "./events";
   std::string docker_host;  // resolved: flag, DOCKER_HOST, local socket
   std::string agent_id;     // default: host name
-  std::string controller = "127.0.0.1:7700";
+  // The controller replicas, in the order they are tried: the agent goes to
+  // whichever leads. --controller a:7700,b:7700 (one address is a list too).
+  std::vector<std::string> controller = {"127.0.0.1:7700"};
   int64_t max_payload_bytes = 1 << 20;
   int exec_workers = 8;
 

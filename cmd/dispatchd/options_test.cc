@@ -10,6 +10,7 @@
 namespace dispatchd {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 class OptionsTest : public ::testing::Test {
@@ -134,6 +135,27 @@ TEST_F(OptionsTest, FlagsWinOverEnvironmentInBothSpellings) {
   EXPECT_EQ(o->docker_host, "unix:///x.sock");
   EXPECT_EQ(o->log_level, LogLevel::kDebug);
   EXPECT_EQ(o->heartbeat, absl::Seconds(2));
+}
+
+TEST_F(OptionsTest, AnAgentTakesOneControllerOrAList) {
+  auto o = Parse({"agent"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_THAT(o->controller, ElementsAre("127.0.0.1:7700"));
+  o = Parse({"agent", "--controller", "ctl:7700"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_THAT(o->controller, ElementsAre("ctl:7700"));
+  // In order, trimmed, each once.
+  o = Parse({"agent", "--controller=a:7700, b:7700,,c:7700,a:7700"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_THAT(o->controller, ElementsAre("a:7700", "b:7700", "c:7700"));
+  env_["DISPATCHD_CONTROLLER"] = "x:1,y:2";
+  o = Parse({"agent"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_THAT(o->controller, ElementsAre("x:1", "y:2"));
+  EXPECT_THAT(Parse({"agent", "--controller", " , "}).status().message(),
+              HasSubstr("--controller"));
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("--controller ADDR[,ADDR]"));
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("follows the leader"));
 }
 
 TEST_F(OptionsTest, ControllerListensOnLoopbackByDefault) {
