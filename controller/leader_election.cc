@@ -101,6 +101,11 @@ absl::Time LeaderElector::Campaign(absl::Time now) {
   const LeaderInfo self{options_.identity, options_.address};
   absl::StatusOr<EtcdApi::CreateResult> created =
       etcd_->CreateIfAbsent(options_.key, EncodeLeader(self), *lease, deadline);
+  // A transaction retried after a lost answer finds the key it created
+  // itself: bound to this lease, it is ours.
+  if (created.ok() && !created->created && created->current.lease == *lease) {
+    created->created = true;
+  }
   if (!created.ok() || !created->created) {
     if (created.ok()) SetLeader(DecodeLeader(created->current.value));  // another was first
     if (!created.ok()) LOG(WARNING) << "cannot campaign for leadership: " << created.status();

@@ -16,6 +16,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "agent/agent.h"
@@ -35,7 +37,9 @@
 #include "controller/dispatcher.h"
 #include "controller/dispatcher_metrics.h"
 #include "controller/forwarder.h"
+#include "controller/etcd_client.h"
 #include "controller/forwarding_metrics.h"
+#include "controller/replica.h"
 #include "controller/session_service.h"
 
 namespace dispatchd {
@@ -55,9 +59,23 @@ void IgnoreSignal(int) {}
 
 // Ready as /readyz and grpc.health.v1.Health report it: every connected
 // agent's inventory fresh (controller), the session up and the inventory
-// fresh (agent). Either may be null (that half does not run here).
-Readiness CurrentReadiness(const controller::Dispatcher* d, const agent::Agent* a) {
+// fresh (agent). Under leader election a standby is ready ("standby"), and
+// who leads is said either way. Any may be null (not run here).
+Readiness CurrentReadiness(const controller::Replica* r, const controller::Dispatcher* d,
+                           const agent::Agent* a) {
   Readiness controller_ready{true, ""};
+  std::shared_ptr<controller::Dispatcher> term;
+  if (r != nullptr) {
+    const controller::LeaderInfo leader = r->leader();
+    controller_ready.leader =
+        leader.identity.empty() ? "none" : absl::StrCat(leader.identity, " ", leader.address);
+    if (!r->Leading()) {
+      controller_ready.state = "standby";
+      return controller_ready;
+    }
+    term = r->dispatcher();
+    d = term.get();
+  }
   if (d != nullptr) {
     const controller::DispatcherStats stats = d->stats();
     if (stats.agents_fresh < stats.agents_connected) {
@@ -158,7 +176,9 @@ int Run(const DispatchdOptions& options) {
   std::unique_ptr<controller::DispatcherMetrics> dispatcher_metrics;
   std::unique_ptr<agent::AgentMetrics> agent_metrics;
 
-  std::unique_ptr<controller::Dispatcher> dispatcher;
+  std::unique_ptr<controller::Dispatcher> dispatcher;  // a lone controller's
+  std::unique_ptr<controller::EtcdApi> etcd;
+  std::unique_ptr<controller::Replica> replica;  // under leader election
   std::unique_ptr<controller::SessionService> service;
   std::unique_ptr<controller::ApiService> api_service;
   std::unique_ptr<grpc::Server> server;
@@ -184,14 +204,58 @@ int Run(const DispatchdOptions& options) {
     }
     dispatcher_metrics = std::make_unique<controller::DispatcherMetrics>(registry);
     dispatcher_options.metrics = dispatcher_metrics.get();
-    dispatcher = std::make_unique<controller::Dispatcher>(dispatcher_options, Clock::Real());
-    controller::ExportDispatcherGauges(registry, dispatcher.get(), dispatcher_metrics.get());
-    dispatcher->Start();
+    if (!options.etcd_endpoints.empty()) {
+      // One of several replicas: each leadership term gets its own
+      // Dispatcher; the first waits the start-up grace unless etcd lists
+      // the agents to wait for.
+      dispatcher_options.startup_grace = options.heartbeat * dispatcher_options.missed_heartbeats;
+      absl::StatusOr<std::unique_ptr<controller::EtcdApi>> client =
+          controller::NewEtcdClient(controller::EtcdClientOptions{
+              .endpoints = options.etcd_endpoints,
+              .ca_file = options.etcd_ca,
+              .cert_file = options.etcd_cert,
+              .key_file = options.etcd_key,
+              .username = options.etcd_username,
+              .password = options.etcd_password,
+          });
+      if (!client.ok()) {
+        LOG(ERROR) << "cannot use etcd: " << client.status().message();
+        return 2;
+      }
+      etcd = *std::move(client);
+      controller::ReplicaOptions replica_options;
+      replica_options.prefix = std::string(absl::StripSuffix(options.etcd_prefix, "/"));
+      replica_options.election.key = absl::StrCat(replica_options.prefix, "/leader");
+      replica_options.election.identity =
+          options.replica_id.empty() ? HostName() : options.replica_id;
+      replica_options.election.address = options.advertise_address;
+      replica_options.election.lease_duration = options.leader_lease_duration;
+      replica_options.election.renew_deadline = options.leader_renew_deadline;
+      replica_options.election.retry_period = options.leader_retry_period;
+      if (absl::Status valid =
+              controller::ValidateLeaderElectionOptions(replica_options.election);
+          !valid.ok()) {
+        LOG(ERROR) << "leader election: " << valid.message();
+        return 2;
+      }
+      replica_options.dispatcher = dispatcher_options;
+      replica_options.registry = &registry;
+      replica = std::make_unique<controller::Replica>(etcd.get(), Clock::Real(), replica_options);
+      controller::ExportDispatcherGauges(
+          registry, [r = replica.get()] { return r->dispatcher()->stats(); },
+          dispatcher_metrics.get());
+    } else {
+      dispatcher = std::make_unique<controller::Dispatcher>(dispatcher_options, Clock::Real());
+      controller::ExportDispatcherGauges(registry, dispatcher.get(), dispatcher_metrics.get());
+      dispatcher->Start();
+    }
     service = std::make_unique<controller::SessionService>(
-        dispatcher.get(), controller::SessionServiceOptions{.access = access});
-    api_service = std::make_unique<controller::ApiService>(
         dispatcher.get(),
-        controller::ApiServiceOptions{.access = access, .backend = dispatcher.get()});
+        controller::SessionServiceOptions{.access = access, .leadership = replica.get()});
+    api_service = std::make_unique<controller::ApiService>(
+        dispatcher.get(), controller::ApiServiceOptions{.access = access,
+                                                        .backend = dispatcher.get(),
+                                                        .leadership = replica.get()});
     // Generic gRPC tools can check health and list and call the API.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -221,6 +285,13 @@ int Run(const DispatchdOptions& options) {
     if (!options.listen.empty()) {
       LOG(INFO) << "controller listening on " << BoundAddress(options.listen, port)
                 << " (agents and the dispatch.v1.Dispatch API)";
+    }
+    if (replica != nullptr) {
+      LOG(INFO) << "controller replica " << replica->identity() << " (reached at "
+                << replica->address() << ") campaigning for leadership on etcd "
+                << absl::StrJoin(options.etcd_endpoints, ",") << " under "
+                << options.etcd_prefix;
+      replica->Start();
     }
   }
 
@@ -297,19 +368,21 @@ int Run(const DispatchdOptions& options) {
 
   std::unique_ptr<HealthUpdater> health;
   if (server != nullptr && server->GetHealthCheckService() != nullptr) {
+    const controller::Replica* r = replica.get();
     const controller::Dispatcher* d = dispatcher.get();
     const agent::Agent* a = agent.get();
     health = std::make_unique<HealthUpdater>(
-        server->GetHealthCheckService(), [d, a] { return CurrentReadiness(d, a); },
+        server->GetHealthCheckService(), [r, d, a] { return CurrentReadiness(r, d, a); },
         absl::Seconds(1));
   }
 
   std::unique_ptr<HttpServer> metrics_server;
   if (!options.metrics_listen.empty()) {
+    const controller::Replica* r = replica.get();
     const controller::Dispatcher* d = dispatcher.get();
     const agent::Agent* a = agent.get();
     absl::StatusOr<std::unique_ptr<HttpServer>> started = StartMetricsServer(
-        options.metrics_listen, &registry, [d, a] { return CurrentReadiness(d, a); });
+        options.metrics_listen, &registry, [r, d, a] { return CurrentReadiness(r, d, a); });
     if (!started.ok()) {
       LOG(ERROR) << "cannot serve metrics on " << options.metrics_listen << ": "
                  << started.status()
@@ -327,6 +400,8 @@ int Run(const DispatchdOptions& options) {
   LOG(INFO) << "received " << (signal == SIGTERM ? "SIGTERM" : "SIGINT") << ": shutting down";
   if (metrics_server != nullptr) metrics_server->Stop();
   health.reset();
+  // A leader hands over at once (its lease revoked) and sends its agents on.
+  if (replica != nullptr) replica->Stop();
   if (dispatcher != nullptr) dispatcher->EndApiCalls();
   if (agent != nullptr) agent->Stop();
   if (server != nullptr) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
