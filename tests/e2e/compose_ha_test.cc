@@ -397,6 +397,19 @@ TEST_F(ComposeHaTest, OneReplicaLeadsAndAnotherTakesOverWhenItsServiceStops) {
   EXPECT_EQ(*volumes, "") << "volumes left after docker-compose down -v";
 }
 
+// A temp directory of a test's own, removed however the test ends.
+class ScratchDir {
+ public:
+  ScratchDir() : path_(MakeTempDir("dispatchd-compose-ha")) {}
+  ~ScratchDir() { RemoveTree(path_); }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  const std::string path_;
+};
+
 // The variables every test of the file below sets: all three "hosts" on
 // loopback, with ports of their own.
 std::map<std::string, std::string> OneHostVariables(const std::string& token_file) {
@@ -415,7 +428,8 @@ std::map<std::string, std::string> OneHostVariables(const std::string& token_fil
 // The whole file parses, etcd services included, once the hosts are named;
 // without them docker-compose refuses it and says which is missing.
 TEST(ComposeHaFileTest, IsValidWithTheHostsNamedAndSaysWhichIsMissing) {
-  const std::string dir = MakeTempDir("dispatchd-compose-ha");
+  const ScratchDir scratch;
+  const std::string& dir = scratch.path();
   WriteFile(dir + "/token", "t\n");
   std::map<std::string, std::string> vars = OneHostVariables(dir + "/token");
   EXPECT_OK(Compose(vars, {"config", "-q"}));
@@ -428,7 +442,6 @@ TEST(ComposeHaFileTest, IsValidWithTheHostsNamedAndSaysWhichIsMissing) {
   auto config = Compose(vars, {"config", "-q"});
   EXPECT_FALSE(config.ok());
   EXPECT_THAT(config.status().ToString(), HasSubstr("set HOST_2"));
-  RemoveTree(dir);
 }
 
 // The command lines of the services of `config` (docker-compose's
@@ -508,7 +521,10 @@ class Child {
 // image runs), form one cluster of three members named as in the file, and
 // the controllers' DISPATCHD_ETCD_ENDPOINTS name exactly their client URLs.
 TEST(ComposeHaFileTest, TheEtcdServicesCommandLinesFormACluster) {
-  const std::string dir = MakeTempDir("dispatchd-compose-ha");
+  // Destroyed after the members (declared before them): they are stopped
+  // before their data directories go.
+  const ScratchDir scratch;
+  const std::string& dir = scratch.path();
   WriteFile(dir + "/token", "t\n");
   const std::map<std::string, std::string> vars = OneHostVariables(dir + "/token");
   auto config = Compose(vars, {"config"});
@@ -587,8 +603,6 @@ TEST(ComposeHaFileTest, TheEtcdServicesCommandLinesFormACluster) {
   ASSERT_OK(got);
   EXPECT_EQ(*got, "out");
   for (auto& m : members) EXPECT_TRUE(m->Running());
-  members.clear();
-  RemoveTree(dir);
 }
 
 }  // namespace
