@@ -157,6 +157,7 @@ void Dispatcher::AgentConnected(const std::string& agent_id, const std::string& 
   link->Send(std::move(welcome));
   LOG(INFO) << "agent " << agent_id << " (host " << host << ") "
             << (was_away ? "reconnected" : "connected");
+  if (!was_away && options_.on_agents_changed) options_.on_agents_changed();
   if (was_away) PumpAgentLanes(agent_id);
 }
 
@@ -197,7 +198,10 @@ void Dispatcher::ExpireAwayAgents(absl::Time now) {
                  << ": its containers leave the index";
     PumpAgentLanes(id);  // their deliveries settle as unsubscribed
   }
-  if (!expired.empty()) RouteHeld();
+  if (!expired.empty()) {
+    if (options_.on_agents_changed) options_.on_agents_changed();
+    RouteHeld();
+  }
 }
 
 void Dispatcher::OnAgentMessage(const std::string& agent_id, const AgentMessage& message) {

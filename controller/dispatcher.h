@@ -69,6 +69,9 @@ struct DispatcherOptions {
   // Asked before each command is sent; false holds it (a replica whose
   // leadership is ending). Null: always true.
   std::function<bool()> may_command;
+  // Called when an agent becomes known or is forgotten (KnownAgents()
+  // changed), with the Dispatcher's lock held: must not block or call it.
+  std::function<void()> on_agents_changed;
   // Retry policy for retryable delivery failures (Docker errors, agent gone):
   // full-jitter exponential backoff between min and max, at most
   // max_attempts attempts; then the event is dead-lettered.

@@ -193,10 +193,23 @@ void LeaderElector::Start() {
       const absl::Time next = Step();
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
-      clock_->AwaitWithDeadline(&mu_, absl::Condition(&stopping_), next);
+      clock_->AwaitWithDeadline(
+          &mu_,
+          absl::Condition(
+              +[](LeaderElector* e) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                return e->stopping_ || e->nudged_;
+              },
+              this),
+          next);
       if (stopping_) return;
+      nudged_ = false;
     }
   });
+}
+
+void LeaderElector::Nudge() {
+  absl::MutexLock lock(&mu_);
+  nudged_ = true;
 }
 
 void LeaderElector::Stop() {

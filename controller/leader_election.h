@@ -89,6 +89,11 @@ class LeaderElector {
   // One round (campaign, or renew); returns when the next one is due.
   absl::Time Step();
 
+  // Makes the thread run its next round now rather than when it is due
+  // (a leader renews early, and keeps its state in etcd up to date at
+  // once). Never blocks; may be called with other locks held.
+  void Nudge();
+
   // Runs Step() on a thread until Stop(). Stop() steps down if leading,
   // revoking the lease so that another replica takes over at once, and
   // joins the thread. Idempotent.
@@ -121,6 +126,7 @@ class LeaderElector {
   mutable absl::Mutex mu_;
   LeaderInfo leader_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool nudged_ ABSL_GUARDED_BY(mu_) = false;
   std::unique_ptr<std::thread> thread_;
 };
 

@@ -58,6 +58,9 @@ std::string Replica::MemberKey(const std::string& agent_id) const {
 void Replica::BeginTerm(absl::Time deadline) {
   DispatcherOptions options = options_.dispatcher;
   options.may_command = [this] { return elector_.Leading(); };
+  // A new agent goes on the membership list at once, not at the next
+  // renewal: a successor must wait for it even if this leader dies now.
+  options.on_agents_changed = [this] { elector_.Nudge(); };
   members_.clear();
   const std::string prefix = MemberKey("");
   absl::StatusOr<std::vector<EtcdKeyValue>> listed = etcd_->GetPrefix(prefix, deadline);

@@ -156,6 +156,25 @@ TEST_F(ReplicaTest, AStandbysDispatcherTakesNoAgent) {
   EXPECT_THAT(late.closed, SizeIs(1));
 }
 
+// A new agent is on the membership list at once, not at the next renewal:
+// the elector's thread is nudged (the fake clock never moves here).
+TEST_F(ReplicaTest, ANewAgentIsListedWithoutWaitingForTheNextRenewal) {
+  replicas_[0]->Start();
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (!replicas_[0]->Leading() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(replicas_[0]->Leading());
+  auto listed = [&] {
+    auto kvs = etcd_.GetPrefix("/dispatchd/agents/", clock_.Now());
+    return kvs.ok() && kvs->size() == 1;
+  };
+  EXPECT_FALSE(listed());
+  replicas_[0]->dispatcher()->AgentConnected("host-a", "host-a", &link_);
+  while (!listed() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(listed());
+  replicas_[0]->Stop();
+  stopped_[0] = true;
+}
+
 }  // namespace
 }  // namespace controller
 }  // namespace dispatchd
