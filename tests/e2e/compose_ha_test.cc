@@ -87,43 +87,6 @@ absl::StatusOr<std::string> Compose(const std::map<std::string, std::string>& va
   return RunCommand(argv, env);
 }
 
-struct HttpResult {
-  int status = 0;  // 0: no answer
-  std::string body;
-};
-
-// GET http://127.0.0.1:port/target, Connection: close.
-HttpResult HttpGet(int port, const std::string& target) {
-  HttpResult result;
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return result;
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return result;
-  }
-  const std::string request =
-      absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return result;
-  }
-  std::string response;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
-  close(fd);
-  const size_t head_end = response.find("\r\n\r\n");
-  if (head_end == std::string::npos || response.size() < 12) return result;
-  absl::SimpleAtoi(response.substr(9, 3), &result.status);
-  result.body = response.substr(head_end + 4);
-  return result;
-}
 
 // What one replica's GetStatus says about the election.
 struct ReplicaView {

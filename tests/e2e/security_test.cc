@@ -65,28 +65,6 @@ bool Accepts(int port) {
   return connected;
 }
 
-// GET http://127.0.0.1:port/target; the whole response, head and body.
-std::string HttpGet(int port, const std::string& target) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{30, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = absl::StrCat("GET ", target,
-                                             " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buf[65536];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
-    }
-  }
-  close(fd);
-  return response;
-}
 
 class MetricsExposureTest : public DockerHostTest {};
 
@@ -135,13 +113,14 @@ TEST_F(MetricsExposureTest, MetricsShowNoTokenPayloadOrPath) {
       RunCommand({DispatchctlBinary(), "--controller", address, "--token", wrong_token, "status"});
   ASSERT_FALSE(refused.ok());
 
-  const std::string metrics = HttpGet(metrics_port, "/metrics");
+  const std::string metrics = HttpGet(metrics_port, "/metrics").body;
   ASSERT_THAT(metrics, HasSubstr("200 OK"));
   // The scrape comes after the traffic: its counters moved.
   EXPECT_GE(Sample(metrics, "dispatchd_events_settled_total{outcome=\"delivered\"}"), 1) << metrics;
   EXPECT_GE(Sample(metrics, "dispatchd_events_settled_total{outcome=\"no_subscribers\"}"), 1);
   EXPECT_THAT(metrics, HasSubstr(absl::StrCat("destination=\"http://127.0.0.1:", nobody, "/hook\"")));
-  const std::string health = HttpGet(metrics_port, "/healthz") + HttpGet(metrics_port, "/readyz");
+  const std::string health =
+      HttpGet(metrics_port, "/healthz").body + HttpGet(metrics_port, "/readyz").body;
 
   for (const std::string& secret :
        {token, wrong_token, forward_query, dir, file, event_id,

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -197,6 +198,57 @@ void RemoveTree(const std::string& path) {
   std::error_code ec;
   std::filesystem::remove_all(path, ec);
 }
+
+HttpResult HttpGet(int port, const std::string& target) {
+  HttpResult result;
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return result;
+  timeval tv{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return result;
+  }
+  const std::string request =
+      absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return result;
+  }
+  std::string response;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  // "HTTP/1.1 200 OK\r\n...\r\n\r\nbody"; bodies here are not chunked except
+  // possibly Prometheus' JSON, which we de-chunk below.
+  const size_t head_end = response.find("\r\n\r\n");
+  if (head_end == std::string::npos || response.size() < 12) return result;
+  absl::SimpleAtoi(response.substr(9, 3), &result.status);
+  const std::string head = response.substr(0, head_end);
+  std::string body = response.substr(head_end + 4);
+  if (head.find("Transfer-Encoding: chunked") != std::string::npos ||
+      head.find("transfer-encoding: chunked") != std::string::npos) {
+    std::string plain;
+    size_t pos = 0;
+    while (pos < body.size()) {
+      const size_t eol = body.find("\r\n", pos);
+      if (eol == std::string::npos) break;
+      const size_t size = std::stoul(body.substr(pos, eol - pos), nullptr, 16);
+      if (size == 0) break;
+      plain.append(body, eol + 2, size);
+      pos = eol + 2 + size + 2;
+    }
+    body = std::move(plain);
+  }
+  result.body = std::move(body);
+  return result;
+}
+
 
 }  // namespace testing
 }  // namespace dispatchd

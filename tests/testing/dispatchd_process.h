@@ -71,6 +71,16 @@ std::string ReadFile(const std::string& path);
 // A loopback TCP port that was free a moment ago (for programs that cannot
 // bind port 0 and report the port).
 int FreePort();
+// What HttpGet got: the status code (0: no answer) and the body (chunked
+// bodies de-chunked).
+struct HttpResult {
+  int status = 0;
+  std::string body;
+};
+// GET http://127.0.0.1:port/target on a fresh connection (Connection:
+// close), waiting at most 30 s for the answer.
+HttpResult HttpGet(int port, const std::string& target);
+
 // mkdtemp under /tmp; the caller removes it.
 std::string MakeTempDir(const std::string& prefix);
 void RemoveTree(const std::string& path);
