@@ -419,9 +419,11 @@ ControllerSession::Attempt ControllerSession::RunSession(const std::string& addr
     // queue to Write(), so that nothing overtakes it.
     if (callbacks_.inventory) outgoing_.push_back(callbacks_.inventory());
   }
-  ready_.store(true);
+  // Counted before up() says so, so whoever sees the session up sees it
+  // counted.
   options_.metrics->RecordSessionAttempt(AgentMetricsRecorder::SessionResult::kOpened);
   options_.metrics->SetSessionUp(true);
+  ready_.store(true);
   // Then every unsettled event (the controller de-duplicates).
   if (callbacks_.resend) {
     for (AgentMessage& message : callbacks_.resend()) Write(std::move(message));
