@@ -113,8 +113,9 @@ TEST_F(MetricsExposureTest, MetricsShowNoTokenPayloadOrPath) {
       RunCommand({DispatchctlBinary(), "--controller", address, "--token", wrong_token, "status"});
   ASSERT_FALSE(refused.ok());
 
-  const std::string metrics = HttpGet(metrics_port, "/metrics").body;
-  ASSERT_THAT(metrics, HasSubstr("200 OK"));
+  const HttpResult scrape = HttpGet(metrics_port, "/metrics");
+  ASSERT_EQ(scrape.status, 200);
+  const std::string& metrics = scrape.body;
   // The scrape comes after the traffic: its counters moved.
   EXPECT_GE(Sample(metrics, "dispatchd_events_settled_total{outcome=\"delivered\"}"), 1) << metrics;
   EXPECT_GE(Sample(metrics, "dispatchd_events_settled_total{outcome=\"no_subscribers\"}"), 1);
