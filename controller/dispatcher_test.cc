@@ -759,6 +759,23 @@ TEST_F(DispatcherTest, ListEventsShowsHeldAndInFlightRecipients) {
   EXPECT_EQ(dispatcher_.GetEvent(get).status().code(), absl::StatusCode::kNotFound);
 }
 
+// An inventory snapshot (seq 1) and an event (generation 1), as an agent
+// sends them.
+AgentMessage SnapshotOf(std::vector<dispatch::v1::Container> containers) {
+  AgentMessage m;
+  m.mutable_inventory_snapshot()->set_seq(1);
+  for (auto& c : containers) *m.mutable_inventory_snapshot()->add_containers() = c;
+  return m;
+}
+
+AgentMessage EventOf(const std::string& key, const std::string& event_id) {
+  AgentMessage m;
+  m.mutable_event()->set_key(key);
+  m.mutable_event()->set_event_id(event_id);
+  m.mutable_event()->set_generation(1);
+  return m;
+}
+
 // A new leader knows its agents from the membership list: events wait
 // until every listed agent is back and fresh, and not a moment longer (no
 // fixed start-up grace).
@@ -768,23 +785,13 @@ TEST(DispatcherTermTest, ANewLeaderRoutesAsSoonAsTheListedAgentsAreBack) {
   options.expected_agents = {{"host-a", "host-a"}, {"host-b", "host-b"}};
   Dispatcher dispatcher(options, &clock);
   FakeLink a, b;
-  auto snapshot = [&](const std::string& agent, std::vector<dispatch::v1::Container> cs) {
-    AgentMessage m;
-    m.mutable_inventory_snapshot()->set_seq(1);
-    for (auto& c : cs) *m.mutable_inventory_snapshot()->add_containers() = c;
-    dispatcher.OnAgentMessage(agent, m);
-  };
   dispatcher.AgentConnected("host-a", "host-a", &a);
-  snapshot("host-a", {});
-  AgentMessage event;
-  event.mutable_event()->set_key("demo/some-event");
-  event.mutable_event()->set_event_id("demo.some-event");
-  event.mutable_event()->set_generation(1);
-  dispatcher.OnAgentMessage("host-a", event);
+  dispatcher.OnAgentMessage("host-a", SnapshotOf({}));
+  dispatcher.OnAgentMessage("host-a", EventOf("demo/some-event", "demo.some-event"));
   EXPECT_EQ(dispatcher.stats().events_held, 1u);  // host-b's subscribers may exist
   EXPECT_EQ(dispatcher.KnownAgents().size(), 2u);
   dispatcher.AgentConnected("host-b", "host-b", &b);
-  snapshot("host-b", {MakeContainer("c1", "handler", kTouch)});
+  dispatcher.OnAgentMessage("host-b", SnapshotOf({MakeContainer("c1", "handler", kTouch)}));
   EXPECT_EQ(dispatcher.stats().events_held, 0u);
   EXPECT_EQ(b.TakeCommands().size(), 1u);  // routed at once, no clock advanced
 }
@@ -796,15 +803,8 @@ TEST(DispatcherTermTest, AListedAgentThatDoesNotComeBackIsWaitedForOnlyTheAwayGr
   Dispatcher dispatcher(options, &clock);
   FakeLink a;
   dispatcher.AgentConnected("host-a", "host-a", &a);
-  AgentMessage snapshot;
-  snapshot.mutable_inventory_snapshot()->set_seq(1);
-  *snapshot.mutable_inventory_snapshot()->add_containers() = MakeContainer("c1", "h", kTouch);
-  dispatcher.OnAgentMessage("host-a", snapshot);
-  AgentMessage event;
-  event.mutable_event()->set_key("demo/some-event");
-  event.mutable_event()->set_event_id("demo.some-event");
-  event.mutable_event()->set_generation(1);
-  dispatcher.OnAgentMessage("host-a", event);
+  dispatcher.OnAgentMessage("host-a", SnapshotOf({MakeContainer("c1", "h", kTouch)}));
+  dispatcher.OnAgentMessage("host-a", EventOf("demo/some-event", "demo.some-event"));
   EXPECT_TRUE(a.TakeCommands().empty());
   clock.Advance(options.heartbeat_period * options.missed_heartbeats);
   dispatcher.Poll();
@@ -822,14 +822,9 @@ TEST(DispatcherTermTest, CommandsStopWithLeadershipAndEndTermClosesSessions) {
   Dispatcher dispatcher(options, &clock);
   FakeLink a;
   dispatcher.AgentConnected("host-a", "host-a", &a);
-  AgentMessage snapshot;
-  snapshot.mutable_inventory_snapshot()->set_seq(1);
-  *snapshot.mutable_inventory_snapshot()->add_containers() = MakeContainer("c1", "h", kTouch);
+  AgentMessage snapshot = SnapshotOf({MakeContainer("c1", "h", kTouch)});
   dispatcher.OnAgentMessage("host-a", snapshot);
-  AgentMessage event;
-  event.mutable_event()->set_key("demo/e1");
-  event.mutable_event()->set_event_id("demo.some-event");
-  event.mutable_event()->set_generation(1);
+  AgentMessage event = EventOf("demo/e1", "demo.some-event");
   dispatcher.OnAgentMessage("host-a", event);
   ASSERT_EQ(a.TakeCommands().size(), 1u);
   leading = false;
