@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "sinks/file_sink.h"
 #include "sinks/http_sink.h"
@@ -25,9 +26,14 @@ bool IsScheme(absl::string_view s) {
   return true;
 }
 
+// Errors name the destination without its credentials, query or fragment
+// (they end up in logs), also where `why` quotes it.
 absl::Status Malformed(absl::string_view uri, absl::string_view why) {
+  const std::string label = ForwardDestinationLabel(uri);
+  const std::string reason =
+      uri.empty() ? std::string(why) : absl::StrReplaceAll(why, {{uri, label}});
   return absl::InvalidArgumentError(
-      absl::StrCat("malformed forwarding destination '", uri, "': ", why));
+      absl::StrCat("malformed forwarding destination '", label, "': ", reason));
 }
 
 }  // namespace
@@ -85,8 +91,9 @@ absl::StatusOr<ForwardDestination> ParseForwardDestination(absl::string_view uri
     return out;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown scheme '", uri.substr(0, colon),
-                                                 "' in forwarding destination '", uri, "' (",
-                                                 kSupported, ")"));
+                                                 "' in forwarding destination '",
+                                                 ForwardDestinationLabel(uri), "' (", kSupported,
+                                                 ")"));
 }
 
 std::string ForwardDestinationLabel(absl::string_view destination) {

@@ -14,6 +14,7 @@ namespace controller {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Kind = ForwardDestination::Kind;
 
 ForwardDestination Parse(const std::string& uri) {
@@ -56,7 +57,7 @@ TEST(ParseForwardDestinationTest, UnknownSchemeNamesSchemeAndDestination) {
     absl::StatusOr<ForwardDestination> d = ParseForwardDestination(uri);
     ASSERT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << uri;
     EXPECT_THAT(d.status().message(), HasSubstr("unknown scheme")) << uri;
-    EXPECT_THAT(d.status().message(), HasSubstr("'" + uri + "'"));
+    EXPECT_THAT(d.status().message(), HasSubstr("'" + ForwardDestinationLabel(uri) + "'"));
     EXPECT_THAT(d.status().message(), HasSubstr("http://, https://, file: and log:"));
   }
 }
@@ -69,7 +70,22 @@ TEST(ParseForwardDestinationTest, MalformedNamesTheDestination) {
         "log:a/b", "log:a\nb"}) {
     absl::StatusOr<ForwardDestination> d = ParseForwardDestination(uri);
     ASSERT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << "'" << uri << "'";
-    EXPECT_THAT(d.status().message(), HasSubstr("malformed forwarding destination '" + uri + "'"));
+    EXPECT_THAT(d.status().message(),
+                HasSubstr("malformed forwarding destination '" + ForwardDestinationLabel(uri) + "'"));
+  }
+}
+
+// A destination refused at start-up is named in the error (and so the log)
+// without the password, query or fragment it was given with.
+TEST(ParseForwardDestinationTest, ErrorsShowNoCredentialsOrQuery) {
+  for (const std::string uri :
+       {"https://user:hunter2@h:99999/hook?token=t0ken", "http://user:hunter2@h/a b?token=t0ken",
+        "ftp://user:hunter2@h/x?token=t0ken"}) {
+    absl::StatusOr<ForwardDestination> d = ParseForwardDestination(uri);
+    ASSERT_FALSE(d.ok()) << uri;
+    EXPECT_THAT(d.status().message(), Not(HasSubstr("hunter2"))) << d.status();
+    EXPECT_THAT(d.status().message(), Not(HasSubstr("t0ken"))) << d.status();
+    EXPECT_THAT(d.status().message(), HasSubstr("://h")) << d.status();  // still named
   }
 }
 
