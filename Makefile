@@ -92,7 +92,9 @@ fuzz: deps
 # Every benchmark of docs/benchmarks.md, on a private dockerd (needs root),
 # built with -c opt. The table goes to stdout and bench/results.md. `make test`
 # runs only its smoke version (//bench:smoke_test). BENCH_FLAGS go to the
-# driver, e.g. BENCH_FLAGS=--backlog-files=10000 (flags: bench/main.cc).
+# driver, e.g. BENCH_FLAGS=--backlog-files=10000 (flags: bench/main.cc);
+# BENCH_FLAGS=--skip-fleet leaves out the fleet of 1,000 agents, which
+# `bazel run -c opt //bench:fleet_bench -- --agents=N` runs alone.
 bench: deps
 	$(BAZEL) run -c opt //bench:dispatchd_bench -- --out=$(CURDIR)/bench/results.md $(BENCH_FLAGS)
 	$(BAZEL) run -c opt //bench:micro_benchmark -- --benchmark_repetitions=3 \

@@ -9,9 +9,12 @@
 // --controller-log-level=LEVEL (info), --max-unsettled=N (2000, events the
 // synthetic agent keeps unsettled at most), --backlog-files=N (100000: the
 // backlog benchmark runs with N/10 and N files), --unsettled-events=N
-// (20000), --skip-docker, --skip-controller, --skip-backlog,
-// --skip-unsettled. The backlog and unsettled-event benchmarks need no
-// Docker: with --skip-docker --skip-controller no dockerd is started.
+// (20000), --fleet-agents=N (1000: agents of the fleet benchmark),
+// --fleet-routing-events=N (100000), --skip-docker, --skip-controller,
+// --skip-backlog, --skip-unsettled, --skip-fleet. The backlog,
+// unsettled-event and fleet benchmarks need no Docker: with --skip-docker
+// --skip-controller no dockerd is started. The fleet benchmark alone, with
+// all its flags: //bench:fleet_bench (bench/fleet_main.cc).
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -33,6 +36,7 @@
 #include "bench/bench_util.h"
 #include "bench/controller_bench.h"
 #include "bench/docker_bench.h"
+#include "bench/fleet_bench.h"
 #include "bench/unsettled_bench.h"
 #include "tests/testing/dispatchd_process.h"
 #include "tests/testing/docker_daemon.h"
@@ -85,7 +89,9 @@ int Run(int argc, char** argv) {
   UnsettledBenchOptions unsettled_options;
   unsettled_options.events = 20000;
   unsettled_options.payload_bytes = {0, 1024, 4096, 65536};
+  FleetBenchOptions fleet_options;
   bool skip_docker = false, skip_controller = false, skip_backlog = false, skip_unsettled = false;
+  bool skip_fleet = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char* flag, auto* out) {
@@ -109,7 +115,9 @@ int Run(int argc, char** argv) {
         value("--controller-log-level", &controller_options.log_level) ||
         value("--max-unsettled", &controller_options.max_unsettled) ||
         value("--backlog-files", &backlog_files) ||
-        value("--unsettled-events", &unsettled_options.events)) {
+        value("--unsettled-events", &unsettled_options.events) ||
+        value("--fleet-agents", &fleet_options.agents) ||
+        value("--fleet-routing-events", &fleet_options.routing_events)) {
       continue;
     }
     if (arg == "--skip-docker") { skip_docker = true; continue; }
@@ -120,6 +128,10 @@ int Run(int argc, char** argv) {
     }
     if (arg == "--skip-unsettled") {
       skip_unsettled = true;
+      continue;
+    }
+    if (arg == "--skip-fleet") {
+      skip_fleet = true;
       continue;
     }
     std::cerr << "dispatchd_bench: unknown or bad flag " << arg << "\n";
@@ -172,6 +184,19 @@ int Run(int argc, char** argv) {
   if (!skip_unsettled) {
     memory_body += UnsettledResultsMarkdown(RunUnsettledBenchmark(unsettled_options));
   }
+  // The fleet needs no Docker either: before any dockerd, on a quiet machine.
+  std::string fleet_body;
+  if (!skip_fleet) {
+    fleet_options.log_level = controller_options.log_level;
+    fleet_options.work_dir = work;
+    absl::StatusOr<FleetResult> r = RunFleetBenchmark(fleet_options);
+    if (r.ok()) {
+      fleet_body = FleetResultsMarkdown({*r}, fleet_options);
+    } else {
+      std::cerr << "fleet benchmark failed: " << r.status() << "\n";
+      status = 1;
+    }
+  }
   if (!skip_docker || !skip_controller) {
     absl::StatusOr<std::unique_ptr<testing::PrivateDockerd>> d = testing::PrivateDockerd::Start();
     if (!d.ok()) {
@@ -207,6 +232,7 @@ int Run(int argc, char** argv) {
   }
   body += controller_body;
   body += memory_body;
+  body += fleet_body;
   double load_end[3] = {0, 0, 0};
   getloadavg(load_end, 3);
   std::string table = absl::StrCat(

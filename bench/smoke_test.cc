@@ -8,6 +8,7 @@
 #include "bench/backlog_bench.h"
 #include "bench/controller_bench.h"
 #include "bench/docker_bench.h"
+#include "bench/fleet_bench.h"
 #include "bench/unsettled_bench.h"
 #include "gtest/gtest.h"
 #include "tests/testing/dispatchd_process.h"
@@ -89,6 +90,46 @@ TEST(BenchSmokeTest, MemoryBenchmarksProduceResults) {
     EXPECT_EQ(r.unsettled, 200) << r.state << ": none of them settled";
   }
   EXPECT_FALSE(UnsettledResultsMarkdown(unsettled).empty());
+  testing::RemoveTree(work);
+}
+
+// The fleet benchmark needs no Docker: a few agents, every phase once.
+TEST(BenchSmokeTest, FleetBenchmarkProducesResults) {
+  const std::string work = testing::MakeTempDir("dispatchd-bench-smoke");
+  FleetBenchOptions options;
+  options.agents = 5;
+  options.containers = 10;
+  options.subscriptions = 2;
+  options.heartbeat = absl::Seconds(1);  // a start-up grace of 3 s
+  options.idle_window = absl::Seconds(2);
+  options.reconcile_changes = 3;
+  options.routing_events = 200;
+  options.max_unsettled = 50;
+  options.work_dir = work;
+  absl::StatusOr<FleetResult> r = RunFleetBenchmark(options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->subscriptions, 100);
+  EXPECT_GE(r->listen_seconds, 0);
+  EXPECT_GE(r->welcome_p50, 0);
+  EXPECT_GE(r->welcome_last, 0);
+  EXPECT_GE(r->fresh_seen, 0);
+  EXPECT_GE(r->last_inventory_logged, 0) << "the controller logs each snapshot at info";
+  EXPECT_GE(r->routed, 0);
+  EXPECT_GT(r->rss_idle_kib, 0);
+  EXPECT_GT(r->rss_subscribed_kib, 0);
+  EXPECT_GT(r->rss_peak_kib, 0);
+  EXPECT_GT(r->rss_hwm_kib, 0);
+  EXPECT_GT(r->fleet_rss_kib, 0);
+  EXPECT_GT(r->controller_threads, 0);
+  EXPECT_GT(r->fleet_threads, 0);
+  EXPECT_GT(r->idle_seconds, 0);
+  EXPECT_EQ(r->reconcile_ms.size(), 3u);
+  EXPECT_EQ(r->baseline_ms.size(), 3u);
+  EXPECT_EQ(r->routing_events, 200);
+  EXPECT_EQ(r->routing_commands, 200u) << "one Command per event (one subscriber each)";
+  EXPECT_GT(r->routing_seconds, 0);
+  EXPECT_EQ(r->sessions_ended, 0u) << ::testing::PrintToString(r->end_reasons);
+  EXPECT_FALSE(FleetResultsMarkdown({*r}, options).empty());
   testing::RemoveTree(work);
 }
 
