@@ -273,7 +273,7 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   auto fds = std::make_unique<FdSampler>(pid);  // during the storm only: listing costs
   const absl::Time t0 = fleet.ConnectAll();
   r.listen_seconds = Since(spawned, listening);
-  const absl::Duration storm_timeout = absl::Minutes(5);
+  const absl::Duration storm_timeout = options.storm_timeout;
   if (!fleet.WaitWelcomed(storm_timeout)) {
     std::vector<absl::Time> times = fleet.welcome_times();
     const auto welcomed = std::count_if(times.begin(), times.end(),

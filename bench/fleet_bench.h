@@ -62,6 +62,8 @@ struct FleetBenchOptions {
   // When set, `perf record -g` of the controller during the storm, the idle
   // window and the routing, into DIR/fleet-N-{storm,idle,routing}.perf.data.
   std::string profile_dir;
+  // How long the storm may take (every Welcome, then every snapshot).
+  absl::Duration storm_timeout = absl::Minutes(5);
   // Scratch directory (the controller's log); must exist.
   std::string work_dir;
 };
