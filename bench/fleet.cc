@@ -165,8 +165,8 @@ class Fleet::Agent final : public grpc::ClientBidiReactor<AgentMessage, Controll
   }
 
   void OnDone(const grpc::Status& status) override {
-    fleet_->OnEnded(absl::StrCat(AgentId(index_), ": ", static_cast<int>(status.error_code()),
-                                 " ", status.error_message()));
+    fleet_->OnEnded(absl::StrCat(AgentId(index_), ": ", static_cast<int>(status.error_code()), " ",
+                                 status.error_message()));
     fleet_->OnDone();  // the last thing: the fleet may destroy this agent now
   }
 
@@ -294,8 +294,8 @@ absl::Time Fleet::ConnectAll() {
   agents_.reserve(options_.agents);
   for (int i = 0; i < options_.agents; ++i) {
     agents_.push_back(std::make_unique<Agent>(
-        this, i, grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(),
-                                           args)));
+        this, i,
+        grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args)));
   }
   {
     absl::MutexLock lock(&mu_);
@@ -373,8 +373,7 @@ void Fleet::ExpectCommand(const std::string& event_id) {
   expecting_ = true;
 }
 
-std::optional<absl::Time> Fleet::WaitCommand(const std::string& event_id,
-                                             absl::Duration timeout) {
+std::optional<absl::Time> Fleet::WaitCommand(const std::string& event_id, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto arrived = [this, &event_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = expected_.find(event_id);

@@ -45,8 +45,8 @@ namespace bench {
 struct FleetOptions {
   std::string address;  // the controller, host:port
   int agents = 1000;
-  int containers = 100;    // per agent
-  int subscriptions = 1;   // per container
+  int containers = 100;   // per agent
+  int subscriptions = 1;  // per container
 };
 
 class Fleet {

@@ -165,8 +165,8 @@ int64_t CountLines(const std::string& log, absl::string_view needle) {
 class Profiler {
  public:
   Profiler(pid_t target, const std::string& out_path) {
-    std::vector<std::string> args = {"perf", "record", "-F", "499", "-g", "-p",
-                                     absl::StrCat(target), "-o", out_path, "--quiet"};
+    std::vector<std::string> args = {
+        "perf", "record", "-F", "499", "-g", "-p", absl::StrCat(target), "-o", out_path, "--quiet"};
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -204,9 +204,8 @@ class Profiler {
 std::unique_ptr<Profiler> MaybeProfile(const FleetBenchOptions& options, pid_t target,
                                        const std::string& phase) {
   if (options.profile_dir.empty()) return nullptr;
-  return std::make_unique<Profiler>(
-      target, absl::StrCat(options.profile_dir, "/fleet-", options.agents, "-", phase,
-                           ".perf.data"));
+  return std::make_unique<Profiler>(target, absl::StrCat(options.profile_dir, "/fleet-",
+                                                         options.agents, "-", phase, ".perf.data"));
 }
 
 }  // namespace
@@ -232,13 +231,12 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   const std::string log_path =
       absl::StrCat(options.work_dir, "/fleet-controller-", options.agents, ".log");
   const absl::Time spawned = absl::Now();
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<DispatchdProcess> controller,
-      DispatchdProcess::Start({"controller", "--listen", address, "--heartbeat",
-                               absl::FormatDuration(options.heartbeat), "--log-level",
-                               options.log_level, "--metrics-listen",
-                               absl::StrCat("127.0.0.1:", metrics_port)},
-                              log_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<DispatchdProcess> controller,
+                   DispatchdProcess::Start(
+                       {"controller", "--listen", address, "--heartbeat",
+                        absl::FormatDuration(options.heartbeat), "--log-level", options.log_level,
+                        "--metrics-listen", absl::StrCat("127.0.0.1:", metrics_port)},
+                       log_path));
   const pid_t pid = controller->pid();
   if (options.controller_nofile > 0) {
     rlimit limit{};
@@ -273,7 +271,7 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   auto fds = std::make_unique<FdSampler>(pid);  // during the storm only: listing costs
   const absl::Time t0 = fleet.ConnectAll();
   r.listen_seconds = Since(spawned, listening);
-  const absl::Duration storm_timeout = absl::Minutes(5);
+  const absl::Duration storm_timeout = options.storm_timeout;
   if (!fleet.WaitWelcomed(storm_timeout)) {
     std::vector<absl::Time> times = fleet.welcome_times();
     const auto welcomed = std::count_if(times.begin(), times.end(),
@@ -287,8 +285,8 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
         NoFileLimitOf(pid), ")",
         accept_error == std::string::npos
             ? ""
-            : absl::StrCat("; its log: ", log.substr(accept_error, log.find('\n', accept_error) -
-                                                                       accept_error))));
+            : absl::StrCat("; its log: ",
+                           log.substr(accept_error, log.find('\n', accept_error) - accept_error))));
   }
   {
     std::vector<double> since;
@@ -312,9 +310,9 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
     subscriptions = MetricValue(body, "dispatchd_subscriptions{state=\"valid\"}");
     if (fresh >= options.agents && subscriptions >= r.subscriptions) break;
     if (absl::Now() > fresh_deadline || fleet.sessions_ended() > 0) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "storm: ", fresh, " of ", options.agents, " inventories fresh, ", subscriptions,
-          " subscriptions; sessions ended: ", fleet.sessions_ended()));
+      return absl::DeadlineExceededError(
+          absl::StrCat("storm: ", fresh, " of ", options.agents, " inventories fresh, ",
+                       subscriptions, " subscriptions; sessions ended: ", fleet.sessions_ended()));
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
@@ -416,8 +414,8 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   }
   if (!r.reconcile_ms.empty()) {
     const Summary d = Summarize(r.reconcile_ms);
-    std::cerr << absl::StrFormat("fleet: reconcile p50 %.3f ms, p99 %.3f ms (%d changes)\n",
-                                 d.p50, d.p99, d.n);
+    std::cerr << absl::StrFormat("fleet: reconcile p50 %.3f ms, p99 %.3f ms (%d changes)\n", d.p50,
+                                 d.p99, d.n);
   }
 
   // ---- 4. Routing, events spread over every agent. ----
@@ -457,9 +455,9 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
     sampling = false;
     sampler.join();
     if (!ok) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "routing: ", fleet.settled(), " of ", sent, " events settled; sessions ended: ",
-          fleet.sessions_ended()));
+      return absl::DeadlineExceededError(
+          absl::StrCat("routing: ", fleet.settled(), " of ", sent,
+                       " events settled; sessions ended: ", fleet.sessions_ended()));
     }
     r.routing_events = options.routing_events;
     r.routing_seconds = absl::ToDoubleSeconds(t2 - t1);
@@ -523,10 +521,9 @@ std::string FleetResultsMarkdown(const std::vector<FleetResult>& results,
   row("storm: CPU until every snapshot applied, controller / fleet (s)", [](const FleetResult& x) {
     return absl::StrFormat("%.2f / %.2f", x.storm_controller_cpu, x.storm_fleet_cpu);
   });
-  row("storm: listen queue overflows / SYNs sent again (whole machine)",
-      [](const FleetResult& x) {
-        return absl::StrCat(x.storm_listen_overflows, " / ", x.storm_syn_retransmits);
-      });
+  row("storm: listen queue overflows / SYNs sent again (whole machine)", [](const FleetResult& x) {
+    return absl::StrCat(x.storm_listen_overflows, " / ", x.storm_syn_retransmits);
+  });
   row("label change -> Command, p50 / p99 / max (ms)", [](const FleetResult& x) {
     const Summary s = Summarize(x.reconcile_ms);
     return absl::StrCat(Ms(s.p50), " / ", Ms(s.p99), " / ", Ms(s.max), " (", s.n, ")");
@@ -536,13 +533,13 @@ std::string FleetResultsMarkdown(const std::vector<FleetResult>& results,
     return absl::StrCat(Ms(s.p50), " / ", Ms(s.p99));
   });
   row("routing: events/s (events)", [](const FleetResult& x) {
-    return absl::StrFormat("%.0f (%d)", x.routing_seconds > 0 ? x.routing_events / x.routing_seconds : 0.0,
+    return absl::StrFormat("%.0f (%d)",
+                           x.routing_seconds > 0 ? x.routing_events / x.routing_seconds : 0.0,
                            x.routing_events);
   });
   row("routing: controller CPU per delivered Command (us)", [](const FleetResult& x) {
-    return absl::StrFormat("%.1f", x.routing_commands > 0
-                                       ? 1e6 * x.routing_controller_cpu / x.routing_commands
-                                       : 0.0);
+    return absl::StrFormat(
+        "%.1f", x.routing_commands > 0 ? 1e6 * x.routing_controller_cpu / x.routing_commands : 0.0);
   });
   row("routing: fleet CPU per event (us)", [](const FleetResult& x) {
     return absl::StrFormat(
@@ -555,19 +552,20 @@ std::string FleetResultsMarkdown(const std::vector<FleetResult>& results,
       });
   row("idle CPU, % of one core: controller / fleet", [](const FleetResult& x) {
     return x.idle_seconds > 0
-               ? absl::StrFormat("%.2f / %.2f (%.0f s)", 100 * x.idle_controller_cpu / x.idle_seconds,
+               ? absl::StrFormat("%.2f / %.2f (%.0f s)",
+                                 100 * x.idle_controller_cpu / x.idle_seconds,
                                  100 * x.idle_fleet_cpu / x.idle_seconds, x.idle_seconds)
                : std::string("n/a");
   });
   row("idle: heartbeats/s, agents -> controller / back", [](const FleetResult& x) {
-    return x.idle_seconds > 0 ? absl::StrFormat("%.0f / %.0f", x.idle_heartbeats_sent / x.idle_seconds,
-                                                x.idle_heartbeats_received / x.idle_seconds)
-                              : std::string("n/a");
+    return x.idle_seconds > 0
+               ? absl::StrFormat("%.0f / %.0f", x.idle_heartbeats_sent / x.idle_seconds,
+                                 x.idle_heartbeats_received / x.idle_seconds)
+               : std::string("n/a");
   });
-  row("controller file descriptors: subscribed / most during the storm",
-      [](const FleetResult& x) {
-        return absl::StrCat(x.controller_fds, " / ", x.controller_fds_peak);
-      });
+  row("controller file descriptors: subscribed / most during the storm", [](const FleetResult& x) {
+    return absl::StrCat(x.controller_fds, " / ", x.controller_fds_peak);
+  });
   row("threads: controller / fleet", [](const FleetResult& x) {
     return absl::StrCat(x.controller_threads, " / ", x.fleet_threads);
   });

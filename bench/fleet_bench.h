@@ -47,8 +47,8 @@ namespace bench {
 
 struct FleetBenchOptions {
   int agents = 1000;
-  int containers = 100;    // per agent
-  int subscriptions = 1;   // per container
+  int containers = 100;   // per agent
+  int subscriptions = 1;  // per container
   // The controller's --heartbeat (its default); the grace is 3 of them.
   absl::Duration heartbeat = absl::Seconds(5);
   absl::Duration idle_window = absl::Seconds(30);
@@ -62,28 +62,30 @@ struct FleetBenchOptions {
   // When set, `perf record -g` of the controller during the storm, the idle
   // window and the routing, into DIR/fleet-N-{storm,idle,routing}.perf.data.
   std::string profile_dir;
+  // How long the storm may take (every Welcome, then every snapshot).
+  absl::Duration storm_timeout = absl::Minutes(5);
   // Scratch directory (the controller's log); must exist.
   std::string work_dir;
 };
 
 struct FleetResult {
   int agents = 0;
-  int containers = 0;      // in the fleet
-  int subscriptions = 0;   // in the fleet
+  int containers = 0;     // in the fleet
+  int subscriptions = 0;  // in the fleet
   double heartbeat_seconds = 0;
   int64_t nofile_limit = -1;       // this process's soft limit during the run
   int64_t controller_nofile = -1;  // the controller's soft limit
 
   // Storm, seconds since every session was opened (-1: not seen).
-  double listen_seconds = -1;          // controller started -> answering (before the storm)
-  double welcome_p50 = -1;             // half the agents had their Welcome
-  double welcome_last = -1;            // every agent had its Welcome
-  double fresh_seen = -1;              // the gauge showed every inventory applied
-  double last_inventory_logged = -1;   // the controller logged the last snapshot applied
-  double grace_end = -1;               // 3 heartbeats after the controller was started
-  double resumed_logged = -1;          // the controller logged routing the held event
-  double routed = -1;                  // the event sent at fresh_seen: its Command received
-  double storm_controller_cpu = 0;     // CPU seconds, storm start -> fresh_seen
+  double listen_seconds = -1;         // controller started -> answering (before the storm)
+  double welcome_p50 = -1;            // half the agents had their Welcome
+  double welcome_last = -1;           // every agent had its Welcome
+  double fresh_seen = -1;             // the gauge showed every inventory applied
+  double last_inventory_logged = -1;  // the controller logged the last snapshot applied
+  double grace_end = -1;              // 3 heartbeats after the controller was started
+  double resumed_logged = -1;         // the controller logged routing the held event
+  double routed = -1;                 // the event sent at fresh_seen: its Command received
+  double storm_controller_cpu = 0;    // CPU seconds, storm start -> fresh_seen
   double storm_fleet_cpu = 0;
   // Connections the kernel dropped because the controller's accept queue
   // was full, and SYNs sent again, during the storm (/proc/net/netstat:
@@ -91,18 +93,18 @@ struct FleetResult {
   int64_t storm_listen_overflows = 0;
   int64_t storm_syn_retransmits = 0;
 
-  int64_t rss_idle_kib = -1;        // fresh controller, no agent
-  int64_t rss_subscribed_kib = -1;  // every agent connected and subscribed
-  int64_t rss_peak_kib = -1;        // sampled during the routing
-  int64_t rss_hwm_kib = -1;         // VmHWM at the end: the peak of the whole run
-  int64_t fleet_rss_kib = -1;       // this process with the fleet connected
+  int64_t rss_idle_kib = -1;         // fresh controller, no agent
+  int64_t rss_subscribed_kib = -1;   // every agent connected and subscribed
+  int64_t rss_peak_kib = -1;         // sampled during the routing
+  int64_t rss_hwm_kib = -1;          // VmHWM at the end: the peak of the whole run
+  int64_t fleet_rss_kib = -1;        // this process with the fleet connected
   int64_t controller_fds = -1;       // open descriptors, every agent subscribed
   int64_t controller_fds_peak = -1;  // the most during the storm (sampled every 100 ms)
   int controller_threads = -1;
   int fleet_threads = -1;
 
   double idle_seconds = 0;
-  double idle_controller_cpu = 0;   // CPU seconds in the idle window
+  double idle_controller_cpu = 0;  // CPU seconds in the idle window
   double idle_fleet_cpu = 0;
   uint64_t idle_heartbeats_sent = 0;      // by the agents, in the window
   uint64_t idle_heartbeats_received = 0;  // from the controller

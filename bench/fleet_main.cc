@@ -7,8 +7,9 @@
 // Flags: --agents=N[,N...] (1000; one run per N, each with a fresh
 // controller), --containers=N (100 per agent), --subscriptions=N (1 per
 // container), --heartbeat=DURATION (5s, the controller's --heartbeat),
-// --idle-seconds=N (30), --reconcile-changes=N (100), --routing-events=N
-// (100000), --max-unsettled=N (2000), --controller-log-level=LEVEL (info),
+// --storm-timeout-seconds=N (300), --idle-seconds=N (30),
+// --reconcile-changes=N (100), --routing-events=N (100000),
+// --max-unsettled=N (2000), --controller-log-level=LEVEL (info),
 // --controller-nofile=N (the controller's RLIMIT_NOFILE; default: this
 // process's, raised to its hard limit), --profile-dir=DIR (perf record of
 // the controller during the storm, the idle window and the routing),
@@ -76,6 +77,10 @@ int Run(int argc, char** argv) {
       ok = absl::SimpleAtoi(v, &options.subscriptions) && options.subscriptions > 0;
     } else if (value("--heartbeat", &v)) {
       ok = absl::ParseDuration(v, &options.heartbeat) && options.heartbeat > absl::ZeroDuration();
+    } else if (value("--storm-timeout-seconds", &v)) {
+      int seconds = 0;
+      ok = absl::SimpleAtoi(v, &seconds) && seconds > 0;
+      options.storm_timeout = absl::Seconds(seconds);
     } else if (value("--idle-seconds", &v)) {
       int seconds = 0;
       ok = absl::SimpleAtoi(v, &seconds);
