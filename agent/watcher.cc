@@ -24,6 +24,32 @@
 namespace dispatchd::agent {
 namespace {
 
+// A file looked at without following a symlink or blocking (a FIFO opens
+// at once): whether it could be opened, whether it is a regular file and,
+// if so, whether a process holds it open for writing (asked with a read
+// lease, released at once).
+struct Probe {
+  int open_error = 0;  // errno when it could not be opened
+  bool regular = false;
+  struct stat st {};
+  Writers writers = Writers::kNone;
+  int lease_error = 0;  // errno of kUnknown
+};
+
+Probe ProbeFile(int dir_fd, const char* name) {
+  Probe probe;
+  const int fd = openat(dir_fd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    probe.open_error = errno;
+    return probe;
+  }
+  probe.regular = fstat(fd, &probe.st) == 0 && S_ISREG(probe.st.st_mode);
+  if (probe.regular) probe.writers = TakeReadLease(fd, &probe.lease_error);
+  close(fd);  // releases the lease
+  return probe;
+}
+
+
 // Every watched directory gets the same mask. IN_CREATE is only acted on
 // for directories: a file is an event once it is closed or moved in.
 constexpr uint32_t kWatchMask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE |
@@ -289,15 +315,6 @@ void Watcher::ReportFile(const std::string& relative_path, absl::Time observed) 
   }
 }
 
-Writers Watcher::WritersOf(const std::string& relative_path) const {
-  const int fd =
-      open(FullPath(relative_path).c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) return Writers::kUnknown;  // the consumer's read says why
-  const Writers writers = TakeReadLease(fd);
-  close(fd);  // releases the lease
-  return writers;
-}
-
 void Watcher::LookAgainLater(const std::string& relative_path, absl::Time observed) {
   auto [it, inserted] = still_open_.try_emplace(relative_path);
   StillOpen& entry = it->second;
@@ -451,22 +468,19 @@ void Watcher::WatchTree(const std::string& relative_dir) {
 void Watcher::ScannedFile(int dir_fd, const char* name, const std::string& relative_path) {
   struct stat st;
   if (options_.use_leases) {
-    const int fd = openat(dir_fd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) {
+    const Probe probe = ProbeFile(dir_fd, name);
+    if (probe.open_error != 0) {
       // Gone, or swapped for a symlink: nothing to report. Unreadable: the
       // consumer's read says why.
-      if (errno == ENOENT || errno == ELOOP) return;
-      LOG(DEBUG) << "found " << relative_path << " (cannot open it: " << std::strerror(errno)
-                 << ")";
+      if (probe.open_error == ENOENT || probe.open_error == ELOOP) return;
+      LOG(DEBUG) << "found " << relative_path << " (cannot open it: "
+                 << std::strerror(probe.open_error) << ")";
       ReportFile(relative_path, options_.clock->Now());
       return;
     }
-    int error = 0;
-    const bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    const Writers writers = regular ? TakeReadLease(fd, &error) : Writers::kNone;
-    close(fd);  // releases the lease
-    if (!regular) return;
-    switch (writers) {
+    if (!probe.regular) return;
+    st = probe.st;
+    switch (probe.writers) {
       case Writers::kNone:
         LOG(DEBUG) << "found " << relative_path;
         ReportFile(relative_path, options_.clock->Now());
@@ -481,7 +495,7 @@ void Watcher::ScannedFile(int dir_fd, const char* name, const std::string& relat
         if (!lease_warning_logged_) {
           lease_warning_logged_ = true;
           LOG(WARNING) << "cannot ask whether " << FullPath(relative_path)
-                       << " is still being written (read lease: " << std::strerror(error)
+                       << " is still being written (read lease: " << std::strerror(probe.lease_error)
                        << "); files found by a scan are reported once they have not changed for "
                        << absl::FormatDuration(options_.quiet_period) << ", or when closed";
         }
@@ -518,13 +532,20 @@ void Watcher::RunDue() {
       auto it = still_open_.find(path);
       if (it == still_open_.end()) continue;
       const absl::Time observed = it->second.observed;
-      struct stat st;
-      if (lstat(FullPath(path).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      if (options_.use_leases) {
+        const Probe probe = ProbeFile(AT_FDCWD, FullPath(path).c_str());
+        if (probe.open_error == ENOENT || probe.open_error == ELOOP ||
+            (probe.open_error == 0 && !probe.regular)) {
+          still_open_.erase(it);  // gone, or no longer a file
+          continue;
+        }
+        if (probe.writers == Writers::kOpen) {
+          LookAgainLater(path, observed);
+          continue;
+        }
+      } else if (struct stat st;
+                 lstat(FullPath(path).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
         still_open_.erase(it);  // gone, or no longer a file
-        continue;
-      }
-      if (options_.use_leases && WritersOf(path) == Writers::kOpen) {
-        LookAgainLater(path, observed);
         continue;
       }
       LOG(DEBUG) << "looking again at " << path << ", which was open for writing";

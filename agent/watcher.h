@@ -205,8 +205,6 @@ class Watcher {
   void MaybeReport(const std::string& relative_path, absl::Time observed);
   // Calls the callback and keeps still_open_ up to date with its answer.
   void ReportFile(const std::string& relative_path, absl::Time observed);
-  // Asks with a read lease whether `relative_path` is open for writing.
-  Writers WritersOf(const std::string& relative_path) const;
   // Looks at `relative_path` again after the next delay.
   void LookAgainLater(const std::string& relative_path, absl::Time observed);
   std::string FullPath(absl::string_view relative_path) const;
