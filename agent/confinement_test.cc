@@ -25,40 +25,19 @@
 #include "agent/file_requests.h"
 #include "agent/spool.h"
 #include "common/testing/fake_clock.h"
+#include "agent/testing/files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace dispatchd::agent {
 namespace {
 
+using ::dispatchd::agent::testing::WriteFile;
+using ::dispatchd::agent::testing::ReadFile;
+using ::dispatchd::agent::testing::Exists;
+using ::dispatchd::agent::testing::MakeDir;
+
 using dispatch::v1::DeadLetterRequest;
-
-void WriteFile(const std::string& path, absl::string_view content) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0) << path << ": " << std::strerror(errno);
-  ASSERT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-  ASSERT_EQ(close(fd), 0);
-}
-
-std::string ReadFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "<missing>";
-  std::string content;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) content.append(buffer, n);
-  close(fd);
-  return content;
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return lstat(path.c_str(), &st) == 0;
-}
-
-void MakeDir(const std::string& path) {
-  ASSERT_EQ(mkdir(path.c_str(), 0755), 0) << path << ": " << std::strerror(errno);
-}
 
 void Symlink(const std::string& target, const std::string& link) {
   ASSERT_EQ(symlink(target.c_str(), link.c_str()), 0) << link << ": " << std::strerror(errno);

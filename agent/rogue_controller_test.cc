@@ -33,6 +33,7 @@
 #include "agent/agent.h"
 #include "agent/testing/fake_docker_api.h"
 #include "common/testing/fake_clock.h"
+#include "agent/testing/files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/dispatch/v1/session.grpc.pb.h"
@@ -40,6 +41,9 @@
 namespace dispatchd {
 namespace agent {
 namespace {
+
+using ::dispatchd::agent::testing::ReadFile;
+using ::dispatchd::agent::testing::WriteFile;
 
 using dispatch::v1::AgentMessage;
 using dispatch::v1::Command;
@@ -157,24 +161,6 @@ ControllerMessage MakeCommand(uint64_t id, const std::string& container, const s
   command->set_start_container(start);
   command->add_env("DISPATCH_EVENT_ID=" + event);
   return message;
-}
-
-std::string ReadFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "<missing>";
-  std::string content;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) content.append(buffer, n);
-  close(fd);
-  return content;
-}
-
-void WriteFile(const std::string& path, const std::string& content) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0) << path << ": " << std::strerror(errno);
-  ASSERT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-  ASSERT_EQ(close(fd), 0);
 }
 
 class RogueControllerTest : public ::testing::Test {
