@@ -28,6 +28,7 @@
 #include "gmock/gmock.h"
 #include "common/leader_redirect.h"
 #include "gtest/gtest.h"
+#include "tests/testing/dispatchd_process.h"  // FreePort: a port nobody listens on
 #include "proto/dispatch/v1/session.grpc.pb.h"
 
 namespace dispatchd {
@@ -263,20 +264,6 @@ std::vector<std::string> Describe(const std::vector<AgentMessage>& messages) {
   std::vector<std::string> out;
   for (const AgentMessage& m : messages) out.push_back(Describe(m));
   return out;
-}
-
-// A real TCP port nobody listens on: bound, then closed.
-int UnusedPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return -1;
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 class ControllerSessionTest : public ::testing::Test {
@@ -772,7 +759,7 @@ TEST_F(ControllerSessionTest, FollowsTheLeadershipToAnotherReplica) {
 // The first address does not answer: once its channel has not connected
 // within the connect timeout (on the clock), the second is tried.
 TEST_F(ControllerSessionTest, AnAddressThatDoesNotConnectIsLeftForTheNext) {
-  const int port = UnusedPort();
+  const int port = ::dispatchd::testing::FreePort();
   ASSERT_GT(port, 0);
   const std::string down = absl::StrCat("127.0.0.1:", port);
   FakeController& leader = AddReplica("ctl-b:7700");
@@ -825,7 +812,7 @@ TEST_F(ControllerSessionTest, BacksOffOnceEveryAddressHasFailed) {
 // followed, and since standbys answered (an election is on) the backoff is
 // at most kElectionBackoff, so the new leader is found that soon.
 TEST_F(ControllerSessionTest, ADeadLeaderStillNamedIsSkippedAndTheNextOneFoundSoon) {
-  const int port = UnusedPort();
+  const int port = ::dispatchd::testing::FreePort();
   ASSERT_GT(port, 0);
   const std::string dead = absl::StrCat("127.0.0.1:", port);
   FakeController& b = AddReplica("ctl-b:7700");
@@ -876,7 +863,7 @@ TEST_F(ControllerSessionTest, RedirectsInALoopAreBoundedAndBackedOff) {
 // not given up for want of a connection, however far the clock moves, and
 // the session opens as soon as the controller listens.
 TEST_F(ControllerSessionTest, OneControllerIsWaitedForWithoutAConnectTimeout) {
-  const int port = UnusedPort();
+  const int port = ::dispatchd::testing::FreePort();
   ASSERT_GT(port, 0);
   const std::string address = absl::StrCat("127.0.0.1:", port);
   ControllerSession& session = MakeSessionWith({address}, {.metrics = &metrics_});

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/dispatchd_process.h"  // FreePort: a port nobody listens on
 #include "common/testing/status_matchers.h"
 
 namespace dispatchd {
@@ -111,12 +112,11 @@ TEST(CheckHealthTest, ReadyIsOkAndNotReadyCarriesTheReason) {
   EXPECT_EQ(*health, "ok\n");
 }
 
-int UnusedPort();  // below
 
 TEST(CheckHealthTest, NothingListeningNamesTheAddress) {
   DispatchctlOptions options;
   options.command = Command::kHealth;
-  options.metrics = absl::StrCat("127.0.0.1:", UnusedPort());
+  options.metrics = absl::StrCat("127.0.0.1:", ::dispatchd::testing::FreePort());
   options.timeout = absl::Seconds(2);
   auto health = CheckHealth(options);
   EXPECT_EQ(health.status().code(), absl::StatusCode::kUnavailable);
@@ -485,7 +485,7 @@ class RunDispatchctlTest : public ::testing::Test {
 
   // An address nobody listens on.
   std::string Down() {
-    down_.push_back(absl::StrCat("127.0.0.1:", UnusedPort()));
+    down_.push_back(absl::StrCat("127.0.0.1:", ::dispatchd::testing::FreePort()));
     return down_.back();
   }
 
@@ -558,20 +558,6 @@ TEST_F(RunDispatchctlTest, GivesUpAtTheDeadline) {
   EXPECT_THAT(out.status().message(), HasSubstr("no answer from the controller at 127.0.0.1:7700"));
 }
 
-// A real TCP port nobody listens on: bound, then closed.
-int UnusedPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return -1;
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 ChannelFactory InsecureChannels() {
   return [](const std::string& address) {
     return std::shared_ptr<grpc::ChannelInterface>(
@@ -580,7 +566,7 @@ ChannelFactory InsecureChannels() {
 }
 
 TEST(RunDispatchctlUnreachableTest, NamesTheAddress) {
-  const int port = UnusedPort();
+  const int port = ::dispatchd::testing::FreePort();
   ASSERT_GT(port, 0);
   auto options = Parse({"--controller", absl::StrCat("127.0.0.1:", port), "status"});
   ASSERT_OK(options);
@@ -593,9 +579,9 @@ TEST(RunDispatchctlUnreachableTest, NamesTheAddress) {
 }
 
 TEST(RunDispatchctlUnreachableTest, NamesEveryAddressWhenNoneCanBeReached) {
-  const std::string a = absl::StrCat("127.0.0.1:", UnusedPort());
+  const std::string a = absl::StrCat("127.0.0.1:", ::dispatchd::testing::FreePort());
   std::string b = a;
-  while (b == a) b = absl::StrCat("127.0.0.1:", UnusedPort());
+  while (b == a) b = absl::StrCat("127.0.0.1:", ::dispatchd::testing::FreePort());
   auto options = Parse({"--controller", absl::StrCat(a, ",", b), "agents"});
   ASSERT_OK(options);
   auto out = RunDispatchctl(*options, InsecureChannels(), absl::Now());
