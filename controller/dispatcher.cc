@@ -116,10 +116,7 @@ void Dispatcher::EndTerm(const std::string& reason) {
     absl::MutexLock lock(&mu_);
     if (term_ended_.has_value()) return;
     term_ended_ = reason;
-    for (const AgentInfo& info : agents_.Infos()) {
-      const AgentTable::Agent* agent = agents_.Find(info.agent_id);
-      if (agent != nullptr && agent->link != nullptr) agent->link->Close(reason);
-    }
+    for (const std::string& id : agents_.ConnectedIds()) agents_.Find(id)->link->Close(reason);
   }
   EndApiCalls();
 }
