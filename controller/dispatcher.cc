@@ -26,6 +26,9 @@ std::string Rfc3339(absl::Time t) {
 
 std::string ShortId(absl::string_view id) { return std::string(id.substr(0, 12)); }
 
+// How often Poll looks for forwarded events let go while any is held.
+constexpr absl::Duration kForwardReleasePoll = absl::Milliseconds(20);
+
 }  // namespace
 
 std::string LaneKey(absl::string_view event_id, absl::string_view agent_id,
@@ -318,20 +321,7 @@ void Dispatcher::HandleEvent(const std::string& agent_id, const AgentTable::Agen
   const uint64_t seq = record.seq;
   ++stats_.events_observed;
   metrics_->RecordEventObserved();
-  if (options_.forward != nullptr) {
-    // Forwarding is done once the destinations' queues took the event; the
-    // file is not settled before that.
-    auto forwarded = std::make_shared<sinks::Event>();
-    forwarded->id = event.event_id();
-    forwarded->payload = event.payload();
-    forwarded->payload_truncated = event.payload_truncated();
-    forwarded->source_host = record.origin_host;
-    forwarded->path = event.key();
-    forwarded->time = absl::FromUnixNanos(event.observed_unix_nanos());
-    if (absl::Status status = options_.forward->Write(std::move(forwarded)); !status.ok()) {
-      LOG(WARNING) << "forwarding " << event.event_id() << " failed: " << status;
-    }
-  }
+  if (options_.forward != nullptr) Forward(*admission.record, event);
   LOG(DEBUG) << "event " << event.event_id() << " observed by " << agent_id << " ("
              << event.key() << ", " << event.size() << " bytes)";
   if (hub_.has_watchers()) {
@@ -352,6 +342,66 @@ void Dispatcher::HandleEvent(const std::string& agent_id, const AgentTable::Agen
     }
     LOG(INFO) << "holding event " << event.event_id()
               << " until every agent's container inventory is fresh";
+  }
+}
+
+void Dispatcher::Forward(EventRecord& record, const dispatch::v1::ObservedEvent& event) {
+  const size_t bytes = event.payload().size();
+  const bool hold = forward_held_ < options_.forward_hold_events &&
+                    forward_held_bytes_ + bytes <= options_.forward_hold_bytes;
+  std::shared_ptr<sinks::Event> forwarded;
+  if (hold) {
+    // The deleter runs when the last destination lets go of the event: it
+    // only reports, for Poll to settle the file (it may run right here,
+    // under mu_, if Write fails).
+    record.awaiting_forward = true;
+    record.forward_bytes = bytes;
+    ++forward_held_;
+    forward_held_bytes_ += bytes;
+    forward_hold_full_logged_ = false;
+    forwarded = std::shared_ptr<sinks::Event>(
+        new sinks::Event, [releases = forward_releases_, seq = record.seq](sinks::Event* e) {
+          delete e;
+          absl::MutexLock lock(&releases->mu);
+          releases->seqs.push_back(seq);
+        });
+  } else {
+    forwarded = std::make_shared<sinks::Event>();
+    ++stats_.events_forward_unheld;
+    if (!forward_hold_full_logged_) {
+      forward_hold_full_logged_ = true;
+      LOG(WARNING) << "forwarding is behind: " << forward_held_ << " events ("
+                   << forward_held_bytes_ << " bytes) keep their files until the destinations "
+                   << "take them; later events settle once queued, and a controller restart "
+                   << "would lose those still queued (starting with " << event.event_id() << ")";
+    }
+  }
+  forwarded->id = event.event_id();
+  forwarded->payload = event.payload();
+  forwarded->payload_truncated = event.payload_truncated();
+  forwarded->source_host = record.origin_host;
+  forwarded->path = event.key();
+  forwarded->time = absl::FromUnixNanos(event.observed_unix_nanos());
+  if (absl::Status status = options_.forward->Write(std::move(forwarded)); !status.ok()) {
+    LOG(WARNING) << "forwarding " << event.event_id() << " failed: " << status;
+  }
+  if (hold && forward_held_ == 1) Wake();  // Poll looks for releases while any is held
+}
+
+void Dispatcher::TakeForwardReleases() {
+  if (forward_held_ == 0) return;
+  std::vector<uint64_t> seqs;
+  {
+    absl::MutexLock lock(&forward_releases_->mu);
+    seqs.swap(forward_releases_->seqs);
+  }
+  for (uint64_t seq : seqs) {
+    EventRecord* record = ledger_.Find(seq);
+    if (record == nullptr || !record->awaiting_forward) continue;  // cannot happen
+    record->awaiting_forward = false;
+    --forward_held_;
+    forward_held_bytes_ -= record->forward_bytes;
+    if (record->routed && record->outstanding == 0) Settle(*record);
   }
 }
 
@@ -669,6 +719,7 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, Deliver
 }
 
 void Dispatcher::Settle(EventRecord& record) {
+  if (record.awaiting_forward) return;  // TakeForwardReleases settles it
   std::optional<dispatch::v1::WatchUpdate> settled_update;
   if (hub_.has_watchers()) {
     settled_update = NewUpdate(record.failed ? dispatch::v1::WatchUpdate::DEAD_LETTERED
@@ -716,6 +767,7 @@ absl::Time Dispatcher::Poll() {
 
 absl::Time Dispatcher::PollLocked() {
   const absl::Time now = clock_->Now();
+  TakeForwardReleases();
   for (AgentRequests::Completion& c : requests_.Expire(now)) completions_.push_back(std::move(c));
   for (Debouncer::Due& due : debouncer_.TakeDue(now)) {
     auto target = debounce_targets_.find(due.key);
@@ -748,6 +800,9 @@ absl::Time Dispatcher::PollLocked() {
   if (auto d = debouncer_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   if (auto d = queue_.NextDeadline(); d.has_value()) next = std::min(next, *d);
   if (auto d = requests_.NextDeadline(); d.has_value()) next = std::min(next, *d);
+  // Destinations let go of held events from their own threads, which must
+  // not take mu_: look for them every kForwardReleasePoll while any is held.
+  if (forward_held_ != 0) next = std::min(next, now + kForwardReleasePoll);
   return next;
 }
 
@@ -760,6 +815,7 @@ DispatcherStats Dispatcher::stats() const {
   stats.agents_connected = agents_.connected_count();
   stats.agents_fresh = agents_.fresh_count();
   stats.deliveries_queued = queue_.depth();
+  stats.events_awaiting_forward = forward_held_;
   stats.subscriptions_valid = index_.subscription_count();
   stats.subscriptions_invalid = index_.invalid_count();
   return stats;

@@ -84,6 +84,17 @@ struct DispatcherOptions {
   // Every observed event is written here once, when first seen (forwarding
   // destinations). Must not block: a Queue per destination. May be null.
   std::shared_ptr<sinks::Sink> forward;
+  // An event's file is settled only once every destination let go of the
+  // event written to `forward` (sent it, dead-lettered it or gave it up,
+  // each logged and counted), so a controller that dies while a destination
+  // is down loses nothing: the agents send the event to the next one, which
+  // forwards it again. So that a destination that stays down cannot stop
+  // the agents (they read no new files above their own bound of unsettled
+  // events), at most this many events and bytes of payload wait so; beyond
+  // that an event settles as soon as it is queued, and only the queue in
+  // memory has it (logged; docs/reliability.md, "Bounds"). 0: none waits.
+  size_t forward_hold_events = 1000;
+  size_t forward_hold_bytes = size_t{16} << 20;
   // Metrics (normally a DispatcherMetrics), updated as things happen. Null
   // records nothing; otherwise must outlive the Dispatcher. (Gauges:
   // ExportDispatcherGauges.)
@@ -112,6 +123,8 @@ struct DispatcherStats {
   std::map<DeliveryOutcome, uint64_t> deliveries;  // by outcome
   uint64_t commands_sent = 0;
   uint64_t retries = 0;
+  // Events that settled without waiting for forwarding (the hold was full).
+  uint64_t events_forward_unheld = 0;
   // Gauges.
   uint64_t events_in_flight = 0;
   uint64_t events_held = 0;
@@ -119,6 +132,8 @@ struct DispatcherStats {
   uint64_t agents_connected = 0;
   uint64_t agents_fresh = 0;       // connected, with a fresh inventory
   uint64_t deliveries_queued = 0;  // in the work queue, not yet sent
+  // Events whose files wait for the forwarding destinations to let go.
+  uint64_t events_awaiting_forward = 0;
   uint64_t subscriptions_valid = 0;
   uint64_t subscriptions_invalid = 0;
 };
@@ -248,7 +263,14 @@ class Dispatcher final : public ApiBackend {
   void Resolve(uint64_t event_seq, const Recipient& recipient, DeliveryOutcome outcome,
                const std::string& detail, absl::string_view exec_id = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Settles `record` now, or once forwarding let go of it.
   void Settle(EventRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the event to options_.forward, holding its file while there is
+  // room in the forwarding hold.
+  void Forward(EventRecord& record, const dispatch::v1::ObservedEvent& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Settles what waited only for forwarding that has let go since.
+  void TakeForwardReleases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpAgentLanes(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAwayAgents(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -276,6 +298,20 @@ class Dispatcher final : public ApiBackend {
   std::deque<uint64_t> exec_target_order_ ABSL_GUARDED_BY(mu_);
   // Its own lock; Publish never blocks on a watcher.
   WatchHub hub_;
+
+  // Forwarded events that were held report here when the last destination
+  // lets go of them (from a destination's thread, or from Write itself
+  // under mu_): its own lock, and shared, so that an event let go after
+  // the Dispatcher is gone finds it. Poll takes them.
+  struct ForwardReleases {
+    absl::Mutex mu;
+    std::vector<uint64_t> seqs ABSL_GUARDED_BY(mu);
+  };
+  const std::shared_ptr<ForwardReleases> forward_releases_ =
+      std::make_shared<ForwardReleases>();
+  size_t forward_held_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t forward_held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool forward_hold_full_logged_ ABSL_GUARDED_BY(mu_) = false;
 
   // EndTerm() was called; its reason.
   std::optional<std::string> term_ended_ ABSL_GUARDED_BY(mu_);

@@ -332,7 +332,9 @@ dispatch::v1::EventInfo Dispatcher::DescribeEvent(const EventRecord& record,
     info.set_held_reason(agents_.NotFreshReason(now));
     return info;
   }
-  info.set_state(dispatch::v1::EventInfo::IN_FLIGHT);
+  info.set_state(record.outstanding == 0 && record.awaiting_forward
+                     ? dispatch::v1::EventInfo::FORWARDING
+                     : dispatch::v1::EventInfo::IN_FLIGHT);
   for (const DeliveryQueue::Position& p : queue_.PositionsOf(record.seq)) {
     dispatch::v1::RecipientState* r = info.add_recipients();
     FillRecipient(p.delivery->recipient, r->mutable_recipient());

@@ -629,7 +629,152 @@ TEST(DispatcherForwardTest, EveryEventIsForwardedOnce) {
   dispatcher.OnAgentMessage("host-a", lonely);
   ASSERT_EQ(sink->events.size(), 2u);
   EXPECT_EQ(sink->events[1]->id, "lonely");
+  EXPECT_TRUE(link.TakeSettled().empty()) << "not before the destination took it";
+  sink->events.clear();  // the destination took both
+  dispatcher.Poll();
+  std::vector<Settled> settled = link.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].key(), "lonely");
+}
+
+// The forwarding hold: files wait until every destination let go of their
+// event, within a bound.
+class DispatcherForwardHoldTest : public DispatcherTest {
+ protected:
+  DispatcherForwardHoldTest() : dispatcher_(HoldOptions(), &clock_) {}
+
+  DispatcherOptions HoldOptions() {
+    DispatcherOptions options = Options();
+    options.forward = sink_;
+    options.forward_hold_events = 2;
+    options.forward_hold_bytes = 10;
+    return options;
+  }
+  void Connect() {
+    dispatcher_.AgentConnected("host-a", "host-a", &link_);
+    link_.sent.clear();
+    AgentMessage m;
+    m.mutable_inventory_snapshot()->set_seq(1);
+    *m.mutable_inventory_snapshot()->add_containers() = MakeContainer("c1", "handler", kTouch);
+    dispatcher_.OnAgentMessage("host-a", m);
+  }
+  void Send(const std::string& key, const std::string& event_id, const std::string& payload = "") {
+    AgentMessage m;
+    m.mutable_event()->set_key(key);
+    m.mutable_event()->set_event_id(event_id);
+    m.mutable_event()->set_payload(payload);
+    dispatcher_.OnAgentMessage("host-a", m);
+  }
+  std::vector<std::string> SettledKeys() {
+    std::vector<std::string> keys;
+    for (const Settled& s : link_.TakeSettled()) keys.push_back(s.key());
+    return keys;
+  }
+
+  std::shared_ptr<RecordingSink> sink_ = std::make_shared<RecordingSink>();
+  Dispatcher dispatcher_;  // hides DispatcherTest's
+};
+
+TEST_F(DispatcherForwardHoldTest, DeliveredEventKeepsItsFileUntilTheDestinationTookIt) {
+  Connect();
+  Send("demo/some-event", "demo.some-event");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  AgentMessage result;
+  result.mutable_command_result()->set_command_id(commands[0].command_id());
+  result.mutable_command_result()->set_outcome(CommandResult::DELIVERED);
+  dispatcher_.OnAgentMessage("host-a", result);
+  dispatcher_.Poll();
+  EXPECT_TRUE(SettledKeys().empty()) << "delivered, but the destination still has it";
+  EXPECT_EQ(dispatcher_.stats().events_awaiting_forward, 1u);
+  dispatch::v1::ListEventsResponse listed = dispatcher_.ListEvents();
+  ASSERT_EQ(listed.events_size(), 1);
+  EXPECT_EQ(listed.events(0).state(), dispatch::v1::EventInfo::FORWARDING);
+  // While an event is held, Poll comes back soon to look for its release.
+  EXPECT_LE(dispatcher_.Poll(), clock_.Now() + absl::Milliseconds(20));
+
+  sink_->events.clear();
+  EXPECT_TRUE(SettledKeys().empty()) << "settled by Poll, not by the destination's thread";
+  dispatcher_.Poll();
+  EXPECT_THAT(SettledKeys(), ElementsAre("demo/some-event"));
+  EXPECT_EQ(dispatcher_.stats().events_awaiting_forward, 0u);
+  EXPECT_EQ(dispatcher_.stats().events_settled_delivered, 1u);
+}
+
+TEST_F(DispatcherForwardHoldTest, ABusyHoldLetsLaterEventsSettleOnceQueued) {
+  Connect();
+  Send("a", "a");
+  Send("b", "b");
+  Send("c", "c");  // the hold has 2 events already: settled at once
+  dispatcher_.Poll();
+  EXPECT_THAT(SettledKeys(), ElementsAre("c"));
+  EXPECT_EQ(sink_->events.size(), 3u) << "every event is still forwarded";
+  EXPECT_EQ(dispatcher_.stats().events_forward_unheld, 1u);
+  EXPECT_EQ(dispatcher_.stats().events_awaiting_forward, 2u);
+
+  sink_->events.erase(sink_->events.begin());  // "a" sent
+  dispatcher_.Poll();
+  EXPECT_THAT(SettledKeys(), ElementsAre("a"));
+  Send("d", "d");  // room again
+  dispatcher_.Poll();
+  EXPECT_TRUE(SettledKeys().empty());
+  EXPECT_EQ(dispatcher_.stats().events_awaiting_forward, 2u);
+  sink_->events.clear();
+  dispatcher_.Poll();
+  EXPECT_THAT(SettledKeys(), ::testing::UnorderedElementsAre("b", "d"));
+}
+
+TEST_F(DispatcherForwardHoldTest, TheHoldCountsPayloadBytesToo) {
+  Connect();
+  Send("a", "a", "12345678");
+  Send("b", "b", "12345678");  // 16 bytes would pass the bound of 10
+  dispatcher_.Poll();
+  EXPECT_THAT(SettledKeys(), ElementsAre("b"));
+  EXPECT_EQ(dispatcher_.stats().events_awaiting_forward, 1u);
+}
+
+class FailingSink : public sinks::Sink {
+ public:
+  absl::Status Write(sinks::EventPtr) override { return absl::UnavailableError("closed"); }
+  absl::Status Close() override { return absl::OkStatus(); }
+};
+
+TEST(DispatcherForwardTest, AnEventTheDestinationsRefuseAtOnceSettles) {
+  FakeClock clock;
+  DispatcherOptions options;
+  options.forward = std::make_shared<FailingSink>();
+  Dispatcher dispatcher(options, &clock);
+  FakeLink link;
+  dispatcher.AgentConnected("host-a", "host-a", &link);
+  AgentMessage snapshot;
+  snapshot.mutable_inventory_snapshot()->set_seq(1);
+  dispatcher.OnAgentMessage("host-a", snapshot);
+  AgentMessage event;
+  event.mutable_event()->set_key("lonely");
+  event.mutable_event()->set_event_id("lonely");
+  dispatcher.OnAgentMessage("host-a", event);
+  dispatcher.Poll();
   EXPECT_EQ(link.TakeSettled().size(), 1u);
+  EXPECT_EQ(dispatcher.stats().events_awaiting_forward, 0u);
+}
+
+TEST(DispatcherForwardTest, ADestinationMayLetGoAfterTheDispatcherIsGone) {
+  FakeClock clock;
+  auto sink = std::make_shared<RecordingSink>();
+  {
+    DispatcherOptions options;
+    options.forward = sink;
+    Dispatcher dispatcher(options, &clock);
+    FakeLink link;
+    dispatcher.AgentConnected("host-a", "host-a", &link);
+    AgentMessage event;
+    event.mutable_event()->set_key("lonely");
+    event.mutable_event()->set_event_id("lonely");
+    dispatcher.OnAgentMessage("host-a", event);
+    dispatcher.AgentDisconnected("host-a", &link);
+  }
+  ASSERT_EQ(sink->events.size(), 1u);
+  sink->events.clear();  // must not touch the Dispatcher
 }
 
 TEST_F(DispatcherTest, ListsSubscriptionsAndAgents) {

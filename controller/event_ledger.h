@@ -67,8 +67,13 @@ struct EventRecord {
   int outstanding = 0;  // subscriptions not settled yet
   bool failed = false;  // some subscription exhausted its retries
   bool no_subscribers = false;
+  // Its forwarded copy is still held by a destination (the Dispatcher's
+  // forwarding hold): the file is settled once it is let go, with
+  // forward_bytes of payload counted in the hold until then.
+  bool awaiting_forward = false;
+  size_t forward_bytes = 0;
   std::vector<std::string> errors;
-  int attempts = 0;  // the most attempts a failed subscription took, for the note  // of the failed subscriptions, for the dead-letter note
+  int attempts = 0;  // the most attempts a failed subscription took, for the dead-letter note
 };
 
 // True when the ledger dropped the payload of `event` (a record's): then it

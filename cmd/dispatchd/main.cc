@@ -197,6 +197,7 @@ int Run(const DispatchdOptions& options) {
     dispatcher_options.retry_min_backoff = options.retry_min_backoff;
     dispatcher_options.retry_max_backoff = options.retry_max_backoff;
     if (forwarder != nullptr) dispatcher_options.forward = forwarder->sink();
+    dispatcher_options.forward_hold_events = static_cast<size_t>(options.forward_hold_events);
     // A lone controller waits for the agents of an earlier run before it
     // routes anything; all-in-one knows its only agent is in-process.
     if (options.mode == Mode::kController) {

@@ -92,6 +92,20 @@ void DeclareFlags(FlagSet& flags, DispatchdOptions& o, Pending& p) {
   flags.Positive("forward-queue-size", &o.forward_queue_size, "N",
                  "events kept per destination while it is slow or down (default\n"
                  "10000); beyond that the oldest are dropped and logged");
+  flags.Custom(
+      "forward-hold-events",
+      [&o](const std::string& value) {
+        int64_t n = 0;
+        if (!absl::SimpleAtoi(value, &n) || n < 0) {
+          return absl::InvalidArgumentError("expected a number, 0 or more");
+        }
+        o.forward_hold_events = n;
+        return absl::OkStatus();
+      },
+      "N",
+      "events whose files are kept until every destination took them, so a\n"
+      "controller restart loses none (default 1000, and at most 16 MiB of\n"
+      "payload); beyond that files settle once queued; 0: never kept");
   flags.Positive("forward-max-attempts", &o.forward_max_attempts, "N",
                  "attempts of an event a destination rejects with a 4xx answer (not\n"
                  "408, 425, 429) before it goes to the dead-letter file (default 5);\n"

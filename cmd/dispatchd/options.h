@@ -84,6 +84,8 @@ struct DispatchdOptions {
   std::string tls_ca;
   std::vector<std::string> forward_destinations;
   int64_t forward_queue_size = 10000;  // events waiting per destination
+  // Events whose files wait for forwarding (DispatcherOptions::forward_hold_events).
+  int64_t forward_hold_events = 1000;
   // Attempts of an event a destination rejects for good (HTTP 4xx) before
   // it goes to the destination's dead-letter file.
   int forward_max_attempts = 5;

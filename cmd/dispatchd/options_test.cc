@@ -109,6 +109,10 @@ TEST_F(OptionsTest, ForwardingFlags) {
   EXPECT_EQ(o->forward_destinations, (std::vector<std::string>{"http://a/", "file:b"}));
   EXPECT_EQ(o->forward_queue_size, 5);
   EXPECT_EQ(Parse({})->forward_queue_size, 10000);
+  EXPECT_EQ(Parse({})->forward_hold_events, 1000);
+  EXPECT_EQ(Parse({"--forward-hold-events=0"})->forward_hold_events, 0);
+  EXPECT_THAT(Parse({"--forward-hold-events=-1"}).status().message(),
+              HasSubstr("--forward-hold-events"));
   EXPECT_THAT(Parse({"--forward-queue-size=0"}).status().message(),
               HasSubstr("--forward-queue-size"));
   EXPECT_EQ(Parse({})->forward_max_attempts, 5);

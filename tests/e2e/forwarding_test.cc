@@ -1,19 +1,22 @@
 // End to end: the real dispatchd (all-in-one, against a private dockerd)
 // forwards every event to a real HTTP receiver started by the test and to a
 // file; a receiver that is down for a while gets every event, in order, once
-// it is up; a bad destination stops start-up.
+// it is up, and the files wait for it, so that a kill -9 meanwhile loses
+// none; a bad destination stops start-up.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/http_server.h"
 #include "gmock/gmock.h"
@@ -85,6 +88,18 @@ class ForwardingTest : public DockerHostTest {
     ASSERT_TRUE(WaitFor([&] { return Gone(relative); })) << relative << " not settled\n" << Log();
   }
 
+  // Writes events/<relative> and waits until dispatchd has observed it (its
+  // file may wait for forwarding).
+  void Observe(const std::string& relative, const std::string& event_id,
+               const std::string& payload) {
+    const std::string path = events_ + "/" + relative;
+    mkdir(path.substr(0, path.rfind('/')).c_str(), 0755);
+    WriteFileAtomically(path, payload, dir_);
+    ASSERT_TRUE(WaitFor([&] {
+      return Log().find("event " + event_id + " observed by") != std::string::npos;
+    })) << relative << " not observed\n" << Log();
+  }
+
   std::vector<nlohmann::json> FileLines(const std::string& path) {
     std::vector<nlohmann::json> out;
     for (absl::string_view line : absl::StrSplit(ReadFile(path), '\n', absl::SkipEmpty())) {
@@ -142,20 +157,60 @@ TEST_F(ForwardingTest, ReceiverDownForAWhileGetsEveryEventInOrderOnceUp) {
                   "--retry-max-backoff", "500ms"});
   std::vector<std::string> expected;
   for (int i = 1; i <= 5; ++i) {
-    // Each file is settled although its forwarding cannot go out yet.
-    Emit(absl::StrCat("down/e", i), absl::StrCat("event ", i));
+    Observe(absl::StrCat("down/e", i), absl::StrCat("down.e", i), absl::StrCat("event ", i));
     expected.push_back(absl::StrCat("down.e", i));
   }
   ASSERT_TRUE(WaitFor([&] {
     return Log().find("to " + receiver.url() + " failed (attempt 2)") != std::string::npos;
   })) << Log();
   EXPECT_TRUE(receiver.events().empty());
+  for (int i = 1; i <= 5; ++i) {
+    EXPECT_FALSE(Gone(absl::StrCat("down/e", i))) << "kept until the receiver has it";
+  }
 
   ASSERT_TRUE(receiver.Start(port).ok()) << "port " << port << " was taken meanwhile";
   ASSERT_TRUE(WaitFor([&] { return receiver.events().size() >= 5; })) << Log();
   EXPECT_THAT(Ids(receiver.events()), ::testing::ElementsAreArray(expected));
   EXPECT_EQ(receiver.events()[0]["payload"], "event 1");
   EXPECT_THAT(Log(), HasSubstr("forwarding to " + receiver.url() + " works again"));
+  for (int i = 1; i <= 5; ++i) {
+    EXPECT_TRUE(WaitFor([&] { return Gone(absl::StrCat("down/e", i)); })) << i << "\n" << Log();
+  }
+  receiver.Stop();
+}
+
+// The forwarding queue is in memory: what it held when dispatchd was killed
+// comes again from the files, which wait until the receiver has each event.
+TEST_F(ForwardingTest, AKillWhileTheReceiverIsDownLosesNoForwardedEvent) {
+  Receiver receiver;
+  ASSERT_TRUE(receiver.Start().ok());  // only to find a free port
+  const int port = receiver.port();
+  receiver.Stop();
+  const std::vector<std::string> flags = {"--forward-destination", receiver.url(),
+                                          "--retry-min-backoff", "50ms", "--retry-max-backoff",
+                                          "500ms"};
+  StartDispatchd(flags);
+  std::vector<std::string> expected;
+  for (int i = 1; i <= 5; ++i) {
+    Observe(absl::StrCat("kill/e", i), absl::StrCat("kill.e", i), absl::StrCat("event ", i));
+    expected.push_back(absl::StrCat("kill.e", i));
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    return Log().find("to " + receiver.url() + " failed (attempt 2)") != std::string::npos;
+  })) << Log();
+  dispatchd_.reset();  // SIGKILL: the queue in memory is gone
+
+  ASSERT_TRUE(receiver.Start(port).ok()) << "port " << port << " was taken meanwhile";
+  StartDispatchd(flags);
+  ASSERT_TRUE(WaitFor([&] {
+    std::vector<std::string> ids = Ids(receiver.events());
+    return std::all_of(expected.begin(), expected.end(), [&](const std::string& id) {
+      return std::find(ids.begin(), ids.end(), id) != ids.end();
+    });
+  })) << "received: " << absl::StrJoin(Ids(receiver.events()), ",") << "\n" << Log();
+  for (int i = 1; i <= 5; ++i) {
+    EXPECT_TRUE(WaitFor([&] { return Gone(absl::StrCat("kill/e", i)); })) << i << "\n" << Log();
+  }
   receiver.Stop();
 }
 

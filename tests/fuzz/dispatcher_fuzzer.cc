@@ -14,7 +14,9 @@
 //   events_observed == in flight + settled (delivered, no subscribers,
 //   dead-lettered); no more events held than in flight; ListEvents lists
 //   every event in flight;
-// - each observed event is forwarded once (the forwarding sink);
+// - each observed event is forwarded once (the forwarding sink, which holds
+//   on to them for a while when the program says so); no more events wait
+//   for forwarding than are in flight;
 // - the connected and fresh agent counts match the sessions that are open;
 // - a Command goes only to an agent that reported the container, for an
 //   event some agent observed, with an argv that the container's
@@ -90,16 +92,21 @@ const T& Pick(fuzz::ByteReader& in, const T (&options)[N]) {
   return options[in.Below(N)];
 }
 
-// Counts what the Dispatcher forwards.
+// Counts what the Dispatcher forwards. While `keeping`, it holds on to the
+// events as a destination that is down does (their files must wait, within
+// the Dispatcher's forwarding hold); otherwise it lets go at once.
 class CountingSink : public sinks::Sink {
  public:
   absl::Status Write(sinks::EventPtr event) override {
     FUZZ_CHECK(event != nullptr) << "null event forwarded";
     ++written;
+    if (keeping) kept.push_back(std::move(event));
     return absl::OkStatus();
   }
   absl::Status Close() override { return absl::OkStatus(); }
   uint64_t written = 0;
+  bool keeping = false;
+  std::deque<sinks::EventPtr> kept;
 };
 
 struct Harness;
@@ -167,6 +174,7 @@ struct Harness {
     options.max_attempts = 1 + in.Below(4);
     options.max_env_payload_bytes = in.Bool() ? 16 : 4096;
     options.forward = forward;
+    options.forward_hold_events = 3;  // so that both sides of the bound are reached
     dispatcher = std::make_unique<Dispatcher>(options, &clock);
     if (in.Bool()) {
       // Watching changes what the Dispatcher builds (updates, exec targets).
@@ -291,6 +299,9 @@ struct Harness {
         << " + settled " << s.events_settled_delivered << "/" << s.events_settled_no_subscribers
         << "/" << s.events_settled_dead_letter;
     FUZZ_CHECK(s.events_held <= s.events_in_flight) << s.events_held;
+    FUZZ_CHECK(s.events_awaiting_forward <= s.events_in_flight &&
+               s.events_awaiting_forward <= 3)
+        << s.events_awaiting_forward << " events wait for forwarding";
     FUZZ_CHECK(forward->written == s.events_observed)
         << "forwarded " << forward->written << " of " << s.events_observed << " events";
     uint64_t connected = 0;
@@ -570,6 +581,14 @@ struct Harness {
         break;
       case 10: Api(in); break;
       case 11:
+        // The forwarding destination takes its oldest event, or, with none
+        // waiting, starts or stops keeping them.
+        if (!forward->kept.empty()) {
+          TRACE << "forwarding destination takes " << forward->kept.front()->id << "\n";
+          forward->kept.pop_front();
+        } else {
+          forward->keeping = !forward->keeping;
+        }
         if (watcher != nullptr) {
           std::vector<dispatch::v1::WatchUpdate> updates;
           (void)watcher->Take(&updates);
@@ -583,6 +602,8 @@ struct Harness {
   // event re-sent, every command answered, while the clock runs.
   void Drain() {
     TRACE << "drain\n";
+    forward->keeping = false;  // the destination is back
+    forward->kept.clear();
     for (int round = 0; round < 100; ++round) {
       for (int a = 0; a < kAgents; ++a) {
         AgentModel& agent = agents[a];
