@@ -257,11 +257,53 @@ class FakeSocket {
   }
   std::string host() const { return "unix://" + path_; }
   const std::string& path() const { return path_; }
+  int fd() const { return fd_; }
 
  private:
   std::string dir_;
   std::string path_;
   int fd_ = -1;
+  std::thread server_;
+};
+
+// A unix socket whose server follows a script: connection i answers the
+// requests that come on it with script[i], in order ("" reads the request
+// and closes without an answer), then closes. Counts the connections.
+class ScriptedEngine {
+ public:
+  explicit ScriptedEngine(std::vector<std::vector<std::string>> script) {
+    socket_.Bind(/*listen_too=*/true);
+    const int fd = ListeningFd();
+    server_ = std::thread([this, fd, script = std::move(script)] {
+      for (const std::vector<std::string>& replies : script) {
+        const int conn = accept(fd, nullptr, nullptr);
+        if (conn < 0) return;
+        ++connections_;
+        for (const std::string& reply : replies) {
+          char buf[4096];
+          if (read(conn, buf, sizeof(buf)) <= 0) break;  // one read holds a request here
+          if (reply.empty()) break;
+          (void)write(conn, reply.data(), reply.size());
+        }
+        close(conn);
+      }
+    });
+  }
+  ~ScriptedEngine() { server_.join(); }
+  std::string host() const { return socket_.host(); }
+  int connections() const { return connections_; }
+
+  static std::string Answer(int status, const std::string& body) {
+    return absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Type: application/json\r\n",
+                        "Content-Length: ", body.size(), "\r\n\r\n", body);
+  }
+  static std::string VersionAnswer() { return Answer(200, R"({"ApiVersion":"1.41"})"); }
+  static std::string NotFound() { return Answer(404, R"({"message":"No such container: x"})"); }
+
+ private:
+  int ListeningFd();
+  FakeSocket socket_;
+  std::atomic<int> connections_{0};
   std::thread server_;
 };
 
@@ -300,6 +342,46 @@ TEST(NewDockerClientTest, SayWhatIsWrongWithTheSocket) {
     EXPECT_EQ(version.status().code(), absl::StatusCode::kUnavailable);
     EXPECT_THAT(std::string(version.status().message()), HasSubstr("is not a Docker engine"));
   }
+}
+
+int ScriptedEngine::ListeningFd() { return socket_.fd(); }
+
+TEST(DockerClientConnectionTest, CallsShareOneKeptConnection) {
+  std::unique_ptr<DockerApi> client;
+  {
+    ScriptedEngine engine({{ScriptedEngine::VersionAnswer(), ScriptedEngine::NotFound(),
+                            ScriptedEngine::NotFound()}});
+    client = *NewDockerClient({.host = engine.host()});
+    EXPECT_EQ(*client->Version(), "1.41");
+    EXPECT_EQ(client->InspectContainer("x").status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(client->InspectContainer("x").status().code(), absl::StatusCode::kNotFound);
+    client.reset();  // closes the kept connection: the script ends
+    EXPECT_EQ(engine.connections(), 1);
+  }
+}
+
+TEST(DockerClientConnectionTest, AKeptConnectionTheEngineClosedIsReplaced) {
+  ScriptedEngine engine({{ScriptedEngine::VersionAnswer()}, {ScriptedEngine::NotFound()}});
+  auto client = *NewDockerClient({.host = engine.host()});
+  EXPECT_EQ(*client->Version(), "1.41");
+  EXPECT_EQ(client->InspectContainer("x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine.connections(), 2);
+}
+
+TEST(DockerClientConnectionTest, ARequestTheEngineDroppedOnAKeptConnectionGoesOnceMore) {
+  // The engine takes the second request, then closes without an answer.
+  ScriptedEngine engine({{ScriptedEngine::VersionAnswer(), ""}, {ScriptedEngine::NotFound()}});
+  auto client = *NewDockerClient({.host = engine.host()});
+  EXPECT_EQ(*client->Version(), "1.41");
+  EXPECT_EQ(client->InspectContainer("x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine.connections(), 2);
+}
+
+TEST(DockerClientConnectionTest, ARequestDroppedOnANewConnectionIsAnError) {
+  ScriptedEngine engine({{""}});
+  auto client = *NewDockerClient({.host = engine.host()});
+  EXPECT_EQ(client->Version().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(engine.connections(), 1);
 }
 
 TEST(DefaultDockerHostTest, FollowsDockerHostElseTheUsualSockets) {
