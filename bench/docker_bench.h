@@ -46,6 +46,8 @@ struct DockerBenchResults {
   std::vector<double> floor_ms, dispatchd_ms, shell_ms;
   // From dispatchd's own log: file observed -> exec create / start sent.
   std::vector<double> internal_create_ms, internal_start_ms;
+  // The floor's exec create sent -> exec start sent (its create round trip).
+  std::vector<double> floor_create_ms;
   std::vector<BurstRound> burst;
   int burst_files = 0;
   int burst_containers = 0;
