@@ -327,7 +327,10 @@ Watcher::Report Agent::OnFile(const std::string& relative_path, absl::Time obser
       return Watcher::Report::kDone;
     }
   }
-  absl::StatusOr<Payload> payload = spool_.Read(relative_path, options_.max_payload_bytes);
+  // Read and marked through one descriptor.
+  absl::StatusOr<EventFile> file = spool_.Open(relative_path);
+  absl::StatusOr<Payload> payload =
+      file.ok() ? file->Read(options_.max_payload_bytes) : file.status();
   if (absl::IsUnavailable(payload.status())) {
     LOG(DEBUG) << relative_path << " is still open for writing: looked at again when it is closed";
     return Watcher::Report::kStillOpen;
@@ -373,7 +376,7 @@ Watcher::Report Agent::OnFile(const std::string& relative_path, absl::Time obser
       event.set_generation(next_generation_++);
     }
     if (std::optional<FileIdentity> now =
-            WriteMark(relative_path, identity->Mark(event.generation()));
+            WriteMark(relative_path, identity->Mark(event.generation()), &*file);
         now.has_value() && now->SameContent(*identity)) {
       identity = now;
     }
@@ -400,8 +403,11 @@ Watcher::Report Agent::OnFile(const std::string& relative_path, absl::Time obser
 }
 
 std::optional<Agent::FileIdentity> Agent::WriteMark(const std::string& key,
-                                                    const dispatch::v1::EventMark& mark) {
-  absl::StatusOr<struct stat> st = spool_.WriteMark(key, mark.SerializeAsString());
+                                                    const dispatch::v1::EventMark& mark,
+                                                    EventFile* file) {
+  absl::StatusOr<struct stat> st = file != nullptr
+                                       ? file->WriteMark(mark.SerializeAsString())
+                                       : spool_.WriteMark(key, mark.SerializeAsString());
   if (!st.ok()) {
     if (!absl::IsNotFound(st.status()) && !marks_unavailable_logged_.exchange(true)) {
       LOG(WARNING) << "cannot keep the state of event " << key << " with its file ("

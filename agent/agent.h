@@ -164,9 +164,11 @@ class Agent {
   void HandleDelivered(const dispatch::v1::Delivered& delivered);
   // Stores `mark` with the file of `key`; returns the file's identity
   // afterwards (the attribute changes its ctime), or nullopt if it could not
-  // (logged once where marks cannot be kept).
+  // (logged once where marks cannot be kept). Through `file` when it is
+  // open already (the file of `key`), else opened anew.
   std::optional<FileIdentity> WriteMark(const std::string& key,
-                                        const dispatch::v1::EventMark& mark);
+                                        const dispatch::v1::EventMark& mark,
+                                        EventFile* file = nullptr);
   // An exec worker: runs queued commands until Stop().
   void ExecWorker();
   void OnExecDie(const std::string& exec_id, int exit_code, absl::Time time);

@@ -46,6 +46,7 @@ class ScopedFd {
   }
   ~ScopedFd() { Reset(); }
   int get() const { return fd_; }
+  int Release() { return std::exchange(fd_, -1); }
 
  private:
   void Reset() {
@@ -353,17 +354,46 @@ absl::Status Spool::PurgeDeadLetter(absl::string_view rel) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) const {
+EventFile::EventFile(int fd, struct stat st, std::string rel)
+    : fd_(fd), st_(st), rel_(std::move(rel)) {}
+EventFile::EventFile(EventFile&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), st_(other.st_), rel_(std::move(other.rel_)) {}
+EventFile& EventFile::operator=(EventFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    st_ = other.st_;
+    rel_ = std::move(other.rel_);
+  }
+  return *this;
+}
+EventFile::~EventFile() {
+  if (fd_ >= 0) close(fd_);
+}
+
+absl::StatusOr<EventFile> Spool::Open(absl::string_view rel) const {
   RETURN_IF_ERROR(CheckRelative(rel));
-  if (max_bytes < 0) return absl::InvalidArgumentError("max_bytes < 0");
   const std::string what = absl::StrCat("reading event file ", rel);
   struct stat st;
   ASSIGN_OR_RETURN(ScopedFd fd, OpenEventFile(root_, rel, what, &st));
+  return EventFile(fd.Release(), st, std::string(rel));
+}
+
+absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) const {
+  if (max_bytes < 0) return absl::InvalidArgumentError("max_bytes < 0");
+  ASSIGN_OR_RETURN(EventFile file, Open(rel));
+  return file.Read(max_bytes);
+}
+
+absl::StatusOr<Payload> EventFile::Read(int64_t max_bytes) {
+  if (max_bytes < 0) return absl::InvalidArgumentError("max_bytes < 0");
+  const std::string what = absl::StrCat("reading event file ", rel_);
+  struct stat st = st_;
   // A file still open for writing is not an event yet: its writer's close
-  // reports it again. Otherwise the lease, held until `fd` closes, makes a
-  // writer that opens it meanwhile wait until the read is done.
+  // reports it again. Otherwise the lease, held until the file closes, makes
+  // a writer that opens it meanwhile wait until the read is done.
   Payload payload;
-  switch (TakeReadLease(fd.get())) {
+  switch (TakeReadLease(fd_)) {
     case Writers::kOpen:
       return absl::UnavailableError(absl::StrCat(what, ": still open for writing"));
     case Writers::kNone:
@@ -372,7 +402,7 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
     case Writers::kUnknown:
       break;
   }
-  if (payload.writers_checked && fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
+  if (payload.writers_checked && fstat(fd_, &st) != 0) return ErrnoStatus(errno, what);
   payload.size = st.st_size;
   const size_t limit = static_cast<size_t>(max_bytes);
   std::string& data = payload.data;
@@ -380,7 +410,7 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
   size_t length = 0;
   while (length < limit) {
     if (length == data.size()) data.resize(std::min(limit, data.size() + kReadChunk));
-    ssize_t n = read(fd.get(), &data[length], data.size() - length);
+    ssize_t n = read(fd_, &data[length], data.size() - length);
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus(errno, what);
@@ -393,14 +423,14 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
   // payload does not use, since it waits in memory until settled.
   if (data.capacity() > data.size() + 4096) data.shrink_to_fit();
   char mark[4096];
-  ssize_t mark_size = fgetxattr(fd.get(), kMarkAttribute, mark, sizeof(mark));
+  ssize_t mark_size = fgetxattr(fd_, kMarkAttribute, mark, sizeof(mark));
   if (mark_size > 0) {
     payload.mark.assign(mark, static_cast<size_t>(mark_size));
   } else if (mark_size < 0 && errno == ERANGE) {
-    mark_size = fgetxattr(fd.get(), kMarkAttribute, nullptr, 0);
+    mark_size = fgetxattr(fd_, kMarkAttribute, nullptr, 0);
     if (mark_size > 0 && static_cast<size_t>(mark_size) <= kMaxMarkBytes) {
       payload.mark.resize(static_cast<size_t>(mark_size));
-      mark_size = fgetxattr(fd.get(), kMarkAttribute, payload.mark.data(), payload.mark.size());
+      mark_size = fgetxattr(fd_, kMarkAttribute, payload.mark.data(), payload.mark.size());
       payload.mark.resize(mark_size > 0 ? static_cast<size_t>(mark_size) : 0);
     }
   }
@@ -410,11 +440,25 @@ absl::StatusOr<Payload> Spool::Read(absl::string_view rel, int64_t max_bytes) co
     char probe;
     ssize_t n;
     do {
-      n = read(fd.get(), &probe, 1);
+      n = read(fd_, &probe, 1);
     } while (n < 0 && errno == EINTR);
     payload.truncated = n > 0;
   }
   return payload;
+}
+
+absl::StatusOr<struct stat> EventFile::WriteMark(absl::string_view mark) {
+  const std::string what = absl::StrCat("marking event file ", rel_);
+  if (fsetxattr(fd_, kMarkAttribute, mark.data(), mark.size(), 0) != 0) {
+    if (errno == ENOTSUP) {
+      return absl::UnimplementedError(
+          absl::StrCat(what, ": the file system keeps no user extended attributes"));
+    }
+    return ErrnoStatus(errno, what);
+  }
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return ErrnoStatus(errno, what);
+  return st;
 }
 
 absl::StatusOr<struct stat> Spool::WriteMark(absl::string_view rel, absl::string_view mark) const {
@@ -422,15 +466,7 @@ absl::StatusOr<struct stat> Spool::WriteMark(absl::string_view rel, absl::string
   const std::string what = absl::StrCat("marking event file ", rel);
   struct stat st;
   ASSIGN_OR_RETURN(ScopedFd fd, OpenEventFile(root_, rel, what, &st));
-  if (fsetxattr(fd.get(), kMarkAttribute, mark.data(), mark.size(), 0) != 0) {
-    if (errno == ENOTSUP) {
-      return absl::UnimplementedError(
-          absl::StrCat(what, ": the file system keeps no user extended attributes"));
-    }
-    return ErrnoStatus(errno, what);
-  }
-  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what);
-  return st;
+  return EventFile(fd.Release(), st, std::string(rel)).WriteMark(mark);
 }
 
 absl::Status Spool::Delete(absl::string_view rel) const {

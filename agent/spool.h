@@ -49,6 +49,30 @@ struct Payload {
   std::string mark;
 };
 
+// One event file held open by Spool::Open, so that it is read and then
+// marked through one descriptor (one path walk, one open). Where leases
+// work, the read lease Read() takes is held until the EventFile closes.
+class EventFile {
+ public:
+  EventFile(EventFile&& other) noexcept;
+  EventFile& operator=(EventFile&& other) noexcept;
+  ~EventFile();
+  EventFile(const EventFile&) = delete;
+  EventFile& operator=(const EventFile&) = delete;
+
+  // As Spool::Read.
+  absl::StatusOr<Payload> Read(int64_t max_bytes);
+  // As Spool::WriteMark.
+  absl::StatusOr<struct stat> WriteMark(absl::string_view mark);
+
+ private:
+  friend class Spool;
+  EventFile(int fd, struct stat st, std::string what_rel);
+  int fd_;
+  struct stat st_;  // at open
+  std::string rel_;
+};
+
 class Spool {
  public:
   // `root` is the events directory; it is not created here.
@@ -61,6 +85,9 @@ class Spool {
   // file open for writing (open_writers.h): it is not complete yet, and its
   // writer's close makes it an event again.
   absl::StatusOr<Payload> Read(absl::string_view rel, int64_t max_bytes) const;
+  // Opens root/rel as Read does (the same errors), to read and mark it
+  // through one descriptor.
+  absl::StatusOr<EventFile> Open(absl::string_view rel) const;
 
   // Sets the extended attribute user.dispatchd.event of the regular file
   // root/rel to `mark` (what the agent keeps with an unsettled event) and

@@ -104,6 +104,27 @@ TEST_F(SpoolTest, ReadOfAHugeFileIsBoundedAndMarkedTruncated) {
   EXPECT_TRUE(nothing->truncated);
 }
 
+TEST_F(SpoolTest, AnOpenEventFileIsReadAndMarkedThroughOneDescriptor) {
+  MakeDir(InRoot("d"));
+  WriteFile(InRoot("d/a"), "payload");
+  absl::StatusOr<EventFile> file = Spool(root_).Open("d/a");
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<Payload> payload = file->Read(100);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(payload->data, "payload");
+  EXPECT_EQ(payload->mark, "");
+  // The descriptor, not the path: the mark follows the file it opened.
+  ASSERT_EQ(rename(InRoot("d/a").c_str(), InRoot("d/b").c_str()), 0);
+  absl::StatusOr<struct stat> marked = file->WriteMark("m1");
+  if (absl::IsUnimplemented(marked.status())) GTEST_SKIP() << marked.status();
+  ASSERT_TRUE(marked.ok()) << marked.status();
+  EXPECT_EQ(marked->st_size, 7);
+  absl::StatusOr<Payload> again = Spool(root_).Read("d/b", 100);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->mark, "m1");
+  EXPECT_EQ(Spool(root_).Open("d/a").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(SpoolTest, ReadsNestedFilesWithOddNames) {
   MakeDir(InRoot("dir with space"));
   MakeDir(InRoot("dir with space/ünï"));
