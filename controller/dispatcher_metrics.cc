@@ -105,6 +105,11 @@ DispatcherMetrics::DispatcherMetrics(Registry& registry)
                        .AddGauge("dispatchd_events_held",
                                  "Events held until every agent's inventory is fresh.")
                        .Add({})),
+      events_awaiting_forward_(
+          registry
+              .AddGauge("dispatchd_events_awaiting_forward",
+                        "Events whose files are kept until every forwarding destination took them.")
+              .Add({})),
       debounce_pending_(registry
                             .AddGauge("dispatchd_debounce_pending",
                                       "Deliveries waiting for their debounce period.")
@@ -198,6 +203,7 @@ void DispatcherMetrics::ObserveWorkDuration(absl::Duration d) {
 void DispatcherMetrics::SetGauges(const DispatcherStats& stats) {
   events_in_flight_.Set(static_cast<double>(stats.events_in_flight));
   events_held_.Set(static_cast<double>(stats.events_held));
+  events_awaiting_forward_.Set(static_cast<double>(stats.events_awaiting_forward));
   debounce_pending_.Set(static_cast<double>(stats.debounce_pending));
   agents_connected_.Set(static_cast<double>(stats.agents_connected));
   agents_fresh_.Set(static_cast<double>(stats.agents_fresh));

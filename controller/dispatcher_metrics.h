@@ -112,6 +112,7 @@ class DispatcherMetrics final : public DispatcherMetricsRecorder {
   Counter& exec_unknown_;
   Gauge& events_in_flight_;
   Gauge& events_held_;
+  Gauge& events_awaiting_forward_;
   Gauge& debounce_pending_;
   Gauge& agents_connected_;
   Gauge& agents_fresh_;

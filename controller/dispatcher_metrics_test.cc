@@ -118,6 +118,7 @@ TEST_F(DispatcherMetricsTest, EveryKnownLabelValueStartsAtZero) {
            "dispatchd_delivery_latency_seconds_count",
            "dispatchd_subscriptions{state=\"invalid\"}",
            "dispatchd_agents_connected",
+           "dispatchd_events_awaiting_forward",
            "workqueue_depth{name=\"dispatchd_deliveries\"}",
            "workqueue_adds_total{name=\"dispatchd_deliveries\"}",
            "workqueue_retries_total{name=\"dispatchd_deliveries\"}",
