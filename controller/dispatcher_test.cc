@@ -66,6 +66,22 @@ dispatch::v1::Container MakeContainer(const std::string& id, const std::string& 
   return c;
 }
 
+// An event message as an agent sends it.
+AgentMessage EventMessage(const std::string& key, const std::string& event_id) {
+  AgentMessage m;
+  m.mutable_event()->set_key(key);
+  m.mutable_event()->set_event_id(event_id);
+  return m;
+}
+
+// host-a connects to `dispatcher` on `link` with an empty inventory.
+void ConnectWithoutContainers(Dispatcher& dispatcher, FakeLink& link) {
+  dispatcher.AgentConnected("host-a", "host-a", &link);
+  AgentMessage snapshot;
+  snapshot.mutable_inventory_snapshot()->set_seq(1);
+  dispatcher.OnAgentMessage("host-a", snapshot);
+}
+
 class DispatcherTest : public ::testing::Test {
  protected:
   DispatcherTest() : dispatcher_(Options(), &clock_) {}
@@ -548,14 +564,8 @@ TEST(DispatcherStartupTest, HoldsEventsDuringTheStartupGrace) {
   options.startup_grace = absl::Seconds(15);
   Dispatcher dispatcher(options, &clock);
   FakeLink link;
-  dispatcher.AgentConnected("host-a", "host-a", &link);
-  AgentMessage snapshot;
-  snapshot.mutable_inventory_snapshot()->set_seq(1);
-  dispatcher.OnAgentMessage("host-a", snapshot);
-  AgentMessage event;
-  event.mutable_event()->set_key("e");
-  event.mutable_event()->set_event_id("e");
-  dispatcher.OnAgentMessage("host-a", event);
+  ConnectWithoutContainers(dispatcher, link);
+  dispatcher.OnAgentMessage("host-a", EventMessage("e", "e"));
   EXPECT_TRUE(link.TakeSettled().empty());
   EXPECT_EQ(dispatcher.Poll(), clock.Now() + absl::Seconds(5)) << "heartbeat comes first";
   clock.Advance(absl::Seconds(15));
@@ -623,10 +633,7 @@ TEST(DispatcherForwardTest, EveryEventIsForwardedOnce) {
   EXPECT_EQ(sink->events[0]->source_host, "host-a");
   EXPECT_EQ(sink->events[0]->path, "a/b.txt");
   // An event nobody subscribes to is forwarded too, then settled.
-  AgentMessage lonely;
-  lonely.mutable_event()->set_key("lonely");
-  lonely.mutable_event()->set_event_id("lonely");
-  dispatcher.OnAgentMessage("host-a", lonely);
+  dispatcher.OnAgentMessage("host-a", EventMessage("lonely", "lonely"));
   ASSERT_EQ(sink->events.size(), 2u);
   EXPECT_EQ(sink->events[1]->id, "lonely");
   EXPECT_TRUE(link.TakeSettled().empty()) << "not before the destination took it";
@@ -659,9 +666,7 @@ class DispatcherForwardHoldTest : public DispatcherTest {
     dispatcher_.OnAgentMessage("host-a", m);
   }
   void Send(const std::string& key, const std::string& event_id, const std::string& payload = "") {
-    AgentMessage m;
-    m.mutable_event()->set_key(key);
-    m.mutable_event()->set_event_id(event_id);
+    AgentMessage m = EventMessage(key, event_id);
     m.mutable_event()->set_payload(payload);
     dispatcher_.OnAgentMessage("host-a", m);
   }
@@ -745,14 +750,8 @@ TEST(DispatcherForwardTest, AnEventTheDestinationsRefuseAtOnceSettles) {
   options.forward = std::make_shared<FailingSink>();
   Dispatcher dispatcher(options, &clock);
   FakeLink link;
-  dispatcher.AgentConnected("host-a", "host-a", &link);
-  AgentMessage snapshot;
-  snapshot.mutable_inventory_snapshot()->set_seq(1);
-  dispatcher.OnAgentMessage("host-a", snapshot);
-  AgentMessage event;
-  event.mutable_event()->set_key("lonely");
-  event.mutable_event()->set_event_id("lonely");
-  dispatcher.OnAgentMessage("host-a", event);
+  ConnectWithoutContainers(dispatcher, link);
+  dispatcher.OnAgentMessage("host-a", EventMessage("lonely", "lonely"));
   dispatcher.Poll();
   EXPECT_EQ(link.TakeSettled().size(), 1u);
   EXPECT_EQ(dispatcher.stats().events_awaiting_forward, 0u);
@@ -767,10 +766,7 @@ TEST(DispatcherForwardTest, ADestinationMayLetGoAfterTheDispatcherIsGone) {
     Dispatcher dispatcher(options, &clock);
     FakeLink link;
     dispatcher.AgentConnected("host-a", "host-a", &link);
-    AgentMessage event;
-    event.mutable_event()->set_key("lonely");
-    event.mutable_event()->set_event_id("lonely");
-    dispatcher.OnAgentMessage("host-a", event);
+    dispatcher.OnAgentMessage("host-a", EventMessage("lonely", "lonely"));
     dispatcher.AgentDisconnected("host-a", &link);
   }
   ASSERT_EQ(sink->events.size(), 1u);

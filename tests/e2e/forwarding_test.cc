@@ -100,6 +100,30 @@ class ForwardingTest : public DockerHostTest {
     })) << relative << " not observed\n" << Log();
   }
 
+  static std::vector<std::string> ForwardFlags(const Receiver& receiver) {
+    return {"--forward-destination", receiver.url(), "--retry-min-backoff", "50ms",
+            "--retry-max-backoff", "500ms"};
+  }
+
+  // Finds a free port for `receiver` and leaves it stopped, starts dispatchd
+  // forwarding to it, writes <dir>/e1 .. e5 ("event 1" ...) and waits until
+  // forwarding failed twice. Returns the event ids in order.
+  std::vector<std::string> ObserveWhileTheReceiverIsDown(Receiver& receiver,
+                                                         const std::string& dir) {
+    EXPECT_TRUE(receiver.Start().ok());
+    receiver.Stop();
+    StartDispatchd(ForwardFlags(receiver));
+    std::vector<std::string> ids;
+    for (int i = 1; i <= 5; ++i) {
+      ids.push_back(absl::StrCat(dir, ".e", i));
+      Observe(absl::StrCat(dir, "/e", i), ids.back(), absl::StrCat("event ", i));
+    }
+    EXPECT_TRUE(WaitFor([&] {
+      return Log().find("to " + receiver.url() + " failed (attempt 2)") != std::string::npos;
+    })) << Log();
+    return ids;
+  }
+
   std::vector<nlohmann::json> FileLines(const std::string& path) {
     std::vector<nlohmann::json> out;
     for (absl::string_view line : absl::StrSplit(ReadFile(path), '\n', absl::SkipEmpty())) {
@@ -150,25 +174,13 @@ TEST_F(ForwardingTest, ForwardsEveryEventToHttpAndFileBesideDeliveries) {
 
 TEST_F(ForwardingTest, ReceiverDownForAWhileGetsEveryEventInOrderOnceUp) {
   Receiver receiver;
-  ASSERT_TRUE(receiver.Start().ok());  // only to find a free port
-  const int port = receiver.port();
-  receiver.Stop();
-  StartDispatchd({"--forward-destination", receiver.url(), "--retry-min-backoff", "50ms",
-                  "--retry-max-backoff", "500ms"});
-  std::vector<std::string> expected;
-  for (int i = 1; i <= 5; ++i) {
-    Observe(absl::StrCat("down/e", i), absl::StrCat("down.e", i), absl::StrCat("event ", i));
-    expected.push_back(absl::StrCat("down.e", i));
-  }
-  ASSERT_TRUE(WaitFor([&] {
-    return Log().find("to " + receiver.url() + " failed (attempt 2)") != std::string::npos;
-  })) << Log();
+  const std::vector<std::string> expected = ObserveWhileTheReceiverIsDown(receiver, "down");
   EXPECT_TRUE(receiver.events().empty());
   for (int i = 1; i <= 5; ++i) {
     EXPECT_FALSE(Gone(absl::StrCat("down/e", i))) << "kept until the receiver has it";
   }
 
-  ASSERT_TRUE(receiver.Start(port).ok()) << "port " << port << " was taken meanwhile";
+  ASSERT_TRUE(receiver.Start(receiver.port()).ok()) << "the port was taken meanwhile";
   ASSERT_TRUE(WaitFor([&] { return receiver.events().size() >= 5; })) << Log();
   EXPECT_THAT(Ids(receiver.events()), ::testing::ElementsAreArray(expected));
   EXPECT_EQ(receiver.events()[0]["payload"], "event 1");
@@ -183,25 +195,11 @@ TEST_F(ForwardingTest, ReceiverDownForAWhileGetsEveryEventInOrderOnceUp) {
 // comes again from the files, which wait until the receiver has each event.
 TEST_F(ForwardingTest, AKillWhileTheReceiverIsDownLosesNoForwardedEvent) {
   Receiver receiver;
-  ASSERT_TRUE(receiver.Start().ok());  // only to find a free port
-  const int port = receiver.port();
-  receiver.Stop();
-  const std::vector<std::string> flags = {"--forward-destination", receiver.url(),
-                                          "--retry-min-backoff", "50ms", "--retry-max-backoff",
-                                          "500ms"};
-  StartDispatchd(flags);
-  std::vector<std::string> expected;
-  for (int i = 1; i <= 5; ++i) {
-    Observe(absl::StrCat("kill/e", i), absl::StrCat("kill.e", i), absl::StrCat("event ", i));
-    expected.push_back(absl::StrCat("kill.e", i));
-  }
-  ASSERT_TRUE(WaitFor([&] {
-    return Log().find("to " + receiver.url() + " failed (attempt 2)") != std::string::npos;
-  })) << Log();
+  const std::vector<std::string> expected = ObserveWhileTheReceiverIsDown(receiver, "kill");
   dispatchd_.reset();  // SIGKILL: the queue in memory is gone
 
-  ASSERT_TRUE(receiver.Start(port).ok()) << "port " << port << " was taken meanwhile";
-  StartDispatchd(flags);
+  ASSERT_TRUE(receiver.Start(receiver.port()).ok()) << "the port was taken meanwhile";
+  StartDispatchd(ForwardFlags(receiver));
   ASSERT_TRUE(WaitFor([&] {
     std::vector<std::string> ids = Ids(receiver.events());
     return std::all_of(expected.begin(), expected.end(), [&](const std::string& id) {
