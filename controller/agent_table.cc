@@ -15,6 +15,7 @@ AgentTable::AgentTable(AgentTableOptions options, absl::Time started_at)
     : options_(std::move(options)), startup_grace_end_(started_at + options_.startup_grace) {
   for (const auto& [id, host] : options_.expected_agents) {
     Agent& agent = agents_[id];
+    ++not_fresh_;  // new, so not fresh
     agent.host = host;
     agent.away_since = started_at;
     agent.last_heard = started_at;
@@ -23,13 +24,15 @@ AgentTable::AgentTable(AgentTableOptions options, absl::Time started_at)
 
 AgentTable::Connection AgentTable::Connect(const std::string& agent_id, const std::string& host,
                                            AgentLink* link, absl::Time now) {
-  Agent& agent = agents_[agent_id];
+  auto [it, inserted] = agents_.try_emplace(agent_id);
+  Agent& agent = it->second;
+  if (inserted) ++not_fresh_;  // a new agent is not fresh
   Connection connection;
   if (agent.link != nullptr && agent.link != link) connection.replaced = agent.link;
   connection.was_away = agent.link == nullptr && agent.away_since.has_value();
   agent.link = link;
   agent.host = host;
-  agent.fresh = false;
+  SetFresh(agent, false);
   agent.away_since.reset();
   agent.last_heard = now;
   agent.last_heartbeat_sent = now;
@@ -40,12 +43,27 @@ bool AgentTable::Disconnect(const std::string& agent_id, AgentLink* link, absl::
   auto it = agents_.find(agent_id);
   if (it == agents_.end() || it->second.link != link) return false;
   it->second.link = nullptr;
-  it->second.fresh = false;
+  SetFresh(it->second, false);
   it->second.away_since = now;
   return true;
 }
 
-void AgentTable::Remove(const std::string& agent_id) { agents_.erase(agent_id); }
+void AgentTable::Remove(const std::string& agent_id) {
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end()) return;
+  if (!it->second.fresh) --not_fresh_;
+  agents_.erase(it);
+}
+
+void AgentTable::SetFresh(Agent& agent, bool fresh) {
+  if (agent.fresh == fresh) return;
+  agent.fresh = fresh;
+  if (fresh) {
+    --not_fresh_;
+  } else {
+    ++not_fresh_;
+  }
+}
 
 const AgentTable::Agent* AgentTable::Find(const std::string& agent_id) const {
   auto it = agents_.find(agent_id);
@@ -69,7 +87,7 @@ bool AgentTable::AcceptSnapshot(const std::string& agent_id, uint64_t seq) {
   Agent& agent = At(agent_id);
   agent.seq = seq;
   const bool was_fresh = agent.fresh;
-  agent.fresh = true;
+  SetFresh(agent, true);
   return was_fresh;
 }
 
@@ -77,7 +95,7 @@ AgentTable::DeltaOrder AgentTable::AcceptDelta(const std::string& agent_id, uint
   Agent& agent = At(agent_id);
   if (seq <= agent.seq) return DeltaOrder::kCovered;
   if (seq != agent.seq + 1) {
-    agent.fresh = false;
+    SetFresh(agent, false);
     return DeltaOrder::kGap;
   }
   agent.seq = seq;
@@ -87,7 +105,7 @@ AgentTable::DeltaOrder AgentTable::AcceptDelta(const std::string& agent_id, uint
 bool AgentTable::MarkStale(const std::string& agent_id) {
   Agent& agent = At(agent_id);
   const bool was_fresh = agent.fresh;
-  agent.fresh = false;
+  SetFresh(agent, false);
   return was_fresh;
 }
 
@@ -95,11 +113,8 @@ bool AgentTable::AllFresh(absl::Time now) const {
   // Until the start-up grace has passed, agents of an earlier run may still
   // be reconnecting: routing now could miss their subscribers.
   if (now < startup_grace_end_) return false;
-  if (agents_.empty()) return false;
-  for (const auto& [id, agent] : agents_) {
-    if (!agent.fresh) return false;  // away agents are never fresh
-  }
-  return true;
+  // Away agents are never fresh, so they count among the not fresh.
+  return !agents_.empty() && not_fresh_ == 0;
 }
 
 std::vector<std::string> AgentTable::ExpiredAway(absl::Time now) const {
@@ -143,12 +158,6 @@ absl::Time AgentTable::NextDeadline(absl::Time now) const {
 size_t AgentTable::connected_count() const {
   size_t n = 0;
   for (const auto& [id, agent] : agents_) n += agent.link != nullptr ? 1 : 0;
-  return n;
-}
-
-size_t AgentTable::fresh_count() const {
-  size_t n = 0;
-  for (const auto& [id, agent] : agents_) n += agent.fresh ? 1 : 0;
   return n;
 }
 

@@ -11,6 +11,11 @@
 // start-up grace after the controller started, so that agents of an
 // earlier run can reconnect first.
 //
+// AllFresh is asked for every event, so it must not walk the agents: the
+// table counts the agents that are not fresh, and every change of an
+// agent's freshness (connect, snapshot, stale, a delta gap, disconnect,
+// removal) goes through one place that keeps the count.
+//
 // The table decides; it sends nothing and closes nothing: the Dispatcher
 // acts on what it returns (the replaced link to close, the heartbeats due,
 // the agents to expire).
@@ -128,7 +133,7 @@ class AgentTable {
   bool MarkStale(const std::string& agent_id);
 
   // Every agent is fresh (away ones never are), there is at least one, and
-  // the start-up grace is over at `now`.
+  // the start-up grace is over at `now`. Constant time.
   bool AllFresh(absl::Time now) const;
 
   // The agents away for at least the away grace at `now`, in id order. They
@@ -158,7 +163,8 @@ class AgentTable {
     return options_.heartbeat_period * options_.missed_heartbeats;
   }
   size_t connected_count() const;
-  size_t fresh_count() const;
+  // Constant time.
+  size_t fresh_count() const { return agents_.size() - not_fresh_; }
   // Every agent, in id order.
   std::vector<AgentInfo> Infos() const;
   // Ids of the agents with a session, sorted.
@@ -168,10 +174,14 @@ class AgentTable {
 
  private:
   Agent& At(const std::string& agent_id);
+  // The one place an agent's freshness changes; keeps not_fresh_.
+  void SetFresh(Agent& agent, bool fresh);
 
   const AgentTableOptions options_;
   const absl::Time startup_grace_end_;
   std::map<std::string, Agent> agents_;
+  // Agents in agents_ whose `fresh` is false (the away ones among them).
+  size_t not_fresh_ = 0;
 };
 
 }  // namespace controller

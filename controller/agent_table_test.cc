@@ -1,5 +1,6 @@
 #include "controller/agent_table.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@ namespace controller {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using Kind = AgentTable::HeartbeatAction::Kind;
 using DeltaOrder = AgentTable::DeltaOrder;
@@ -227,6 +229,175 @@ TEST_F(AgentTableStartupTest, NothingIsFreshDuringTheStartupGrace) {
   clock_.SetTime(started + absl::Seconds(15));
   EXPECT_TRUE(table_.AllFresh(clock_.Now()));
   EXPECT_EQ(table_.NextDeadline(clock_.Now()), clock_.Now() + kPeriod);
+}
+
+// AllFresh and fresh_count keep a count of the agents that are not fresh
+// instead of walking them: after every kind of transition they must say what
+// a walk over Infos() says.
+class AgentTableCountTest : public ::testing::Test {
+ protected:
+  static constexpr absl::Duration kGrace = absl::Seconds(15);
+
+  AgentTableCountTest()
+      : started_(clock_.Now()),
+        table_(AgentTableOptions{.heartbeat_period = kPeriod,
+                                 .missed_heartbeats = 3,
+                                 .startup_grace = kGrace,
+                                 .expected_agents = {{"host-x", "x"}, {"host-y", "y"}}},
+               clock_.Now()) {}
+
+  // The brute-force answer, from every agent's own state.
+  void ExpectCountsAgree(const std::string& step) {
+    SCOPED_TRACE(step);
+    const absl::Time now = clock_.Now();
+    const std::vector<AgentInfo> infos = table_.Infos();
+    size_t fresh = 0;
+    for (const AgentInfo& info : infos) fresh += info.inventory_fresh ? 1 : 0;
+    const bool all_fresh = now >= started_ + kGrace && !infos.empty() && fresh == infos.size();
+    EXPECT_EQ(table_.fresh_count(), fresh);
+    EXPECT_EQ(table_.AllFresh(now), all_fresh);
+    const std::string reason = table_.NotFreshReason(now);
+    EXPECT_EQ(reason.empty(), all_fresh) << reason;
+    if (now >= started_ + kGrace) {
+      for (const AgentInfo& info : infos) {
+        if (!info.inventory_fresh) {
+          EXPECT_THAT(reason, HasSubstr("agent " + info.agent_id));
+        }
+      }
+    }
+  }
+
+  FakeClock clock_;
+  const absl::Time started_;
+  AgentTable table_;
+  NullLink links_[4];
+};
+
+TEST_F(AgentTableCountTest, EveryTransitionKeepsTheCount) {
+  ExpectCountsAgree("expected agents, away from the start");
+  table_.Connect("host-x", "x", &links_[0], clock_.Now());
+  ExpectCountsAgree("an expected agent connects");
+  table_.AcceptSnapshot("host-x", 1);
+  ExpectCountsAgree("its snapshot");
+  table_.AcceptSnapshot("host-x", 2);
+  ExpectCountsAgree("a second snapshot of a fresh agent");
+  table_.Connect("host-a", "a", &links_[1], clock_.Now());
+  ExpectCountsAgree("a new agent connects");
+  table_.AcceptSnapshot("host-a", 1);
+  table_.Connect("host-y", "y", &links_[2], clock_.Now());
+  table_.AcceptSnapshot("host-y", 5);
+  ExpectCountsAgree("every agent fresh, within the start-up grace");
+  clock_.SetTime(started_ + kGrace);
+  ExpectCountsAgree("the start-up grace ends");
+  EXPECT_TRUE(table_.AllFresh(clock_.Now()));
+
+  EXPECT_EQ(table_.AcceptDelta("host-y", 6), DeltaOrder::kNext);
+  ExpectCountsAgree("the next delta");
+  EXPECT_EQ(table_.AcceptDelta("host-y", 6), DeltaOrder::kCovered);
+  ExpectCountsAgree("a covered delta");
+  EXPECT_EQ(table_.AcceptDelta("host-y", 9), DeltaOrder::kGap);
+  ExpectCountsAgree("a delta gap");
+  EXPECT_EQ(table_.AcceptDelta("host-y", 10), DeltaOrder::kGap);
+  ExpectCountsAgree("another gap of an agent not fresh");
+  table_.AcceptSnapshot("host-y", 11);
+  ExpectCountsAgree("the snapshot after the gap");
+
+  table_.MarkStale("host-a");
+  ExpectCountsAgree("stale");
+  table_.MarkStale("host-a");
+  ExpectCountsAgree("stale again");
+  table_.AcceptSnapshot("host-a", 2);
+
+  table_.Connect("host-a", "a", &links_[3], clock_.Now());
+  ExpectCountsAgree("a fresh agent opens a second session (replacing the first)");
+  table_.Connect("host-a", "a", &links_[3], clock_.Now());
+  ExpectCountsAgree("the same session again");
+  EXPECT_FALSE(table_.Disconnect("host-a", &links_[1], clock_.Now()));
+  ExpectCountsAgree("the replaced session ends");
+  table_.AcceptSnapshot("host-a", 3);
+  EXPECT_TRUE(table_.Disconnect("host-a", &links_[3], clock_.Now()));
+  ExpectCountsAgree("a fresh agent disconnects");
+  EXPECT_TRUE(table_.Disconnect("host-x", &links_[0], clock_.Now()));
+  ExpectCountsAgree("another");
+  table_.Connect("host-a", "a", &links_[1], clock_.Now());
+  ExpectCountsAgree("an away agent comes back");
+  table_.AcceptSnapshot("host-a", 4);
+  ExpectCountsAgree("and is fresh");
+
+  clock_.Advance(table_.away_grace());
+  ASSERT_THAT(table_.ExpiredAway(clock_.Now()), ElementsAre("host-x"));
+  table_.Remove("host-x");
+  ExpectCountsAgree("an away agent expires");
+  EXPECT_TRUE(table_.AllFresh(clock_.Now()));
+  table_.MarkStale("host-y");
+  table_.Remove("host-y");
+  ExpectCountsAgree("a connected agent that is not fresh is forgotten");
+  table_.Remove("host-a");
+  ExpectCountsAgree("a fresh one is forgotten");
+  table_.Remove("host-a");
+  ExpectCountsAgree("an unknown one");
+  EXPECT_FALSE(table_.AllFresh(clock_.Now())) << "no agent left";
+}
+
+TEST_F(AgentTableCountTest, RandomTransitionsKeepTheCount) {
+  const std::vector<std::string> ids = {"host-a", "host-b", "host-c", "host-x", "host-y"};
+  std::mt19937 random(20240613);
+  for (int step = 0; step < 5000; ++step) {
+    const std::string& id = ids[random() % ids.size()];
+    const bool known = table_.Find(id) != nullptr;
+    std::string what;
+    switch (random() % 9) {
+      case 0:
+      case 1: {
+        NullLink* link = &links_[random() % 4];
+        table_.Connect(id, id, link, clock_.Now());
+        what = "connect";
+        break;
+      }
+      case 2:
+        if (!known) continue;
+        table_.AcceptSnapshot(id, table_.Find(id)->seq + 1 + random() % 3);
+        what = "snapshot";
+        break;
+      case 3:
+        if (!known) continue;
+        // The next one, one covered, or one after a gap.
+        table_.AcceptDelta(id, table_.Find(id)->seq + random() % 3);
+        what = "delta";
+        break;
+      case 4:
+        if (!known) continue;
+        table_.MarkStale(id);
+        what = "stale";
+        break;
+      case 5:
+        if (!known) continue;
+        table_.Disconnect(id, table_.Find(id)->link, clock_.Now());
+        what = "disconnect";
+        break;
+      case 6:
+        table_.Disconnect(id, &links_[random() % 4], clock_.Now());
+        what = "disconnect of any session";
+        break;
+      case 7:
+        for (const std::string& expired : table_.ExpiredAway(clock_.Now())) {
+          table_.Remove(expired);
+        }
+        what = "expire";
+        break;
+      case 8:
+        if (random() % 4 == 0) {
+          table_.Remove(id);
+          what = "forget";
+        } else {
+          clock_.Advance(absl::Seconds(random() % 4));
+          what = "time passes";
+        }
+        break;
+    }
+    ExpectCountsAgree("step " + std::to_string(step) + ": " + what + " " + id);
+    if (HasFailure()) return;
+  }
 }
 
 }  // namespace
