@@ -39,6 +39,7 @@
 #include "controller/forwarder.h"
 #include "controller/etcd_client.h"
 #include "controller/forwarding_metrics.h"
+#include "controller/known_agents.h"
 #include "controller/replica.h"
 #include "controller/session_service.h"
 
@@ -177,11 +178,21 @@ int Run(const DispatchdOptions& options) {
   std::unique_ptr<agent::AgentMetrics> agent_metrics;
 
   std::unique_ptr<controller::Dispatcher> dispatcher;  // a lone controller's
+  // Records a lone controller's agents in --state-dir.
+  std::unique_ptr<controller::KnownAgentsWriter> known_agents;
   std::unique_ptr<controller::EtcdApi> etcd;
   std::unique_ptr<controller::Replica> replica;  // under leader election
   std::unique_ptr<controller::SessionService> service;
   std::unique_ptr<controller::ApiService> api_service;
   std::unique_ptr<grpc::Server> server;
+  if (!options.state_dir.empty() &&
+      (options.mode != Mode::kController || !options.etcd_endpoints.empty())) {
+    LOG(WARNING) << "--state-dir is for a lone controller; ignored "
+                 << (options.mode == Mode::kAgent ? "by an agent"
+                     : options.mode == Mode::kAllInOne
+                         ? "in all-in-one mode (its agent is in-process: nothing waits for it)"
+                         : "by a controller replica (the agents' list is kept in etcd)");
+  }
   if (run_controller) {
     const controller::AccessTokens access{options.token, options.agent_token, options.api_token,
                                           options.api_read_token};
@@ -254,9 +265,26 @@ int Run(const DispatchdOptions& options) {
           .Register(registry)
           .Add({})
           .Set(1);
+      if (options.mode == Mode::kController && !options.state_dir.empty()) {
+        // Wait for the agents of the previous run, as recorded, instead of
+        // the fixed grace; record them for the next run as they change.
+        absl::StatusOr<controller::AgentHosts> known =
+            controller::LoadKnownAgents(options.state_dir, &dispatcher_options);
+        if (!known.ok()) {
+          LOG(ERROR) << "--state-dir: " << known.status().message();
+          return 2;
+        }
+        known_agents = std::make_unique<controller::KnownAgentsWriter>(
+            controller::KnownAgentsWriterOptions{
+                .path = controller::KnownAgentsPath(options.state_dir), .written = *known},
+            // Asked on the writer's thread only, once the Dispatcher exists.
+            [&dispatcher] { return dispatcher->KnownAgents(); }, Clock::Real());
+        dispatcher_options.on_agents_changed = [w = known_agents.get()] { w->Nudge(); };
+      }
       dispatcher = std::make_unique<controller::Dispatcher>(dispatcher_options, Clock::Real());
       controller::ExportDispatcherGauges(registry, dispatcher.get(), dispatcher_metrics.get());
       dispatcher->Start();
+      if (known_agents != nullptr) known_agents->Start();
     }
     service = std::make_unique<controller::SessionService>(
         dispatcher.get(),
@@ -415,6 +443,9 @@ int Run(const DispatchdOptions& options) {
   if (agent != nullptr) agent->Stop();
   if (server != nullptr) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (dispatcher != nullptr) dispatcher->Stop();
+  // The agents as they are now (the ones whose sessions just ended too):
+  // the next start waits for them.
+  if (known_agents != nullptr) known_agents->Stop();
   if (forwarder != nullptr) {
     // What a destination has not taken by then is logged as dropped.
     if (absl::Status status = forwarder->Close(absl::Now() + kForwardDrainTimeout); !status.ok()) {

@@ -80,6 +80,10 @@ void DeclareFlags(FlagSet& flags, DispatchdOptions& o, Pending& p) {
              "allow --listen on a non-loopback address without tokens or --tls-ca");
   flags.Duration("heartbeat", &o.heartbeat, "D",
                  "agent heartbeat period (default 5s; 3 missed end a session)");
+  flags.String("state-dir", &o.state_dir, "DIR",
+               "where a lone controller records the agents it knows (created if\n"
+               "missing), so that after a restart it routes as soon as they are back\n"
+               "instead of after a start-up grace of 3 heartbeats (default: none)");
   flags.Positive("max-attempts", &o.max_attempts, "N",
                  "delivery attempts before an event is dead-lettered (default 8)");
   flags.Duration("retry-min-backoff", &o.retry_min_backoff, "D",

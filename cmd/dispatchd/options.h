@@ -49,6 +49,10 @@ struct DispatchdOptions {
   int max_attempts = 8;
   absl::Duration retry_min_backoff = absl::Milliseconds(200);
   absl::Duration retry_max_backoff = absl::Seconds(30);
+  // A lone controller's state directory (controller/known_agents.h): the
+  // agents it knows, so that a restart waits for those rather than a fixed
+  // start-up grace. Empty: none.
+  std::string state_dir;
   // Leader election (docs/ha.md): empty etcd_endpoints means none.
   std::vector<std::string> etcd_endpoints;
   std::string etcd_prefix = "/dispatchd";

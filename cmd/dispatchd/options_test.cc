@@ -206,6 +206,20 @@ TEST_F(OptionsTest, AReplicaListeningEverywhereMustSayWhereItIsReached) {
   EXPECT_EQ(o->advertise_address, "ctl-a.example:7700");
 }
 
+TEST_F(OptionsTest, AControllerTakesAStateDirectory) {
+  auto o = Parse({"controller"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->state_dir, "") << "none by default: the fixed start-up grace";
+  env_["DISPATCHD_STATE_DIR"] = "/var/lib/dispatchd-controller";
+  o = Parse({"controller"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->state_dir, "/var/lib/dispatchd-controller");
+  o = Parse({"controller", "--state-dir", "/srv/state"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->state_dir, "/srv/state");
+  EXPECT_THAT(DispatchdUsage(), HasSubstr("--state-dir DIR"));
+}
+
 TEST_F(OptionsTest, EtcdIsForControllerReplicasOnly) {
   auto o = Parse({"--etcd-endpoints", "http://127.0.0.1:2379"});
   ASSERT_FALSE(o.ok());

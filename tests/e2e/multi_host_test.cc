@@ -21,6 +21,9 @@ namespace dispatchd {
 namespace testing {
 namespace {
 
+using ::testing::ContainsRegex;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct Host {
   std::string name;
@@ -63,11 +66,13 @@ class MultiHostTest : public ::testing::Test {
     RemoveTree(dir_);
   }
 
-  void StartController(std::vector<std::string> extra = {}) {
+  // Flags in `extra` win over the same flags here (--heartbeat).
+  void StartController(std::vector<std::string> extra = {},
+                       const std::string& log_name = "controller.log") {
     std::vector<std::string> args = {"controller", "--listen", address_, "--token", "s3cret",
                                      "--heartbeat", "1s", "--log-level", "debug"};
     args.insert(args.end(), extra.begin(), extra.end());
-    auto process = DispatchdProcess::Start(args, dir_ + "/controller.log");
+    auto process = DispatchdProcess::Start(args, dir_ + "/" + log_name);
     ASSERT_TRUE(process.ok()) << process.status();
     controller_ = *std::move(process);
   }
@@ -162,6 +167,50 @@ TEST_F(MultiHostTest, AgentKeepsEventsWhileTheControllerIsAwayAndResendsThem) {
   ASSERT_TRUE(WaitFor([&] { return !FileExists(a.events + "/later"); }));
   EXPECT_TRUE(a.agent->Running());
   EXPECT_TRUE(b.agent->Running());
+}
+
+// A controller with --state-dir records the agents it knows; restarted, it
+// waits for exactly those instead of a fixed start-up grace, and routes as
+// soon as they are back with fresh inventories. Its heartbeat is a minute,
+// so without the list the grace would be three minutes: an event delivered
+// within WaitFor's 30 s was routed because of the list, not the grace.
+TEST_F(MultiHostTest, ControllerRestartedWithItsStateDirRoutesOnceItsAgentsAreBack) {
+  Host& a = hosts_[0];
+  Host& b = hosts_[1];
+  Run(b, "remote", {"subscription.later.container.command=touch /later"});
+  const std::string state = dir_ + "/controller-state";
+  const std::vector<std::string> flags = {"--state-dir", state, "--heartbeat", "1m"};
+  StartController(flags, "controller-1.log");
+  StartAgent(a);
+  StartAgent(b);
+  ASSERT_TRUE(WaitFor([&] { return AllInventoriesIn(); })) << controller_->Log();
+  EXPECT_THAT(controller_->Log(), HasSubstr("no list of known agents yet"));
+  const std::string list = state + "/known-agents.json";
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string known = ReadFile(list);
+    return known.find("\"host-a\"") != std::string::npos &&
+           known.find("\"host-b\"") != std::string::npos;
+  })) << ReadFile(list);
+
+  ASSERT_OK(controller_->Terminate());
+  WriteFile(a.events + "/later", "kept");
+  ASSERT_TRUE(WaitFor([&] { return a.agent->Log().find("controller session ended") !=
+                                   std::string::npos; }));
+
+  StartController(flags, "controller-2.log");
+  ASSERT_TRUE(WaitFor([&] { return InContainer(b, "remote", "/later"); })) << controller_->Log();
+  ASSERT_TRUE(WaitFor([&] { return !FileExists(a.events + "/later"); }));
+  const std::string log = controller_->Log();
+  EXPECT_THAT(log, HasSubstr("routing waits for the 2 agents known from " + list));
+  EXPECT_THAT(log, Not(HasSubstr("start-up grace of")));
+  // Both were expected, so both come back rather than connect anew...
+  EXPECT_THAT(log, ContainsRegex("agent host-a \\(host [^)]*\\) reconnected"));
+  EXPECT_THAT(log, ContainsRegex("agent host-b \\(host [^)]*\\) reconnected"));
+  // ...and the event was routed only once both inventories were in.
+  const size_t delivered = log.find("delivered later to ");
+  ASSERT_NE(delivered, std::string::npos) << log;
+  EXPECT_LT(log.find("agent host-a inventory:"), delivered);
+  EXPECT_LT(log.find("agent host-b inventory:"), delivered);
 }
 
 TEST_F(MultiHostTest, WrongTokenIsRefused) {
