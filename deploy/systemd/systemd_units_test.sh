@@ -7,8 +7,9 @@
 #     (the last assignment of each setting wins in systemd, so that is the
 #     one checked);
 #  3. the environment files set only variables dispatchd reads, with values
-#     it accepts (the commented examples too), and the agent's events
-#     directory is the one its unit makes writable.
+#     it accepts (the commented examples too), the agent's events directory
+#     is the one its unit makes writable, and the controller's state
+#     directory is its unit's StateDirectory.
 #
 # verify insists that ExecStart's binary exists, so each unit is copied to
 # $TEST_TMPDIR with ExecStart pointing at the dispatchd built here instead of
@@ -153,6 +154,7 @@ expect "$unit" DynamicUser yes
 expect_only "$unit" CapabilityBoundingSet ""
 expect "$unit" PrivateUsers yes
 expect "$unit" LogsDirectory dispatchd
+expect "$unit" StateDirectory dispatchd-controller
 if grep -qE '^(User|Group)=' "$HERE/$unit"; then
   fail "$unit: sets User= or Group=; it runs as its DynamicUser"
 fi
@@ -222,6 +224,16 @@ case "$events_dir" in
   "/var/lib/$(last_value dispatchd-agent.service StateDirectory)/"*) ;;
   *) fail "agent.env: DISPATCHD_EVENTS_DIR '$events_dir' is outside the unit's StateDirectory" ;;
 esac
+
+state_dir="$(grep -E '^DISPATCHD_STATE_DIR=' "$HERE/controller.env" | tail -n 1)" || true
+state_dir="${state_dir#*=}"
+if [[ "$state_dir" != "/var/lib/$(last_value dispatchd-controller.service StateDirectory)" ]]; then
+  fail "controller.env: DISPATCHD_STATE_DIR '$state_dir' is not the controller unit's StateDirectory"
+fi
+if [[ "$(last_value dispatchd-controller.service StateDirectory)" == \
+    "$(last_value dispatchd-agent.service StateDirectory)" ]]; then
+  fail "the controller's StateDirectory is the agent's: a DynamicUser unit would take it over"
+fi
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed" >&2
