@@ -239,9 +239,10 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
                        log_path));
   const pid_t pid = controller->pid();
   if (options.controller_nofile > 0) {
+    // The hard limit too: dispatchd raises its soft limit to the hard one
+    // as it starts, before or after this.
     rlimit limit{};
-    prlimit(pid, RLIMIT_NOFILE, nullptr, &limit);
-    limit.rlim_cur = static_cast<rlim_t>(options.controller_nofile);
+    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(options.controller_nofile);
     if (prlimit(pid, RLIMIT_NOFILE, &limit, nullptr) != 0) {
       return absl::InternalError(absl::StrCat("prlimit: ", std::strerror(errno)));
     }

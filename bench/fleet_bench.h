@@ -56,8 +56,9 @@ struct FleetBenchOptions {
   int64_t routing_events = 100000;
   uint64_t max_unsettled = 2000;
   std::string log_level = "info";
-  // When > 0, the controller's RLIMIT_NOFILE soft limit (set on it after it
-  // starts), to see what a controller with that limit does with the fleet.
+  // When > 0, the controller's RLIMIT_NOFILE, soft and hard (set on it
+  // after it starts), to see what a controller with that limit does with
+  // the fleet.
   int64_t controller_nofile = 0;
   // When set, `perf record -g` of the controller during the storm, the idle
   // window and the routing, into DIR/fleet-N-{storm,idle,routing}.perf.data.

@@ -30,6 +30,7 @@
 #include "common/http_server.h"
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "common/open_file_limit.h"
 #include "common/process_metrics.h"
 #include "common/tls.h"
 #include "controller/access_policy.h"
@@ -141,6 +142,21 @@ int Run(const DispatchdOptions& options) {
   // container: with SIGCHLD ignored the kernel reaps them, so none stays a
   // zombie.
   if (getpid() == 1) signal(SIGCHLD, SIG_IGN);
+  // A descriptor per session and connection (and, on the agent, per file
+  // being read): the soft limit a shell gives (often 1,024) is too low for
+  // a controller of many agents, and one that runs out stops accepting
+  // connections until it is restarted.
+  if (absl::StatusOr<OpenFileLimit> limit = RaiseOpenFileLimit(); !limit.ok()) {
+    LOG(WARNING) << "open files: cannot raise the limit: " << limit.status().message();
+  } else {
+    LOG(INFO) << DescribeOpenFileLimit(*limit);
+    if (options.mode == Mode::kController) {
+      if (std::string warning = OpenFileLimitWarning(*limit, kControllerOpenFiles);
+          !warning.empty()) {
+        LOG(WARNING) << warning;
+      }
+    }
+  }
 
   const bool run_controller = options.mode != Mode::kAgent;
   const bool run_agent = options.mode != Mode::kController;
