@@ -228,15 +228,83 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   const int port = testing::FreePort();
   const int metrics_port = testing::FreePort();
   const std::string address = absl::StrCat("127.0.0.1:", port);
+  std::vector<std::string> args = {"controller",
+                                   "--listen",
+                                   address,
+                                   "--heartbeat",
+                                   absl::FormatDuration(options.heartbeat),
+                                   "--log-level",
+                                   options.log_level,
+                                   "--metrics-listen",
+                                   absl::StrCat("127.0.0.1:", metrics_port)};
+  if (options.state_dir) {
+    const std::string state = absl::StrCat(options.work_dir, "/state-", options.agents);
+    testing::RemoveTree(state);  // its first start is a first start
+    args.insert(args.end(), {"--state-dir", state});
+  }
+  r.restarted = options.restart;
+  r.state_dir = options.state_dir;
+  // The metrics server starts after the agents' port listens.
+  auto wait_answering = [&](DispatchdProcess& controller) -> absl::Status {
+    if (!testing::WaitFor([&] { return testing::HttpGet(metrics_port, "/healthz").status != 0; },
+                          absl::Seconds(30))) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the controller did not start: ", controller.Log()));
+    }
+    return absl::OkStatus();
+  };
+  // Every inventory applied: the controller's own gauges say so.
+  auto wait_fresh = [&](const Fleet& fleet, absl::Duration timeout) -> absl::Status {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      const std::string body = testing::HttpGet(metrics_port, "/metrics").body;
+      const double fresh = MetricValue(body, "dispatchd_agents_fresh");
+      const double subscriptions = MetricValue(body, "dispatchd_subscriptions{state=\"valid\"}");
+      if (fresh >= options.agents && subscriptions >= r.subscriptions) return absl::OkStatus();
+      if (absl::Now() > deadline || fleet.sessions_ended() > 0) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "storm: ", fresh, " of ", options.agents, " inventories fresh, ", subscriptions,
+            " subscriptions; sessions ended: ", fleet.sessions_ended()));
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  };
+
+  if (options.restart) {
+    // The run before the restart: the controller comes to know every agent.
+    const std::string first_log =
+        absl::StrCat(options.work_dir, "/fleet-controller-", options.agents, "-first.log");
+    ASSIGN_OR_RETURN(std::unique_ptr<DispatchdProcess> first,
+                     DispatchdProcess::Start(args, first_log));
+    RETURN_IF_ERROR(wait_answering(*first));
+    std::cerr << "fleet: " << options.agents << " agents connecting to " << address
+              << " (before the restart)\n";
+    {
+      Fleet fleet(FleetOptions{.address = address,
+                               .agents = options.agents,
+                               .containers = options.containers,
+                               .subscriptions = options.subscriptions});
+      const absl::Time c0 = fleet.ConnectAll();
+      if (!fleet.WaitWelcomed(options.storm_timeout)) {
+        return absl::DeadlineExceededError("before the restart: not every agent was welcomed");
+      }
+      RETURN_IF_ERROR(wait_fresh(fleet, options.storm_timeout));
+      r.first_fresh_seen = Since(c0, absl::Now());
+      // Restarted under the running fleet: the controller goes first.
+      ASSIGN_OR_RETURN(int status, first->Terminate());
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        return absl::InternalError(absl::StrCat("the controller before the restart exited with ",
+                                                status, ": ", first->Log()));
+      }
+    }
+    std::cerr << "fleet: controller restarted\n";
+  }
+
   const std::string log_path =
       absl::StrCat(options.work_dir, "/fleet-controller-", options.agents, ".log");
   const absl::Time spawned = absl::Now();
   ASSIGN_OR_RETURN(std::unique_ptr<DispatchdProcess> controller,
-                   DispatchdProcess::Start(
-                       {"controller", "--listen", address, "--heartbeat",
-                        absl::FormatDuration(options.heartbeat), "--log-level", options.log_level,
-                        "--metrics-listen", absl::StrCat("127.0.0.1:", metrics_port)},
-                       log_path));
+                   DispatchdProcess::Start(args, log_path));
   const pid_t pid = controller->pid();
   if (options.controller_nofile > 0) {
     // The hard limit too: dispatchd raises its soft limit to the hard one
@@ -247,12 +315,7 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
       return absl::InternalError(absl::StrCat("prlimit: ", std::strerror(errno)));
     }
   }
-  // The metrics server starts after the agents' port listens.
-  if (!testing::WaitFor([&] { return testing::HttpGet(metrics_port, "/healthz").status != 0; },
-                        absl::Seconds(30))) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("the controller did not start: ", controller->Log()));
-  }
+  RETURN_IF_ERROR(wait_answering(*controller));
   const absl::Time listening = absl::Now();
   absl::SleepFor(absl::Milliseconds(200));
   r.rss_idle_kib = ResidentKib(pid);
@@ -271,6 +334,12 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   const int64_t syn_retrans0 = TcpExtCounter("TCPSynRetrans");
   auto fds = std::make_unique<FdSampler>(pid);  // during the storm only: listing costs
   const absl::Time t0 = fleet.ConnectAll();
+  // Sent by the first agent as soon as it is welcomed (queued until then),
+  // for a subscription of the last: held until routing resumes.
+  const std::string held_id = Fleet::SubscribedEventId(options.agents - 1, 0, 0);
+  fleet.ExpectCommand(held_id);
+  fleet.SendEvent(0, "probe/held", held_id);
+  uint64_t sent = 1;
   r.listen_seconds = Since(spawned, listening);
   const absl::Duration storm_timeout = options.storm_timeout;
   if (!fleet.WaitWelcomed(storm_timeout)) {
@@ -302,21 +371,7 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
     }
     std::cerr << "\n";
   }
-  // Every snapshot applied: the controller's own gauges say so.
-  double fresh = -1, subscriptions = -1;
-  const absl::Time fresh_deadline = absl::Now() + storm_timeout;
-  while (true) {
-    const std::string body = testing::HttpGet(metrics_port, "/metrics").body;
-    fresh = MetricValue(body, "dispatchd_agents_fresh");
-    subscriptions = MetricValue(body, "dispatchd_subscriptions{state=\"valid\"}");
-    if (fresh >= options.agents && subscriptions >= r.subscriptions) break;
-    if (absl::Now() > fresh_deadline || fleet.sessions_ended() > 0) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("storm: ", fresh, " of ", options.agents, " inventories fresh, ",
-                       subscriptions, " subscriptions; sessions ended: ", fleet.sessions_ended()));
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  RETURN_IF_ERROR(wait_fresh(fleet, storm_timeout));
   const absl::Time fresh_at = absl::Now();
   r.fresh_seen = Since(t0, fresh_at);
   r.storm_controller_cpu = absl::ToDoubleSeconds(CpuTime(pid) - storm_cpu0);
@@ -324,12 +379,21 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   r.storm_listen_overflows = TcpExtCounter("ListenOverflows") - overflows0;
   r.storm_syn_retransmits = TcpExtCounter("TCPSynRetrans") - syn_retrans0;
   profiler.reset();
-  // An event right after: observed by the first agent, for a subscription
-  // of the last one.
-  const std::string probe_id = Fleet::SubscribedEventId(options.agents - 1, 0, 0);
+  std::optional<absl::Time> resumed =
+      fleet.WaitCommand(held_id, options.heartbeat * 3 + absl::Minutes(1));
+  if (!resumed.has_value()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("storm: the event sent as the storm began was not routed; sessions ended: ",
+                     fleet.sessions_ended()));
+  }
+  r.resumed = Since(t0, *resumed);
+  // An event right after every snapshot: observed by the first agent, for
+  // a subscription of the last one.
+  const std::string probe_id =
+      Fleet::SubscribedEventId(options.agents - 1, 1 % options.containers, 0);
   fleet.ExpectCommand(probe_id);
   fleet.SendEvent(0, "probe/storm", probe_id);
-  uint64_t sent = 1;
+  ++sent;
   std::optional<absl::Time> routed =
       fleet.WaitCommand(probe_id, options.heartbeat * 3 + absl::Minutes(1));
   if (!routed.has_value()) {
@@ -339,9 +403,16 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
                      fleet.sessions_ended()));
   }
   r.routed = Since(t0, *routed);
-  r.grace_end = Since(t0, spawned + 3 * options.heartbeat);
   {
     const std::string log = controller->Log();
+    // "routing waits for the N agents known from ...", when it has a list.
+    const size_t known = log.find("routing waits for the ");
+    if (known != std::string::npos) {
+      absl::string_view rest = absl::string_view(log).substr(known + 22);
+      int64_t n = -1;
+      if (absl::SimpleAtoi(rest.substr(0, rest.find(' ')), &n)) r.known_agents = n;
+    }
+    if (r.known_agents < 0) r.grace_end = Since(t0, spawned + 3 * options.heartbeat);
     const absl::Time last_inventory = LastLogTime(log, " inventory: ");
     const absl::Time resumed = LastLogTime(log, "inventories fresh: routing");
     if (last_inventory != absl::InfinitePast()) r.last_inventory_logged = Since(t0, last_inventory);
@@ -349,8 +420,10 @@ absl::StatusOr<FleetResult> RunFleetBenchmark(const FleetBenchOptions& options) 
   }
   std::cerr << absl::StrFormat(
       "fleet: storm of %d agents: every Welcome %.3f s, every snapshot applied %.3f s, "
-      "routed %.3f s (grace ends %.3f s)\n",
-      options.agents, r.welcome_last, r.fresh_seen, r.routed, r.grace_end);
+      "routing resumed %.3f s, routed %.3f s (%s)\n",
+      options.agents, r.welcome_last, r.fresh_seen, r.resumed, r.routed,
+      r.known_agents >= 0 ? absl::StrCat(r.known_agents, " agents known from the state directory")
+                          : absl::StrFormat("grace ends %.3f s", r.grace_end));
   if (!fleet.WaitSettled(sent, absl::Seconds(30))) {
     return absl::DeadlineExceededError("storm: the probe event was not settled");
   }
@@ -482,8 +555,10 @@ std::string FleetResultsMarkdown(const std::vector<FleetResult>& results,
   std::string out = absl::StrCat(
       "### 9. A fleet on one controller (synthetic agents over loopback, no Docker)\n\n",
       "One `dispatchd controller --heartbeat ", absl::FormatDuration(options.heartbeat),
-      "` (start-up grace: 3 heartbeats), agents in one process, each on a gRPC connection of "
-      "its own; ",
+      options.state_dir ? " --state-dir DIR`" : "`",
+      options.restart ? ", restarted under the fleet before the storm" : ", started fresh",
+      " (without a list of its agents it waits a start-up grace of 3 heartbeats); agents in one "
+      "process, each on a gRPC connection of its own; ",
       options.containers, " containers per agent, ", options.subscriptions,
       " subscription(s) each. Storm times are seconds from the moment every agent opened its "
       "session.\n\n");
@@ -506,6 +581,14 @@ std::string FleetResultsMarkdown(const std::vector<FleetResult>& results,
   row("RLIMIT_NOFILE: benchmark / controller", [](const FleetResult& x) {
     return absl::StrCat(x.nofile_limit, " / ", x.controller_nofile);
   });
+  row("storm after", [](const FleetResult& x) {
+    return absl::StrCat(x.restarted ? "a restart" : "a fresh start",
+                        x.state_dir ? " with --state-dir" : "",
+                        x.known_agents >= 0 ? absl::StrCat(" (", x.known_agents, " agents known)")
+                                            : std::string(" (no list: the fixed grace)"));
+  });
+  row("before the restart: every snapshot applied (s)",
+      [&](const FleetResult& x) { return secs(x.first_fresh_seen); });
   row("controller started -> answering (s, before the storm)",
       [&](const FleetResult& x) { return secs(x.listen_seconds); });
   row("storm: Welcome, p50 / last (s)", [&](const FleetResult& x) {
@@ -514,11 +597,14 @@ std::string FleetResultsMarkdown(const std::vector<FleetResult>& results,
   row("storm: every snapshot applied, gauge polled / last logged (s)", [&](const FleetResult& x) {
     return absl::StrCat(secs(x.fresh_seen), " / ", secs(x.last_inventory_logged));
   });
-  row("storm: start-up grace ends (s)", [&](const FleetResult& x) { return secs(x.grace_end); });
-  row("storm: event sent after the snapshots routed, Command received / held event logged (s)",
+  row("storm: start-up grace ends (s; n/a: none, the agents known are waited for)",
+      [&](const FleetResult& x) { return secs(x.grace_end); });
+  row("storm: routing resumed: Command of the event held since the storm began / logged (s)",
       [&](const FleetResult& x) {
-        return absl::StrCat(secs(x.routed), " / ", secs(x.resumed_logged));
+        return absl::StrCat(secs(x.resumed), " / ", secs(x.resumed_logged));
       });
+  row("storm: event sent after the snapshots, Command received (s)",
+      [&](const FleetResult& x) { return secs(x.routed); });
   row("storm: CPU until every snapshot applied, controller / fleet (s)", [](const FleetResult& x) {
     return absl::StrFormat("%.2f / %.2f", x.storm_controller_cpu, x.storm_fleet_cpu);
   });

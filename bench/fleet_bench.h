@@ -1,18 +1,23 @@
 // A fleet on one controller: N synthetic agents (bench/fleet.h, one process,
 // one gRPC connection each) against a real `dispatchd controller` process on
-// loopback, started fresh for the run. Measured, in order:
+// loopback. By default the controller is started with --state-dir, the
+// fleet connects and sends its inventories, and the controller is stopped
+// (SIGTERM) and started again on the same port and state directory: the
+// storm below is the one after a restart, when the controller knows which
+// agents to wait for. Measured, in order:
 //
 //   1. Connect storm: every agent opens its session at once, as when a
 //      controller restarts under a running fleet. From that moment: every
 //      Welcome received (connect); every inventory snapshot applied (the
 //      controller's dispatchd_agents_fresh gauge, polled every 20 ms, and
-//      the time of its last "inventory" log line); then an event sent at
-//      once by one agent for a subscription of another: when its Command
-//      arrives, routing has resumed. A lone controller holds events for a
-//      start-up grace of 3 heartbeat periods after it started, so that
-//      agents of its previous run can come back first: with the default
-//      5 s heartbeat the grace, not the storm, usually decides when
-//      routing resumes; both are reported.
+//      the time of its last "inventory" log line); when routing resumed:
+//      the Command of an event that the first agent sends as the storm
+//      begins, for a subscription of the last agent, held until then; and
+//      the Command of an event sent once every snapshot is applied. A lone
+//      controller without a list of its agents (a fresh controller, or
+//      `state_dir` false) holds events for a start-up grace of 3 heartbeat
+//      periods after it started, so that agents of its previous run can
+//      come back first; with the list it waits for exactly those agents.
 //   2. Idle: controller and fleet CPU over a window in which the agents
 //      only heartbeat.
 //   3. Reconcile: one container of one agent changes its labels (an
@@ -51,6 +56,14 @@ struct FleetBenchOptions {
   int subscriptions = 1;  // per container
   // The controller's --heartbeat (its default); the grace is 3 of them.
   absl::Duration heartbeat = absl::Seconds(5);
+  // The storm follows a restart of the controller (first start, every
+  // agent's inventory applied, SIGTERM, start again); false: a controller
+  // started fresh.
+  bool restart = true;
+  // The controller runs with --state-dir (a directory of work_dir, empty
+  // before its first start), so after a restart it waits for the agents it
+  // knew rather than a fixed start-up grace.
+  bool state_dir = true;
   absl::Duration idle_window = absl::Seconds(30);
   int reconcile_changes = 100;
   int64_t routing_events = 100000;
@@ -77,15 +90,23 @@ struct FleetResult {
   int64_t nofile_limit = -1;       // this process's soft limit during the run
   int64_t controller_nofile = -1;  // the controller's soft limit
 
+  bool restarted = false;       // the storm followed a restart of the controller
+  bool state_dir = false;       // the controller ran with --state-dir
+  double first_fresh_seen = -1;  // before the restart: connect -> every snapshot applied (s)
+  // Agents the restarted controller waited for, from its state directory;
+  // -1: none (it waited the fixed start-up grace).
+  int64_t known_agents = -1;
+
   // Storm, seconds since every session was opened (-1: not seen).
   double listen_seconds = -1;         // controller started -> answering (before the storm)
   double welcome_p50 = -1;            // half the agents had their Welcome
   double welcome_last = -1;           // every agent had its Welcome
   double fresh_seen = -1;             // the gauge showed every inventory applied
   double last_inventory_logged = -1;  // the controller logged the last snapshot applied
-  double grace_end = -1;              // 3 heartbeats after the controller was started
-  double resumed_logged = -1;         // the controller logged routing the held event
-  double routed = -1;                 // the event sent at fresh_seen: its Command received
+  double grace_end = -1;      // 3 heartbeats after the controller was started (-1: no fixed grace)
+  double resumed = -1;        // the event sent as the storm began, held: its Command received
+  double resumed_logged = -1;  // the controller logged routing the held event
+  double routed = -1;          // the event sent at fresh_seen: its Command received
   double storm_controller_cpu = 0;    // CPU seconds, storm start -> fresh_seen
   double storm_fleet_cpu = 0;
   // Connections the kernel dropped because the controller's accept queue

@@ -4,9 +4,12 @@
 //   bazel run -c opt //bench:fleet_bench -- --agents=1000
 //   bazel run -c opt //bench:fleet_bench -- --agents=1000,5000 --out=$PWD/fleet.md
 //
-// Flags: --agents=N[,N...] (1000; one run per N, each with a fresh
-// controller), --containers=N (100 per agent), --subscriptions=N (1 per
+// Flags: --agents=N[,N...] (1000; one run per N, each with a controller
+// and a state directory of its own), --containers=N (100 per agent), --subscriptions=N (1 per
 // container), --heartbeat=DURATION (5s, the controller's --heartbeat),
+// --fresh-controller (the storm on a controller started fresh instead of
+// one restarted under the fleet), --no-state-dir (the controller without
+// --state-dir: after a restart it waits its fixed start-up grace),
 // --storm-timeout-seconds=N (300), --idle-seconds=N (30),
 // --reconcile-changes=N (100), --routing-events=N (100000),
 // --max-unsettled=N (2000), --controller-log-level=LEVEL (info),
@@ -101,6 +104,10 @@ int Run(int argc, char** argv) {
       out_path = v;
     } else if (arg == "--keep-logs") {
       keep_logs = true;
+    } else if (arg == "--fresh-controller") {
+      options.restart = false;
+    } else if (arg == "--no-state-dir") {
+      options.state_dir = false;
     } else {
       ok = false;
     }

@@ -100,7 +100,7 @@ TEST(BenchSmokeTest, FleetBenchmarkProducesResults) {
   options.agents = 5;
   options.containers = 10;
   options.subscriptions = 2;
-  options.heartbeat = absl::Seconds(1);  // a start-up grace of 3 s
+  options.heartbeat = absl::Seconds(1);  // a start-up grace of 3 s, if it came to one
   options.idle_window = absl::Seconds(2);
   options.reconcile_changes = 3;
   options.routing_events = 200;
@@ -109,6 +109,11 @@ TEST(BenchSmokeTest, FleetBenchmarkProducesResults) {
   absl::StatusOr<FleetResult> r = RunFleetBenchmark(options);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->subscriptions, 100);
+  EXPECT_TRUE(r->restarted);
+  EXPECT_GE(r->first_fresh_seen, 0);
+  EXPECT_EQ(r->known_agents, 5) << "the restarted controller waited for the agents it knew";
+  EXPECT_LT(r->grace_end, 0) << "and for no fixed grace";
+  EXPECT_GE(r->resumed, 0);
   EXPECT_GE(r->listen_seconds, 0);
   EXPECT_GE(r->welcome_p50, 0);
   EXPECT_GE(r->welcome_last, 0);
