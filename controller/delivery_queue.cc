@@ -11,22 +11,26 @@ DeliveryQueue::DeliveryQueue(DeliveryQueueOptions options) : options_(std::move(
 
 bool DeliveryQueue::Add(const std::string& key, Delivery delivery, absl::Time now) {
   Lane& lane = lanes_[key];
+  if (lane.front.has_value()) {
+    lane.behind.push_back(Behind{delivery.event_seq, now});
+    return false;  // the front is in flight, waits for a retry, or is ready already
+  }
   delivery.ready_at = now;
   delivery.command_id = 0;
-  lane.queue.push_back(std::move(delivery));
-  return !lane.in_flight() && !lane.retry_at.has_value();
+  lane.front.emplace(std::move(delivery));
+  return !lane.retry_at.has_value();
 }
 
 Delivery* DeliveryQueue::Ready(const std::string& key) {
   auto it = lanes_.find(key);
   if (it == lanes_.end()) return nullptr;
   Lane& lane = it->second;
-  if (lane.queue.empty()) {
+  if (!lane.front.has_value()) {
     lanes_.erase(it);
     return nullptr;
   }
   if (lane.in_flight() || lane.retry_at.has_value()) return nullptr;
-  return &lane.queue.front();
+  return &*lane.front;
 }
 
 uint64_t DeliveryQueue::MarkSent(const std::string& key, Delivery& front,
@@ -45,22 +49,35 @@ std::optional<DeliveryQueue::Answered> DeliveryQueue::TakeAnswered(uint64_t comm
   std::string key = std::move(f->second.lane);
   in_flight_.erase(f);
   auto it = lanes_.find(key);
-  if (it == lanes_.end() || !it->second.in_flight() ||
-      it->second.queue.front().command_id != command_id) {
+  if (it == lanes_.end() || !it->second.in_flight() || it->second.front->command_id != command_id) {
     return std::nullopt;
   }
-  return Answered{std::move(key), &it->second.queue.front()};
+  return Answered{std::move(key), &*it->second.front};
 }
 
 std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
   std::optional<Delivery> delivery;  // one return: no second move of the delivery
   auto it = lanes_.find(key);
-  if (it != lanes_.end() && !it->second.queue.empty()) {
+  if (it != lanes_.end() && it->second.front.has_value()) {
     Lane& lane = it->second;
-    delivery.emplace(std::move(lane.queue.front()));
-    lane.queue.pop_front();
+    delivery.emplace(std::move(*lane.front));
     lane.retry_at.reset();
     delivery->command_id = 0;
+    if (lane.behind.empty()) {
+      lane.front.reset();
+    } else {
+      // The next one becomes the front, to the same recipient.
+      Delivery& next = *lane.front;
+      next.event_seq = lane.behind.front().event_seq;
+      next.ready_at = lane.behind.front().ready_at;
+      next.recipient = delivery->recipient;
+      next.attempts = 0;
+      next.unreachable = 0;
+      next.last_error.clear();
+      next.command_id = 0;
+      next.sent_at = absl::Time();
+      lane.behind.pop_front();
+    }
   }
   return delivery;
 }
@@ -68,9 +85,9 @@ std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
 DeliveryQueue::RetryPlan DeliveryQueue::Retry(const std::string& key, std::string error,
                                               absl::Time now, bool spend) {
   auto it = lanes_.find(key);
-  if (it == lanes_.end() || it->second.queue.empty()) return {};
+  if (it == lanes_.end() || !it->second.front.has_value()) return {};
   Lane& lane = it->second;
-  Delivery& front = lane.queue.front();
+  Delivery& front = *lane.front;
   front.command_id = 0;
   front.last_error = std::move(error);
   absl::Time at;
@@ -122,7 +139,7 @@ std::optional<absl::Time> DeliveryQueue::NextDeadline() const {
 std::vector<std::string> DeliveryQueue::LanesTo(absl::string_view agent_id) const {
   std::vector<std::string> keys;
   for (const auto& [key, lane] : lanes_) {
-    if (!lane.queue.empty() && lane.queue.front().recipient.agent_id == agent_id) {
+    if (lane.front.has_value() && lane.front->recipient.agent_id == agent_id) {
       keys.push_back(key);
     }
   }
@@ -148,8 +165,8 @@ void DeliveryQueue::AbandonAgent(absl::string_view agent_id) {
   for (uint64_t command_id : commands) in_flight_.erase(command_id);
   for (const std::string& key : lanes) {
     auto lane = lanes_.find(key);
-    if (lane != lanes_.end() && !lane->second.queue.empty()) {
-      lane->second.queue.front().command_id = 0;
+    if (lane != lanes_.end() && lane->second.front.has_value()) {
+      lane->second.front->command_id = 0;
     }
   }
 }
@@ -157,7 +174,8 @@ void DeliveryQueue::AbandonAgent(absl::string_view agent_id) {
 size_t DeliveryQueue::depth() const {
   size_t depth = 0;
   for (const auto& [key, lane] : lanes_) {
-    depth += lane.queue.size() - (lane.in_flight() ? 1 : 0);
+    if (!lane.front.has_value()) continue;
+    depth += lane.behind.size() + (lane.in_flight() ? 0 : 1);
   }
   return depth;
 }
@@ -165,16 +183,23 @@ size_t DeliveryQueue::depth() const {
 std::vector<DeliveryQueue::Position> DeliveryQueue::PositionsOf(uint64_t event_seq) const {
   std::vector<Position> out;
   for (const auto& [key, lane] : lanes_) {
-    for (size_t i = 0; i < lane.queue.size(); ++i) {
-      const Delivery& d = lane.queue[i];
-      if (d.event_seq != event_seq) continue;
-      Position p{&d, Position::State::kQueued, absl::InfinitePast()};
-      if (i == 0 && lane.in_flight()) p.state = Position::State::kInFlight;
-      if (i == 0 && lane.retry_at.has_value()) {
+    if (!lane.front.has_value()) continue;
+    if (lane.front->event_seq == event_seq) {
+      Position p{*lane.front, Position::State::kQueued, absl::InfinitePast()};
+      if (lane.in_flight()) p.state = Position::State::kInFlight;
+      if (lane.retry_at.has_value()) {
         p.state = Position::State::kRetryWait;
         p.retry_at = *lane.retry_at;
       }
-      out.push_back(p);
+      out.push_back(std::move(p));
+    }
+    for (const Behind& b : lane.behind) {
+      if (b.event_seq != event_seq) continue;
+      Delivery d;
+      d.event_seq = b.event_seq;
+      d.recipient = lane.front->recipient;
+      d.ready_at = b.ready_at;
+      out.push_back(Position{std::move(d), Position::State::kQueued, absl::InfinitePast()});
     }
   }
   return out;

@@ -5,7 +5,10 @@
 // Deliveries sit in lanes, one per key (the Dispatcher's key is the
 // (event id, agent, container) triple). A lane is FIFO with at most one
 // delivery in flight: a container receives the events of one id in order,
-// one at a time. The front of a lane is
+// one at a time. Every delivery of a lane goes to the one recipient its key
+// names: the lane keeps that recipient once, with its front, and of each
+// delivery behind the front only its event and when it entered the queue
+// (24 bytes; under load a lane holds thousands). The front of a lane is
 // - ready: it may be sent (Ready() returns it);
 // - in flight: the caller sent it as a command (MarkSent), whose id finds
 //   the lane again when the answer comes (TakeAnswered);
@@ -80,7 +83,8 @@ class DeliveryQueue {
 
   // Appends `delivery` to lane `key`, ready from `now`. Returns true when
   // the lane may send at once (nothing in flight, no retry waiting): the
-  // caller then sends its front (Ready()).
+  // caller then sends its front (Ready()). Behind a front, only its
+  // event_seq is kept: the lane's deliveries share the front's recipient.
   bool Add(const std::string& key, Delivery delivery, absl::Time now);
 
   // The front of lane `key` if it may be sent: nothing in flight and no
@@ -147,27 +151,35 @@ class DeliveryQueue {
   // attempts.
   void AbandonAgent(absl::string_view agent_id);
 
-  // Deliveries waiting in the queue, those in flight excluded.
   // Where the deliveries of event `event_seq` stand (for the API):
-  // O(lanes).
+  // O(deliveries).
   struct Position {
-    const Delivery* delivery;
+    Delivery delivery;
     enum class State { kQueued, kInFlight, kRetryWait } state;
     absl::Time retry_at;  // for kRetryWait
   };
   std::vector<Position> PositionsOf(uint64_t event_seq) const;
 
+  // Deliveries waiting in the queue, those in flight excluded.
   size_t depth() const;
   // Lanes with deliveries; commands in flight.
   size_t lane_count() const { return lanes_.size(); }
   size_t in_flight_count() const { return in_flight_.size(); }
 
  private:
+  // A delivery behind the front of its lane.
+  struct Behind {
+    uint64_t event_seq;
+    absl::Time ready_at;
+  };
   struct Lane {
-    std::deque<Delivery> queue;          // the front alone may be in flight
+    // The front alone may be in flight or wait for a retry; none: the lane
+    // is empty (and nothing is behind).
+    std::optional<Delivery> front;
+    std::deque<Behind> behind;
     std::optional<absl::Time> retry_at;  // the front waits until then
 
-    bool in_flight() const { return !queue.empty() && queue.front().command_id != 0; }
+    bool in_flight() const { return front.has_value() && front->command_id != 0; }
   };
   struct InFlight {
     std::string lane;

@@ -268,6 +268,63 @@ TEST_F(DeliveryQueueTest, AbandonedAgentsCommandsGoAgainWithoutSpendingAttempts)
   EXPECT_TRUE(queue_.TakeAnswered(b1, "host-b").has_value());
 }
 
+// A lane keeps its recipient once: the deliveries behind the front come
+// out with it, each with its own event, entry time and a fresh budget.
+TEST_F(DeliveryQueueTest, DeliveriesBehindTheFrontComeOutWithTheLanesRecipient) {
+  const absl::Time t0 = clock_.Now();
+  queue_.Add("lane", MakeDelivery(1), t0);
+  const uint64_t first = Send("lane");
+  clock_.Advance(absl::Milliseconds(3));
+  const absl::Time t1 = clock_.Now();
+  EXPECT_FALSE(queue_.Add("lane", MakeDelivery(2), t1));
+  clock_.Advance(absl::Milliseconds(4));
+  EXPECT_FALSE(queue_.Add("lane", MakeDelivery(3), clock_.Now()));
+  EXPECT_EQ(queue_.depth(), 2u);
+
+  std::vector<DeliveryQueue::Position> behind = queue_.PositionsOf(3);
+  ASSERT_EQ(behind.size(), 1u);
+  EXPECT_EQ(behind[0].state, DeliveryQueue::Position::State::kQueued);
+  EXPECT_EQ(behind[0].delivery.recipient.container_id, "c1");
+  EXPECT_EQ(behind[0].delivery.recipient.container_name, "handler");
+  EXPECT_EQ(behind[0].delivery.event_seq, 3u);
+  std::vector<DeliveryQueue::Position> front = queue_.PositionsOf(1);
+  ASSERT_EQ(front.size(), 1u);
+  EXPECT_EQ(front[0].state, DeliveryQueue::Position::State::kInFlight);
+
+  // The front fails once, then is delivered: the next one starts afresh.
+  ASSERT_TRUE(queue_.TakeAnswered(first, "host-a").has_value());
+  ASSERT_EQ(queue_.Retry("lane", "exec failed", clock_.Now()).verdict, Verdict::kScheduled);
+  std::optional<std::string> due = queue_.PopDueRetry(clock_.Now() + absl::Seconds(1));
+  ASSERT_THAT(due, Optional(std::string("lane")));
+  const uint64_t again = Send("lane");
+  ASSERT_TRUE(queue_.TakeAnswered(again, "host-a").has_value());
+  std::optional<Delivery> done = queue_.Finish("lane");
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->event_seq, 1u);
+  EXPECT_EQ(done->attempts, 1);
+  EXPECT_EQ(done->recipient.agent_id, "host-a");
+
+  Delivery* next = queue_.Ready("lane");
+  ASSERT_NE(next, nullptr);
+  EXPECT_EQ(next->event_seq, 2u);
+  EXPECT_EQ(next->ready_at, t1);
+  EXPECT_EQ(next->attempts, 0);
+  EXPECT_TRUE(next->last_error.empty());
+  EXPECT_EQ(next->command_id, 0u);
+  EXPECT_EQ(next->recipient.agent_id, "host-a");
+  EXPECT_EQ(next->recipient.container_id, "c1");
+  EXPECT_EQ(next->recipient.container_name, "handler");
+  EXPECT_EQ(next->recipient.event_id, "demo.ev");
+  EXPECT_EQ(queue_.depth(), 2u);
+
+  ASSERT_TRUE(queue_.Finish("lane").has_value());
+  ASSERT_TRUE(queue_.Finish("lane").has_value());
+  EXPECT_FALSE(queue_.Finish("lane").has_value());
+  EXPECT_EQ(queue_.Ready("lane"), nullptr);
+  EXPECT_EQ(queue_.lane_count(), 0u) << "an empty lane is dropped";
+  EXPECT_EQ(queue_.depth(), 0u);
+}
+
 TEST_F(DeliveryQueueTest, CommandIdsAreNeverReused) {
   queue_.Add("lane", MakeDelivery(1), clock_.Now());
   const uint64_t first = Send("lane");

@@ -337,10 +337,10 @@ dispatch::v1::EventInfo Dispatcher::DescribeEvent(const EventRecord& record,
                      : dispatch::v1::EventInfo::IN_FLIGHT);
   for (const DeliveryQueue::Position& p : queue_.PositionsOf(record.seq)) {
     dispatch::v1::RecipientState* r = info.add_recipients();
-    FillRecipient(p.delivery->recipient, r->mutable_recipient());
-    r->set_attempts(p.delivery->attempts);
-    r->set_last_error(p.delivery->last_error);
-    const AgentTable::Agent* agent = agents_.Find(p.delivery->recipient.agent_id);
+    FillRecipient(p.delivery.recipient, r->mutable_recipient());
+    r->set_attempts(p.delivery.attempts);
+    r->set_last_error(p.delivery.last_error);
+    const AgentTable::Agent* agent = agents_.Find(p.delivery.recipient.agent_id);
     if (agent != nullptr && agent->link == nullptr) {
       r->set_state(dispatch::v1::RecipientState::AGENT_AWAY);
     } else if (p.state == DeliveryQueue::Position::State::kInFlight) {

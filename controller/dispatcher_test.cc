@@ -1,7 +1,14 @@
 #include "controller/dispatcher.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -162,6 +169,41 @@ TEST_F(DispatcherTest, DeliversToSubscriberAndSettlesAfterTheExecStarted) {
   EXPECT_EQ(stats.events_settled_delivered, 1u);
   EXPECT_EQ(stats.deliveries[DeliveryOutcome::kDelivered], 1u);
   EXPECT_EQ(stats.events_in_flight, 0u);
+}
+
+// The "delivered" line users read: the exec's short id and dispatchd's own
+// share of the latency, in milliseconds to the microsecond.
+TEST_F(DispatcherTest, TheDeliveredLineGivesTheExecAndDispatchdsShareOfTheLatency) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+
+  std::string path = absl::StrCat(::testing::TempDir(), "/log-XXXXXX");
+  const int fd = mkstemp(path.data());
+  ASSERT_GE(fd, 0);
+  const int saved = dup(STDERR_FILENO);
+  dup2(fd, STDERR_FILENO);
+  close(fd);
+  const int64_t observed = absl::ToUnixNanos(clock_.Now());
+  AgentMessage m;
+  m.mutable_command_result()->set_command_id(commands[0].command_id());
+  m.mutable_command_result()->set_outcome(CommandResult::DELIVERED);
+  m.mutable_command_result()->set_exec_id("0123456789abcdef0123");
+  m.mutable_command_result()->set_exec_create_sent_unix_nanos(observed + 1499500);
+  m.mutable_command_result()->set_exec_start_sent_unix_nanos(observed + 12345499);
+  dispatcher_.OnAgentMessage("host-a", m);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  std::ifstream in(path);
+  std::stringstream log;
+  log << in.rdbuf();
+  unlink(path.c_str());
+
+  EXPECT_THAT(log.str(), HasSubstr("] delivered demo.some-event to handler (exec 0123456789ab; "
+                                   "file observed -> exec create sent 1.500 ms, -> exec start "
+                                   "sent 12.345 ms)\n"));
 }
 
 TEST_F(DispatcherTest, HoldsEventsUntilTheInventoryIsFresh) {
