@@ -1,6 +1,5 @@
 #include "agent/docker_client.h"
 
-#include <poll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -9,9 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
-#include <memory>
 #include <utility>
-#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -45,8 +42,6 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr char kUnixScheme[] = "unix://";
 constexpr int kMaxApiMinor = 41;  // the client speaks at most API 1.41
 constexpr std::uint64_t kMaxResponseBody = 64 << 20;
-// Connections kept open for the next calls: one per exec worker, and some.
-constexpr size_t kMaxIdleConnections = 16;
 // Longest single wait honoured (keeps steady_clock arithmetic finite).
 constexpr absl::Duration kMaxWait = absl::Hours(24);
 constexpr char kContainerEventsFilter[] = "%7B%22type%22%3A%5B%22container%22%5D%7D";
@@ -206,7 +201,7 @@ http::request<http::string_body> MakeRequest(http::verb verb, const std::string&
   http::request<http::string_body> request{verb, target, 11};
   request.set(http::field::host, "docker");
   request.set(http::field::user_agent, "dispatchd");
-  request.keep_alive(true);
+  request.keep_alive(false);
   if (json_body) {
     request.set(http::field::content_type, "application/json");
     request.body() = std::move(*json_body);
@@ -451,82 +446,36 @@ class DockerClient final : public DockerApi {
     return RoundTrip(op, verb, absl::StrCat(prefix, target), std::move(json_body));
   }
 
-  // One connection to the engine, kept open between calls (HTTP/1.1
-  // keep-alive), so that a call does not pay for a connect of its own.
-  struct Connection {
-    asio::io_context ioc;  // first: outlives the stream
-    Stream stream{ioc};
-    beast::flat_buffer buffer;
-  };
-
-  // An idle connection, or null. One the daemon closed meanwhile (it reads
-  // as end of stream; nothing else may come between our calls) is dropped.
-  std::unique_ptr<Connection> TakeIdle() const {
-    absl::MutexLock lock(&idle_mu_);
-    while (!idle_.empty()) {
-      std::unique_ptr<Connection> connection = std::move(idle_.back());
-      idle_.pop_back();
-      pollfd p{connection->stream.socket().native_handle(), POLLIN, 0};
-      if (poll(&p, 1, 0) == 0) return connection;
-    }
-    return nullptr;
-  }
-
-  void GiveBack(std::unique_ptr<Connection> connection) const {
-    absl::MutexLock lock(&idle_mu_);
-    if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(connection));
-  }
-
   absl::StatusOr<Response> RoundTrip(absl::string_view op, http::verb verb,
                                      const std::string& target,
                                      std::optional<std::string> json_body) const {
-    std::unique_ptr<Connection> connection = TakeIdle();
-    while (true) {
-      const bool reused = connection != nullptr;
-      if (!reused) {
-        connection = std::make_unique<Connection>();
-        if (beast::error_code ec =
-                Connect(connection->ioc, connection->stream, endpoint_, options_.timeout)) {
-          return ConnectError(op, endpoint_.path(), ec);
-        }
-      }
-      auto request = MakeRequest(verb, target, json_body);
-      beast::error_code ec = Write(connection->ioc, connection->stream, request, options_.timeout);
-      if (ec) {
-        if (reused) {  // closed by the daemon as we took it: once more on a new one
-          connection = nullptr;
-          continue;
-        }
-        return IoError(op, "write request", ec);
-      }
-      http::response_parser<http::string_body> parser;
-      parser.body_limit(kMaxResponseBody);
-      ec = ReadResponse(connection->ioc, connection->stream, connection->buffer, parser,
-                        options_.timeout);
-      if (ec) {
-        if (reused && !parser.got_some() && ec != beast::error::timeout) {
-          connection = nullptr;  // as above: nothing of an answer came
-          continue;
-        }
-        // An answer that is not HTTP at all: something else owns the socket.
-        // (A connection closed early is just a daemon going away.)
-        if (ec.category() == http::make_error_code(http::error::bad_version).category() &&
-            ec != http::error::end_of_stream && ec != http::error::partial_message) {
-          return NotAnEngine(absl::StrCat(op, ": ", ec.message()));
-        }
-        return IoError(op, "read response", ec);
-      }
-      Response response;
-      response.status = parser.get().result_int();
-      response.body = std::move(parser.get().body());
-      if (parser.keep_alive()) {
-        GiveBack(std::move(connection));
-      } else {
-        beast::error_code ignored;
-        connection->stream.socket().shutdown(Local::socket::shutdown_both, ignored);
-      }
-      return response;
+    asio::io_context ioc;
+    Stream stream(ioc);
+    if (beast::error_code ec = Connect(ioc, stream, endpoint_, options_.timeout)) {
+      return ConnectError(op, endpoint_.path(), ec);
     }
+    auto request = MakeRequest(verb, target, std::move(json_body));
+    if (beast::error_code ec = Write(ioc, stream, request, options_.timeout)) {
+      return IoError(op, "write request", ec);
+    }
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxResponseBody);
+    if (beast::error_code ec = ReadResponse(ioc, stream, buffer, parser, options_.timeout)) {
+      // An answer that is not HTTP at all: something else owns the socket.
+      // (A connection closed early is just a daemon going away.)
+      if (ec.category() == http::make_error_code(http::error::bad_version).category() &&
+          ec != http::error::end_of_stream && ec != http::error::partial_message) {
+        return NotAnEngine(absl::StrCat(op, ": ", ec.message()));
+      }
+      return IoError(op, "read response", ec);
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(Local::socket::shutdown_both, ignored);
+    Response response;
+    response.status = parser.get().result_int();
+    response.body = std::move(parser.get().body());
+    return response;
   }
 
   absl::Status NegotiateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -563,8 +512,6 @@ class DockerClient final : public DockerApi {
 
   const DockerClientOptions options_;
   const Local::endpoint endpoint_;
-  mutable absl::Mutex idle_mu_;
-  mutable std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(idle_mu_);
   absl::Mutex mu_;
   std::string version_ ABSL_GUARDED_BY(mu_);
   std::string prefix_ ABSL_GUARDED_BY(mu_);  // "/v1.41"; empty until negotiated

@@ -1,11 +1,10 @@
 // DockerClient: DockerApi over the Docker Engine's unix socket (HTTP/1.1 with
-// Boost.Beast). A call takes an idle connection kept from an earlier call
-// (HTTP/1.1 keep-alive; up to 16 are kept) or opens a new one, so calls from
-// many threads run in parallel without sharing a socket, and an exec pays for
-// no connect. A kept connection the daemon closed is dropped before it is
-// used; a call whose request met such a close before any answer came is
-// sent once more on a new connection (so a daemon that dies between reading
-// a request and answering it may see that request twice). The API version is
+// Boost.Beast). Each call opens its own connection, so calls from many
+// threads run in parallel without sharing a socket, and no call is answered
+// by an engine that is shutting down: dockerd closes its listening socket
+// first, then stops the containers, while it still serves the connections
+// already open, where they read as stopped (a kept connection made a
+// dockerd restart skip deliveries as "not running"). The API version is
 // negotiated once (GET /version, lazily on the first call): the client speaks
 // min(server ApiVersion, 1.41).
 //

@@ -86,11 +86,12 @@ TEST_F(MetricsExposureTest, MetricsShowNoTokenPayloadOrPath) {
   Run(handler, {{absl::StrCat("subscription.", event_id, ".container.command"),
                  absl::StrCat("touch /", handled)}});
   // Forwarding to a port where nobody listens: the destination's series
-  // exist and count failures, under a label without the query.
+  // exist and count failures, under a label without the query. Files do not
+  // wait for it (--forward-hold-events 0), so that they settle.
   const int nobody = FreePort();
   StartDispatchd({"--token", token, "--agent-id", "sec-host", "--forward-destination",
                   absl::StrCat("http://127.0.0.1:", nobody, "/hook?key=", forward_query),
-                  "--retry-max-backoff", "1s"});
+                  "--retry-max-backoff", "1s", "--forward-hold-events", "0"});
   const std::string address = Find(Log(), "controller listening on (\\S+)");
   int metrics_port = 0;
   ASSERT_TRUE(absl::SimpleAtoi(Find(Log(), "metrics listening on 127\\.0\\.0\\.1:([0-9]+)"),
