@@ -453,6 +453,7 @@ void Dispatcher::Route(uint64_t seq) {
   }
   const absl::Time now = clock_->Now();
   const std::string event_id = record->event.event_id();
+  const int64_t observed_unix_nanos = record->event.observed_unix_nanos();
   // Subscribers that already ran it before a restart (the origin agent kept
   // that with the file): not again.
   std::vector<std::pair<std::string, std::string>> already;
@@ -471,8 +472,24 @@ void Dispatcher::Route(uint64_t seq) {
     }
     const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
     const absl::Duration debounce = target.subscription->debounce;
-    Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
     Recipient recipient{*target.agent_id, *target.container_id, *target.container_name, event_id};
+    if (debounce > absl::ZeroDuration()) {
+      // The handler gets the latest write. An event written before the one
+      // already waiting (sent again out of order after a restart, or from
+      // another host) does not take its place: it is the one coalesced.
+      if (std::optional<std::pair<Debouncer::Item, absl::Time>> waiting =
+              debouncer_.PendingOf(key);
+          waiting.has_value()) {
+        const EventRecord* later = ledger_.Find(waiting->first);
+        if (later != nullptr && later->event.observed_unix_nanos() > observed_unix_nanos) {
+          Resolve(seq, recipient, DeliveryOutcome::kCoalesced,
+                  absl::StrCat("coalesced into a later event (debounce ",
+                               absl::FormatDuration(debounce), ", written after it)"));
+          continue;
+        }
+      }
+    }
+    Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
     if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
       if (decision.coalesced.has_value()) {
         // This event took the place of a pending one (its time had come but

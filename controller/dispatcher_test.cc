@@ -447,6 +447,38 @@ TEST_F(DispatcherTest, DebounceCoalescesAndDeliversTheLatestAtTheEndOfThePeriod)
   EXPECT_EQ(dispatcher_.stats().deliveries[DeliveryOutcome::kCoalesced], 1u);
 }
 
+// Events may reach the controller out of the order they were written in (an
+// agent sending again after a restart, several hosts): the debounced
+// handler still gets the latest write.
+TEST_F(DispatcherTest, AnOlderEventArrivingLateDoesNotReplaceTheNewerOneWaiting) {
+  Connect();
+  Snapshot({MakeContainer("c1", "handler",
+                          {{"subscription.tick.container.command", "true"},
+                           {"subscription.tick.dispatching.debounce", "1000"}})});
+  const absl::Time t0 = clock_.Now();
+  Event("tick.0", "tick", "0");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  link_.TakeSettled();
+
+  clock_.SetTime(t0 + absl::Milliseconds(900));
+  Event("tick.new", "tick", "new");  // written at 900 ms: waits until 1 s
+  AgentMessage old = EventMessage("tick.old", "tick");
+  old.mutable_event()->set_payload("old");
+  old.mutable_event()->set_observed_unix_nanos(absl::ToUnixNanos(t0 + absl::Milliseconds(500)));
+  dispatcher_.OnAgentMessage("host-a", old);  // written at 500 ms, arrives last
+  std::vector<Settled> settled = link_.TakeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].key(), "tick.old") << "the older one is coalesced";
+
+  clock_.SetTime(t0 + absl::Seconds(1));
+  dispatcher_.Poll();
+  commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 1u);
+  EXPECT_THAT(commands[0].env(), ::testing::Contains("DISPATCH_EVENT_PAYLOAD=new"));
+}
+
 TEST_F(DispatcherTest, ReSentEventIsNotDispatchedTwice) {
   Connect();
   Snapshot({MakeContainer("c1", "handler", kTouch)});
