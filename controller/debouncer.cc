@@ -22,7 +22,8 @@ std::optional<std::pair<Debouncer::Item, absl::Time>> Debouncer::PendingOf(
 }
 
 Debouncer::Decision Debouncer::Offer(const std::string& key, absl::Duration period, Item item,
-                                     absl::Time now) {
+                                     absl::Time now, absl::Time written) {
+  if (written == absl::InfiniteFuture()) written = now;
   ExpireIdle(now);
   if (period <= absl::ZeroDuration() && !keys_.contains(key)) {
     // No debounce and nothing remembered: delivered now. The key is not
@@ -32,6 +33,11 @@ Debouncer::Decision Debouncer::Offer(const std::string& key, absl::Duration peri
   }
   auto [it, inserted] = keys_.try_emplace(key);
   KeyState& state = it->second;
+  if (period > absl::ZeroDuration() && state.pending.has_value() &&
+      written < state.pending_written) {
+    // Written before the item waiting: that one is the latest.
+    return {Decision::Action::kCoalesced, state.deliver_at, item};
+  }
   const bool was_idle = !inserted && !state.pending.has_value();
   if (was_idle) idle_until_.erase({state.last_delivery + state.period, key});
   state.period = period;
@@ -68,6 +74,7 @@ Debouncer::Decision Debouncer::Offer(const std::string& key, absl::Duration peri
   }
   state.pending = item;
   state.deliver_at = deliver_at;
+  state.pending_written = written;
   deadlines_.emplace(deliver_at, key);
   return {Decision::Action::kPending, deliver_at, coalesced};
 }

@@ -7,9 +7,13 @@
 // - an event at least D after the last delivery is delivered now (the tie
 //   at exactly D included);
 // - otherwise the event becomes the key's pending item, replacing (i.e.
-//   coalescing) any earlier pending one, and is due at last_delivery + D.
+//   coalescing) any earlier pending one, and is due at last_delivery + D;
+// - "earlier" is by when an event was written, which the caller may give
+//   (it defaults to when it is offered): an event written before the
+//   pending item, offered late (sent again after a restart, or from another
+//   host), does not replace it but is coalesced itself.
 // So the delay is at most D, there is at most one delivery per D, and the
-// delivered item is always the latest. D <= 0 delivers every event now.
+// delivered item is always the latest written. D <= 0 delivers every event now.
 // A pending item's delivery is recorded at its scheduled time, not when
 // TakeDue() happens to run, so a late caller does not shift the schedule.
 // If the clock steps backwards, a pending item is still due no later than
@@ -47,12 +51,16 @@ class Debouncer {
   using Item = uint64_t;
 
   struct Decision {
-    enum class Action { kDeliverNow, kPending };
+    // kCoalesced: the offered item was written before the key's pending
+    // item, which stays; the offered item is `coalesced`.
+    enum class Action { kDeliverNow, kPending, kCoalesced };
     Action action;
-    // When to deliver: == now for kDeliverNow.
+    // When to deliver: == now for kDeliverNow; the pending item's time for
+    // kCoalesced.
     absl::Time deliver_at;
-    // An earlier pending item of the same key that this one replaced; the
-    // caller settles it as coalesced.
+    // The item that is not delivered: an earlier pending item of the same
+    // key that this one replaced, or (kCoalesced) the offered item itself.
+    // The caller settles it as coalesced.
     std::optional<Item> coalesced;
   };
 
@@ -65,9 +73,11 @@ class Debouncer {
   Debouncer(const Debouncer&) = delete;
   Debouncer& operator=(const Debouncer&) = delete;
 
-  // Decides what happens to `item`, an event for `key` observed at `now`,
-  // under debounce `period`. A kDeliverNow decision counts as delivered.
-  Decision Offer(const std::string& key, absl::Duration period, Item item, absl::Time now);
+  // Decides what happens to `item`, an event for `key` offered at `now` and
+  // written at `written` (InfiniteFuture: now), under debounce `period`. A
+  // kDeliverNow decision counts as delivered.
+  Decision Offer(const std::string& key, absl::Duration period, Item item, absl::Time now,
+                 absl::Time written = absl::InfiniteFuture());
 
   // Removes and returns the pending items due at `now` (deliver_at <= now),
   // in deliver_at order (ties by key). Each counts as delivered at its
@@ -101,7 +111,8 @@ class Debouncer {
     absl::Time last_delivery;
     absl::Duration period;
     std::optional<Item> pending;
-    absl::Time deliver_at;  // meaningful while pending
+    absl::Time deliver_at;       // meaningful while pending
+    absl::Time pending_written;  // meaningful while pending
   };
 
   using TimedKey = std::pair<absl::Time, std::string>;

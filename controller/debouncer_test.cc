@@ -210,6 +210,26 @@ TEST(DebouncerTest, OverduePendingReplacedByNewEventDeliversNow) {
   EXPECT_EQ(deb.Offer("k", kD, 4, t0 + Ms(2000)).action, Action::kDeliverNow);
 }
 
+TEST(DebouncerTest, AnItemWrittenBeforeThePendingOneIsCoalescedItself) {
+  const absl::Time t0 = absl::FromUnixSeconds(1000000);
+  Debouncer deb;
+  deb.Offer("k", kD, 1, t0);
+  deb.Offer("k", kD, 2, t0 + Ms(800), t0 + Ms(800));  // due at 1000
+  // Offered at 900, written at 500: the pending item (written at 800) stays.
+  Debouncer::Decision d = deb.Offer("k", kD, 3, t0 + Ms(900), t0 + Ms(500));
+  EXPECT_EQ(d.action, Action::kCoalesced);
+  EXPECT_EQ(d.deliver_at, t0 + Ms(1000));
+  EXPECT_THAT(d.coalesced, Optional(Eq(3u)));
+  EXPECT_EQ(deb.PendingOf("k"), std::make_pair(Debouncer::Item{2}, t0 + Ms(1000)));
+  // Written after it: it takes the pending place, as always.
+  d = deb.Offer("k", kD, 4, t0 + Ms(950), t0 + Ms(850));
+  EXPECT_EQ(d.action, Action::kPending);
+  EXPECT_THAT(d.coalesced, Optional(Eq(2u)));
+  std::vector<Debouncer::Due> due = deb.TakeDue(t0 + Ms(1000));
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0].item, 4u);
+}
+
 TEST(DebouncerTest, PeriodDroppedToZeroWhilePendingDeliversLatestNow) {
   const absl::Time t0 = absl::FromUnixSeconds(1000000);
   Debouncer deb;

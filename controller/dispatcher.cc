@@ -473,24 +473,17 @@ void Dispatcher::Route(uint64_t seq) {
     const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
     const absl::Duration debounce = target.subscription->debounce;
     Recipient recipient{*target.agent_id, *target.container_id, *target.container_name, event_id};
-    if (debounce > absl::ZeroDuration()) {
-      // The handler gets the latest write. An event written before the one
-      // already waiting (sent again out of order after a restart, or from
-      // another host) does not take its place: it is the one coalesced.
-      if (std::optional<std::pair<Debouncer::Item, absl::Time>> waiting =
-              debouncer_.PendingOf(key);
-          waiting.has_value()) {
-        const EventRecord* later = ledger_.Find(waiting->first);
-        if (later != nullptr && later->event.observed_unix_nanos() > observed_unix_nanos) {
-          Resolve(seq, recipient, DeliveryOutcome::kCoalesced,
-                  absl::StrCat("coalesced into a later event (debounce ",
-                               absl::FormatDuration(debounce), ", written after it)"));
-          continue;
-        }
-      }
-    }
-    Debouncer::Decision decision = debouncer_.Offer(key, debounce, seq, now);
-    if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
+    // By when it was written: one sent again out of order after a restart,
+    // or from another host, does not replace a later write already waiting.
+    Debouncer::Decision decision = debouncer_.Offer(
+        key, debounce, seq, now,
+        observed_unix_nanos != 0 ? absl::FromUnixNanos(observed_unix_nanos)
+                                 : absl::InfiniteFuture());
+    if (decision.action == Debouncer::Decision::Action::kCoalesced) {
+      Resolve(seq, recipient, DeliveryOutcome::kCoalesced,
+              absl::StrCat("coalesced into a later event (debounce ",
+                           absl::FormatDuration(debounce), ", written after it)"));
+    } else if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
       if (decision.coalesced.has_value()) {
         // This event took the place of a pending one (its time had come but
         // Poll had not taken it yet, or the period shrank to zero): that one
