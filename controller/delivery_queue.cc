@@ -66,16 +66,9 @@ std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
     if (lane.behind.empty()) {
       lane.front.reset();
     } else {
-      // The next one becomes the front, to the same recipient.
-      Delivery& next = *lane.front;
-      next.event_seq = lane.behind.front().event_seq;
-      next.ready_at = lane.behind.front().ready_at;
-      next.recipient = delivery->recipient;
-      next.attempts = 0;
-      next.unreachable = 0;
-      next.last_error.clear();
-      next.command_id = 0;
-      next.sent_at = absl::Time();
+      // The next one becomes the front, to the same recipient, afresh.
+      lane.front.emplace(Delivery{lane.behind.front().event_seq, delivery->recipient});
+      lane.front->ready_at = lane.behind.front().ready_at;
       lane.behind.pop_front();
     }
   }
