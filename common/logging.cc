@@ -177,7 +177,7 @@ LogMessage::LogMessage(LogLevel level, const char* file, int line) : level_(leve
   char now[kLogTimeSize];
   FormatLogTime(absl::Now(), now);
   std::string& text = stream_->text();
-  text.append(now, kLogTimeSize - 1);
+  text.append(now);
   text.push_back(' ');
   text.push_back(kLetters[static_cast<int>(level)]);
   text.push_back(' ');
