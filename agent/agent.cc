@@ -88,10 +88,7 @@ bool SameRecipient(const dispatch::v1::DeliveredTo& a, const dispatch::v1::Deliv
 
 }  // namespace
 
-std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_path) const {
-  struct stat st;
-  const std::string path = absl::StrCat(options_.events_dir, "/", relative_path);
-  if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+Agent::FileIdentity Agent::FileIdentity::Of(const struct stat& st) {
   FileIdentity id;
   id.device = st.st_dev;
   id.inode = st.st_ino;
@@ -99,6 +96,13 @@ std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_p
   id.mtime_ns = Nanos(st.st_mtim);
   id.ctime_ns = Nanos(st.st_ctim);
   return id;
+}
+
+std::optional<Agent::FileIdentity> Agent::Identify(const std::string& relative_path) const {
+  struct stat st;
+  const std::string path = absl::StrCat(options_.events_dir, "/", relative_path);
+  if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return FileIdentity::Of(st);
 }
 
 Agent::Agent(AgentOptions options, DockerApi* docker, Clock* clock,
@@ -416,13 +420,7 @@ std::optional<Agent::FileIdentity> Agent::WriteMark(const std::string& key,
     }
     return std::nullopt;
   }
-  FileIdentity id;
-  id.device = st->st_dev;
-  id.inode = st->st_ino;
-  id.size = st->st_size;
-  id.mtime_ns = Nanos(st->st_mtim);
-  id.ctime_ns = Nanos(st->st_ctim);
-  return id;
+  return FileIdentity::Of(*st);
 }
 
 void Agent::HandleDelivered(const dispatch::v1::Delivered& delivered) {

@@ -28,6 +28,8 @@
 #ifndef DISPATCHD_AGENT_AGENT_H_
 #define DISPATCHD_AGENT_AGENT_H_
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -131,6 +133,8 @@ class Agent {
     int64_t size = 0;
     int64_t mtime_ns = 0;
     int64_t ctime_ns = 0;
+    // The identity in `st` (of a regular file).
+    static FileIdentity Of(const struct stat& st);
     bool operator==(const FileIdentity& o) const {
       return device == o.device && inode == o.inode && size == o.size &&
              mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns;
