@@ -30,15 +30,18 @@ EventLedger::EventLedger(const Clock* clock, EventLedgerOptions options)
 EventLedger::Admission EventLedger::Admit(const std::string& agent_id,
                                           const std::string& origin_host,
                                           const dispatch::v1::ObservedEvent& event) {
-  EventKey key{agent_id, event.key(), event.generation()};
-  auto unacked = unacked_settled_.find(key);
-  if (unacked != unacked_settled_.end()) {
-    // Settled while the agent was away: tell it again rather than re-dispatch.
-    Admission admission{Admission::Kind::kAlreadySettled, nullptr, std::move(unacked->second)};
-    unacked_settled_.erase(unacked);
-    return admission;
+  if (!unacked_settled_.empty()) {
+    auto unacked = unacked_settled_.find(EventKey{agent_id, event.key(), event.generation()});
+    if (unacked != unacked_settled_.end()) {
+      // Settled while the agent was away: tell it again rather than re-dispatch.
+      Admission admission{Admission::Kind::kAlreadySettled, nullptr, std::move(unacked->second)};
+      unacked_settled_.erase(unacked);
+      return admission;
+    }
   }
-  if (by_key_.count(key) != 0) return {Admission::Kind::kDuplicate, nullptr, std::nullopt};
+  if (by_key_.contains(EventKeyView{agent_id, event.key(), event.generation()})) {
+    return {Admission::Kind::kDuplicate, nullptr, std::nullopt};
+  }
   const uint64_t seq = next_seq_++;
   EventRecord& record = events_[seq];
   record.seq = seq;
@@ -54,7 +57,8 @@ EventLedger::Admission EventLedger::Admit(const std::string& agent_id,
       record.event.set_size(static_cast<int64_t>(bytes));
     }
   }
-  by_key_.emplace(std::move(key), seq);
+  by_key_.emplace(EventKeyView{record.origin_agent, record.event.key(), record.event.generation()},
+                  seq);
   return {Admission::Kind::kNew, &record, std::nullopt};
 }
 
@@ -89,7 +93,6 @@ bool EventLedger::Resolve(EventRecord& record) { return --record.outstanding <= 
 EventLedger::Settlement EventLedger::Settle(EventRecord& record) {
   Settlement settlement;
   Settled& settled = settlement.settled;
-  settled.set_key(record.event.key());
   settled.set_generation(record.event.generation());
   if (record.failed) {
     settled.set_disposition(Settled::DEAD_LETTER);
@@ -115,7 +118,9 @@ EventLedger::Settlement EventLedger::Settle(EventRecord& record) {
       settlement.outcome = SettleOutcome::kDelivered;
     }
   }
-  by_key_.erase(EventKey{record.origin_agent, record.event.key(), record.event.generation()});
+  by_key_.erase(EventKeyView{record.origin_agent, record.event.key(), record.event.generation()});
+  // The record goes next: its strings are moved, not copied.
+  settled.set_key(std::move(*record.event.mutable_key()));
   settlement.origin_agent = std::move(record.origin_agent);
   const uint64_t seq = record.seq;
   events_.erase(seq);  // `record` is gone

@@ -39,6 +39,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "common/clock.h"
 #include "proto/dispatch/v1/session.pb.h"
 
@@ -143,13 +144,18 @@ class EventLedger {
  private:
   // (agent id, key, generation): how an agent's event is known again.
   using EventKey = std::tuple<std::string, std::string, uint64_t>;
+  // The same, viewing strings held elsewhere: by_key_'s keys view their
+  // record's origin_agent and event.key(), which do not change while the
+  // record lives, so admitting and settling an event copies no string for
+  // it (and the key is erased before the record is).
+  using EventKeyView = std::tuple<absl::string_view, absl::string_view, uint64_t>;
 
   const Clock* const clock_;
   const EventLedgerOptions options_;
   // Node-based: references to a record stay valid while others come and go.
   absl::node_hash_map<uint64_t, EventRecord> events_;
   // EventKey -> seq, for de-duplicating re-sent events.
-  absl::flat_hash_map<EventKey, uint64_t> by_key_;
+  absl::flat_hash_map<EventKeyView, uint64_t> by_key_;
   // Settled notices whose origin agent was away.
   absl::flat_hash_map<EventKey, dispatch::v1::Settled> unacked_settled_;
   std::deque<uint64_t> held_;
