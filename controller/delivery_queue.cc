@@ -55,17 +55,20 @@ std::optional<DeliveryQueue::Answered> DeliveryQueue::TakeAnswered(uint64_t comm
   return Answered{std::move(key), &*it->second.front};
 }
 
-std::optional<Delivery> DeliveryQueue::Finish(const std::string& key) {
+std::optional<Delivery> DeliveryQueue::Finish(const std::string& key, bool* next) {
   std::optional<Delivery> delivery;  // one return: no second move of the delivery
+  if (next != nullptr) *next = false;
   auto it = lanes_.find(key);
   if (it != lanes_.end() && it->second.front.has_value()) {
     Lane& lane = it->second;
     delivery.emplace(std::move(*lane.front));
-    lane.retry_at.reset();
     delivery->command_id = 0;
     if (lane.behind.empty()) {
-      lane.front.reset();
+      // Its retry timer, if any, finds no lane and is dropped.
+      lanes_.erase(it);
     } else {
+      lane.retry_at.reset();
+      if (next != nullptr) *next = true;
       // The next one becomes the front, to the same recipient, afresh.
       lane.front.emplace(Delivery{lane.behind.front().event_seq, delivery->recipient});
       lane.front->ready_at = lane.behind.front().ready_at;

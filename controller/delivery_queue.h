@@ -111,8 +111,10 @@ class DeliveryQueue {
 
   // Removes and returns the front of lane `key` (delivered, skipped or
   // failed for good): the lane is neither in flight nor waiting after it.
-  // Nothing if the lane is empty or unknown.
-  std::optional<Delivery> Finish(const std::string& key);
+  // Nothing if the lane is empty or unknown. A lane left empty is removed
+  // at once; `next`, if given, tells whether one behind became the front
+  // (then the lane has a delivery to send).
+  std::optional<Delivery> Finish(const std::string& key, bool* next = nullptr);
 
   // A failed attempt of the front of lane `key`.
   struct RetryPlan {

@@ -78,17 +78,23 @@ TEST_F(DeliveryQueueTest, LaneIsFifoWithOneDeliveryInFlight) {
   EXPECT_EQ(answered->delivery->event_seq, 1u);
   EXPECT_EQ(answered->delivery->command_id, first);
   EXPECT_EQ(answered->delivery->sent_at, clock_.Now());
-  EXPECT_THAT(queue_.Finish("lane"), Optional(::testing::Field(&Delivery::event_seq, 1u)));
+  bool next = false;
+  EXPECT_THAT(queue_.Finish("lane", &next),
+              Optional(::testing::Field(&Delivery::event_seq, 1u)));
+  EXPECT_TRUE(next) << "the second became the front";
 
   std::vector<uint64_t> order;
+  std::vector<bool> nexts;
   while (Delivery* front = queue_.Ready("lane")) {
     order.push_back(front->event_seq);
     const uint64_t command = queue_.MarkSent("lane", *front, "host-a", clock_.Now());
     ASSERT_TRUE(queue_.TakeAnswered(command, "host-a").has_value());
-    queue_.Finish("lane");
+    queue_.Finish("lane", &next);
+    nexts.push_back(next);
   }
   EXPECT_THAT(order, ElementsAre(2, 3));
-  EXPECT_EQ(queue_.lane_count(), 0u) << "an empty lane is dropped";
+  EXPECT_THAT(nexts, ElementsAre(true, false));
+  EXPECT_EQ(queue_.lane_count(), 0u) << "a lane left empty is dropped by Finish itself";
   EXPECT_EQ(queue_.in_flight_count(), 0u);
 }
 

@@ -557,10 +557,13 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
 
 void Dispatcher::FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
                              const std::string& detail, absl::string_view exec_id) {
-  std::optional<Delivery> delivery = queue_.Finish(lane_key);
+  bool next = false;
+  std::optional<Delivery> delivery = queue_.Finish(lane_key, &next);
   if (!delivery.has_value()) return;
   Resolve(delivery->event_seq, delivery->recipient, outcome, detail, exec_id);
-  PumpLane(lane_key);
+  // An emptied lane is gone: nothing to pump (an event resolved above adds
+  // nothing to it; one routed later pumps its own lane).
+  if (next) PumpLane(lane_key);
 }
 
 void Dispatcher::RetryFront(const std::string& lane_key, const std::string& error, bool spend) {
