@@ -495,7 +495,7 @@ void Dispatcher::Route(uint64_t seq) {
       }
       // The delivery goes straight into the queue (no copy in between).
       metrics_->RecordWorkQueueAdd();
-      if (queue_.Add(key, Delivery{seq, std::move(recipient)}, clock_->Now())) PumpLane(key);
+      if (queue_.Add(key, Delivery{seq, std::move(recipient)}, now)) PumpLane(key, &target);
     } else {
       debounce_targets_[key] = recipient;
       Wake();
@@ -508,7 +508,7 @@ void Dispatcher::Route(uint64_t seq) {
   }
 }
 
-void Dispatcher::PumpLane(const std::string& lane_key) {
+void Dispatcher::PumpLane(const std::string& lane_key, const TargetRef* known) {
   while (true) {
     Delivery* front = queue_.Ready(lane_key);
     if (front == nullptr) return;  // in flight, waiting for a retry, or empty
@@ -519,7 +519,13 @@ void Dispatcher::PumpLane(const std::string& lane_key) {
     }
     // Level-triggered: deliver what the container's labels say now.
     const Recipient& to = front->recipient;
-    std::optional<TargetRef> current = index_.FindRef(to.agent_id, to.container_id, to.event_id);
+    std::optional<TargetRef> current;
+    if (known != nullptr) {
+      current = *known;
+      known = nullptr;  // for this front only
+    } else {
+      current = index_.FindRef(to.agent_id, to.container_id, to.event_id);
+    }
     if (!current.has_value()) {
       FinishFront(lane_key, DeliveryOutcome::kSkippedUnsubscribed,
                   "the container or its subscription is gone");

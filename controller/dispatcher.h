@@ -253,7 +253,11 @@ class Dispatcher final : public ApiBackend {
   bool AllAgentsFresh() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RouteHeld() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Route(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PumpLane(const std::string& lane_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends the front of the lane if it may go. `known`: the front's target
+  // as the index has it right now (Route just looked it up), which spares
+  // looking it up again.
+  void PumpLane(const std::string& lane_key, const TargetRef* known = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishFront(const std::string& lane_key, DeliveryOutcome outcome,
                    const std::string& detail, absl::string_view exec_id = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
