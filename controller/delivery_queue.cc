@@ -12,7 +12,8 @@ DeliveryQueue::DeliveryQueue(DeliveryQueueOptions options) : options_(std::move(
 bool DeliveryQueue::Add(const std::string& key, Delivery delivery, absl::Time now) {
   Lane& lane = lanes_[key];
   if (lane.front.has_value()) {
-    lane.behind.push_back(Behind{delivery.event_seq, now});
+    if (lane.behind == nullptr) lane.behind = std::make_unique<std::deque<Behind>>();
+    lane.behind->push_back(Behind{delivery.event_seq, now});
     return false;  // the front is in flight, waits for a retry, or is ready already
   }
   delivery.ready_at = now;
@@ -63,16 +64,16 @@ std::optional<Delivery> DeliveryQueue::Finish(const std::string& key, bool* next
     Lane& lane = it->second;
     delivery.emplace(std::move(*lane.front));
     delivery->command_id = 0;
-    if (lane.behind.empty()) {
+    if (lane.behind_count() == 0) {
       // Its retry timer, if any, finds no lane and is dropped.
       lanes_.erase(it);
     } else {
       lane.retry_at.reset();
       if (next != nullptr) *next = true;
       // The next one becomes the front, to the same recipient, afresh.
-      lane.front.emplace(Delivery{lane.behind.front().event_seq, delivery->recipient});
-      lane.front->ready_at = lane.behind.front().ready_at;
-      lane.behind.pop_front();
+      lane.front.emplace(Delivery{lane.behind->front().event_seq, delivery->recipient});
+      lane.front->ready_at = lane.behind->front().ready_at;
+      lane.behind->pop_front();
     }
   }
   return delivery;
@@ -171,7 +172,7 @@ size_t DeliveryQueue::depth() const {
   size_t depth = 0;
   for (const auto& [key, lane] : lanes_) {
     if (!lane.front.has_value()) continue;
-    depth += lane.behind.size() + (lane.in_flight() ? 0 : 1);
+    depth += lane.behind_count() + (lane.in_flight() ? 0 : 1);
   }
   return depth;
 }
@@ -189,7 +190,8 @@ std::vector<DeliveryQueue::Position> DeliveryQueue::PositionsOf(uint64_t event_s
       }
       out.push_back(std::move(p));
     }
-    for (const Behind& b : lane.behind) {
+    if (lane.behind == nullptr) continue;
+    for (const Behind& b : *lane.behind) {
       if (b.event_seq != event_seq) continue;
       Delivery d;
       d.event_seq = b.event_seq;

@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -178,10 +179,14 @@ class DeliveryQueue {
     // The front alone may be in flight or wait for a retry; none: the lane
     // is empty (and nothing is behind).
     std::optional<Delivery> front;
-    std::deque<Behind> behind;
+    // Made when a first delivery waits behind the front: an empty deque
+    // already allocates (its map and a first block), and most lanes hold
+    // one delivery and go.
+    std::unique_ptr<std::deque<Behind>> behind;
     std::optional<absl::Time> retry_at;  // the front waits until then
 
     bool in_flight() const { return front.has_value() && front->command_id != 0; }
+    size_t behind_count() const { return behind == nullptr ? 0 : behind->size(); }
   };
   struct InFlight {
     std::string lane;
