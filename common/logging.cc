@@ -188,6 +188,11 @@ LogMessage::LogMessage(LogLevel level, const char* file, int line) : level_(leve
 
 std::ostream& LogMessage::stream() { return *stream_; }
 
+void LogMessage::Append(std::initializer_list<absl::string_view> pieces) {
+  std::string& text = stream_->text();
+  for (absl::string_view piece : pieces) text.append(piece.data(), piece.size());
+}
+
 LogMessage::~LogMessage() {
   std::string& text = stream_->text();
   text.push_back('\n');

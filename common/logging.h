@@ -18,6 +18,7 @@
 #define DISPATCHD_COMMON_LOGGING_H_
 
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <ostream>
 #include <sstream>
@@ -61,6 +62,9 @@ class LogMessage {
   LogMessage(const LogMessage&) = delete;
   LogMessage& operator=(const LogMessage&) = delete;
   std::ostream& stream();
+  // Appends the pieces to the line as they are, without the stream's
+  // formatting: for the lines written once per delivery.
+  void Append(std::initializer_list<absl::string_view> pieces);
 
  private:
   LogLevel level_;

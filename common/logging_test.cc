@@ -142,6 +142,15 @@ TEST_F(LogTest, TheLineFormatIsUnchanged) {
                          line, "\\] text\n")));
 }
 
+TEST_F(LogTest, AppendedPiecesMakeTheSameLineAsTheStream) {
+  LOG(INFO) << "delivered " << "demo.event" << " to " << "handler" << " (" << "exec 0123" << ")";
+  LogMessage(LogLevel::kInfo, __FILE__, __LINE__)
+      .Append({"delivered ", "demo.event", " to ", "handler", " (", "exec 0123", ")"});
+  LogMessage(LogLevel::kInfo, __FILE__, __LINE__).Append({});
+  EXPECT_THAT(Written(), ElementsAre("delivered demo.event to handler (exec 0123)",
+                                     "delivered demo.event to handler (exec 0123)", ""));
+}
+
 TEST_F(LogTest, ABatchWritesItsLinesInOrderWhenItCloses) {
   {
     LogBatch batch;

@@ -737,8 +737,11 @@ void Dispatcher::Resolve(uint64_t event_seq, const Recipient& recipient, Deliver
   const std::string& event_id = record->event.event_id();
   switch (outcome) {
     case DeliveryOutcome::kDelivered:
-      LOG(INFO) << "delivered " << event_id << " to " << recipient.container_name << " ("
-                << detail << ")";
+      // One line per delivery: its pieces are appended as they are.
+      if (MinLogLevel() <= LogLevel::kInfo) {
+        LogMessage(LogLevel::kInfo, __FILE__, __LINE__)
+            .Append({"delivered ", event_id, " to ", recipient.container_name, " (", detail, ")"});
+      }
       break;
     case DeliveryOutcome::kCoalesced:
       LOG(DEBUG) << "event " << event_id << " for " << recipient.container_name << ": " << detail;
