@@ -1,6 +1,7 @@
 #include "controller/dispatcher.h"
 
 #include <algorithm>
+#include <charconv>
 #include <deque>
 #include <optional>
 #include <thread>
@@ -34,10 +35,13 @@ void AppendMilliseconds(std::string* out, int64_t nanos) {
   if (nanos < 0) n = ~n + 1;  // the magnitude, INT64_MIN included
   const uint64_t micros = n / 1000 + (n % 1000 >= 500 ? 1 : 0);
   if (nanos < 0) out->push_back('-');
-  const char fraction[3] = {static_cast<char>('0' + micros / 100 % 10),
-                            static_cast<char>('0' + micros / 10 % 10),
-                            static_cast<char>('0' + micros % 10)};
-  absl::StrAppend(out, micros / 1000, ".", absl::string_view(fraction, 3));
+  char digits[24];
+  char* end = std::to_chars(digits, digits + sizeof(digits), micros / 1000).ptr;
+  *end++ = '.';
+  *end++ = static_cast<char>('0' + micros / 100 % 10);
+  *end++ = static_cast<char>('0' + micros / 10 % 10);
+  *end++ = static_cast<char>('0' + micros % 10);
+  out->append(digits, static_cast<size_t>(end - digits));
 }
 
 // How often Poll looks for forwarded events let go while any is held.
@@ -625,6 +629,7 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
       const bool log_detail = MinLogLevel() <= LogLevel::kInfo;
       std::string detail;
       if (log_detail) {
+        detail.reserve(96);  // the whole detail below: one allocation
         if (result.exec_id().empty()) {
           detail = "container started";
         } else {
