@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/random/random.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -87,6 +88,11 @@ class DeliveryQueue {
   // caller then sends its front (Ready()). Behind a front, only its
   // event_seq is kept: the lane's deliveries share the front's recipient.
   bool Add(const std::string& key, Delivery delivery, absl::Time now);
+  // The same for event `event_seq`, calling `recipient` only when the
+  // delivery becomes the front: one that waits behind a busy front costs
+  // no copy of the recipient's strings.
+  bool Add(const std::string& key, uint64_t event_seq, absl::FunctionRef<Recipient()> recipient,
+           absl::Time now);
 
   // The front of lane `key` if it may be sent: nothing in flight and no
   // retry waiting. Null otherwise; an empty lane is dropped.
@@ -194,6 +200,9 @@ class DeliveryQueue {
   };
 
   absl::Duration Backoff(int attempts);
+  // Add(): `make_front()` gives the Delivery when it becomes the front.
+  template <typename MakeFront>
+  bool AddWith(const std::string& key, uint64_t event_seq, absl::Time now, MakeFront make_front);
 
   const DeliveryQueueOptions options_;
   absl::flat_hash_map<std::string, Lane> lanes_;

@@ -98,6 +98,32 @@ TEST_F(DeliveryQueueTest, LaneIsFifoWithOneDeliveryInFlight) {
   EXPECT_EQ(queue_.in_flight_count(), 0u);
 }
 
+TEST_F(DeliveryQueueTest, TheRecipientIsMadeOnlyForAFront) {
+  int made = 0;
+  auto recipient = [&] {
+    ++made;
+    return Recipient{"host-a", "c1", "handler", "demo.ev"};
+  };
+  EXPECT_TRUE(queue_.Add("lane", 1, recipient, clock_.Now()));
+  EXPECT_EQ(made, 1);
+  Delivery* front = queue_.Ready("lane");
+  ASSERT_NE(front, nullptr);
+  EXPECT_EQ(front->recipient.container_id, "c1");
+  EXPECT_EQ(front->ready_at, clock_.Now());
+  const uint64_t command = queue_.MarkSent("lane", *front, "host-a", clock_.Now());
+  EXPECT_FALSE(queue_.Add("lane", 2, recipient, clock_.Now()));
+  EXPECT_EQ(made, 1) << "waiting behind the front, it shares the front's recipient";
+
+  ASSERT_TRUE(queue_.TakeAnswered(command, "host-a").has_value());
+  bool next = false;
+  ASSERT_TRUE(queue_.Finish("lane", &next).has_value());
+  ASSERT_TRUE(next);
+  front = queue_.Ready("lane");
+  ASSERT_NE(front, nullptr);
+  EXPECT_EQ(front->event_seq, 2u);
+  EXPECT_EQ(front->recipient.container_id, "c1");
+}
+
 TEST_F(DeliveryQueueTest, LanesAreIndependent) {
   EXPECT_TRUE(queue_.Add("a", MakeDelivery(1, "host-a", "c1"), clock_.Now()));
   ASSERT_NE(Send("a"), 0u);

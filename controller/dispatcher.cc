@@ -476,7 +476,11 @@ void Dispatcher::Route(uint64_t seq) {
     }
     const std::string key = LaneKey(event_id, *target.agent_id, *target.container_id);
     const absl::Duration debounce = target.subscription->debounce;
-    Recipient recipient{*target.agent_id, *target.container_id, *target.container_name, event_id};
+    // Built only where it is kept or reported: a delivery that waits
+    // behind a busy front shares the front's.
+    auto recipient = [&] {
+      return Recipient{*target.agent_id, *target.container_id, *target.container_name, event_id};
+    };
     // By when it was written: one sent again out of order after a restart,
     // or from another host, does not replace a later write already waiting.
     Debouncer::Decision decision = debouncer_.Offer(
@@ -484,7 +488,7 @@ void Dispatcher::Route(uint64_t seq) {
         observed_unix_nanos != 0 ? absl::FromUnixNanos(observed_unix_nanos)
                                  : absl::InfiniteFuture());
     if (decision.action == Debouncer::Decision::Action::kCoalesced) {
-      Resolve(seq, recipient, DeliveryOutcome::kCoalesced,
+      Resolve(seq, recipient(), DeliveryOutcome::kCoalesced,
               absl::StrCat("coalesced into a later event (debounce ",
                            absl::FormatDuration(debounce), ", written after it)"));
     } else if (decision.action == Debouncer::Decision::Action::kDeliverNow) {
@@ -493,18 +497,18 @@ void Dispatcher::Route(uint64_t seq) {
         // Poll had not taken it yet, or the period shrank to zero): that one
         // is coalesced, as when it is replaced while still waiting.
         debounce_targets_.erase(key);
-        Resolve(*decision.coalesced, recipient, DeliveryOutcome::kCoalesced,
+        Resolve(*decision.coalesced, recipient(), DeliveryOutcome::kCoalesced,
                 absl::StrCat("coalesced into a later event (debounce ",
                              absl::FormatDuration(debounce), ")"));
       }
-      // The delivery goes straight into the queue (no copy in between).
       metrics_->RecordWorkQueueAdd();
-      if (queue_.Add(key, Delivery{seq, std::move(recipient)}, now)) PumpLane(key, &target);
+      if (queue_.Add(key, seq, recipient, now)) PumpLane(key, &target);
     } else {
-      debounce_targets_[key] = recipient;
+      const Recipient waiting = recipient();
+      debounce_targets_[key] = waiting;
       Wake();
       if (decision.coalesced.has_value()) {
-        Resolve(*decision.coalesced, recipient, DeliveryOutcome::kCoalesced,
+        Resolve(*decision.coalesced, waiting, DeliveryOutcome::kCoalesced,
                 absl::StrCat("coalesced into a later event (debounce ",
                              absl::FormatDuration(debounce), ")"));
       }
