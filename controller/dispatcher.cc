@@ -664,8 +664,11 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
         }
       }
       // The origin agent keeps who got the event, with its file, so that a
-      // restart of either side does not run it here again.
-      if (record != nullptr) {
+      // restart of either side does not run it here again. Not for the
+      // last subscription of an event that settles now: its Settled
+      // follows on the same stream, in the same write unless a batch bound
+      // falls between them, and the file goes with it.
+      if (record != nullptr && (record->outstanding > 1 || record->awaiting_forward)) {
         const AgentTable::Agent* origin = agents_.Find(record->origin_agent);
         if (origin != nullptr && origin->link != nullptr) {
           ControllerMessage message;

@@ -279,6 +279,23 @@ TEST_F(DispatcherTest, TheOriginAgentIsToldOfEachDelivery) {
   for (const ControllerMessage& sent : link_.sent) EXPECT_FALSE(sent.has_delivered());
 }
 
+// The last delivery of an event that settles at once needs no notice: the
+// Settled right behind it on the same stream ends the file.
+TEST_F(DispatcherTest, TheLastDeliveryOfAnEventSettlingNowSendsOnlyTheSettled) {
+  Connect();
+  Snapshot({MakeContainer("c1", "one", kTouch), MakeContainer("c2", "two", kTouch)});
+  Event("demo/some-event", "demo.some-event");
+  std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
+  ASSERT_EQ(commands.size(), 2u);
+  Result(commands[0].command_id(), CommandResult::DELIVERED);
+  Result(commands[1].command_id(), CommandResult::DELIVERED);
+  std::vector<std::string> kinds;
+  for (const ControllerMessage& sent : link_.sent) {
+    kinds.push_back(sent.has_delivered() ? "delivered" : sent.has_settled() ? "settled" : "other");
+  }
+  EXPECT_THAT(kinds, ElementsAre("delivered", "settled"));
+}
+
 TEST_F(DispatcherTest, AnEventReSentWithItsDeliveriesSkipsThoseSubscribers) {
   Connect();
   Snapshot({MakeContainer("c1", "one", kTouch), MakeContainer("c2", "two", kTouch)});
