@@ -98,8 +98,20 @@ std::string Exchange(int port, const std::string& request) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  FUZZ_CHECK(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0)
-      << std::strerror(errno);
+  int connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  if (connected != 0 && errno == EINTR) {
+    // A signal interrupted it (libFuzzer's -timeout alarm rings every
+    // second): the connection goes on being made; wait for it.
+    pollfd p{fd, POLLOUT, 0};
+    while (poll(&p, 1, 20000) < 0 && errno == EINTR) {
+    }
+    int error = 0;
+    socklen_t size = sizeof(error);
+    FUZZ_CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0) << std::strerror(errno);
+    connected = error == 0 ? 0 : -1;
+    errno = error;
+  }
+  FUZZ_CHECK(connected == 0) << std::strerror(errno);
   std::string response;
   size_t sent = 0;
   bool half_closed = false;
