@@ -9,28 +9,17 @@ namespace controller {
 
 DeliveryQueue::DeliveryQueue(DeliveryQueueOptions options) : options_(std::move(options)) {}
 
-template <typename MakeFront>
-bool DeliveryQueue::AddWith(const std::string& key, uint64_t event_seq, absl::Time now,
-                            MakeFront make_front) {
+bool DeliveryQueue::Add(const std::string& key, uint64_t event_seq,
+                        absl::FunctionRef<Recipient()> recipient, absl::Time now) {
   Lane& lane = lanes_[key];
   if (lane.front.has_value()) {
     if (lane.behind == nullptr) lane.behind = std::make_unique<std::deque<Behind>>();
     lane.behind->push_back(Behind{event_seq, now});
     return false;  // the front is in flight, waits for a retry, or is ready already
   }
-  lane.front.emplace(make_front());
+  lane.front.emplace(Delivery{event_seq, recipient()});
   lane.front->ready_at = now;
-  lane.front->command_id = 0;
   return !lane.retry_at.has_value();
-}
-
-bool DeliveryQueue::Add(const std::string& key, Delivery delivery, absl::Time now) {
-  return AddWith(key, delivery.event_seq, now, [&] { return std::move(delivery); });
-}
-
-bool DeliveryQueue::Add(const std::string& key, uint64_t event_seq,
-                        absl::FunctionRef<Recipient()> recipient, absl::Time now) {
-  return AddWith(key, event_seq, now, [&] { return Delivery{event_seq, recipient()}; });
 }
 
 Delivery* DeliveryQueue::Ready(const std::string& key) {

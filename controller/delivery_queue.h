@@ -83,14 +83,12 @@ class DeliveryQueue {
   DeliveryQueue(const DeliveryQueue&) = delete;
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
 
-  // Appends `delivery` to lane `key`, ready from `now`. Returns true when
-  // the lane may send at once (nothing in flight, no retry waiting): the
-  // caller then sends its front (Ready()). Behind a front, only its
-  // event_seq is kept: the lane's deliveries share the front's recipient.
-  bool Add(const std::string& key, Delivery delivery, absl::Time now);
-  // The same for event `event_seq`, calling `recipient` only when the
-  // delivery becomes the front: one that waits behind a busy front costs
-  // no copy of the recipient's strings.
+  // Appends a delivery of event `event_seq` to lane `key`, ready from
+  // `now`. Returns true when the lane may send at once (nothing in flight,
+  // no retry waiting): the caller then sends its front (Ready()). Behind a
+  // front, only its event_seq is kept: the lane's deliveries share the
+  // front's recipient, and `recipient` is called only for a new front (one
+  // that waits behind a busy front costs no copy of its strings).
   bool Add(const std::string& key, uint64_t event_seq, absl::FunctionRef<Recipient()> recipient,
            absl::Time now);
 
@@ -200,9 +198,6 @@ class DeliveryQueue {
   };
 
   absl::Duration Backoff(int attempts);
-  // Add(): `make_front()` gives the Delivery when it becomes the front.
-  template <typename MakeFront>
-  bool AddWith(const std::string& key, uint64_t event_seq, absl::Time now, MakeFront make_front);
 
   const DeliveryQueueOptions options_;
   absl::flat_hash_map<std::string, Lane> lanes_;

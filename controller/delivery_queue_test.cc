@@ -27,6 +27,12 @@ Delivery MakeDelivery(uint64_t event_seq, const std::string& agent = "host-a",
   return delivery;
 }
 
+// Adds `delivery` (its event and recipient) to lane `key` of `queue`.
+bool AddTo(DeliveryQueue& queue, const std::string& key, const Delivery& delivery,
+           absl::Time now) {
+  return queue.Add(key, delivery.event_seq, [&] { return delivery.recipient; }, now);
+}
+
 // A random source that always answers the largest value below the bound, so
 // every backoff is its ceiling less a nanosecond; the bounds asked for are
 // kept.
@@ -64,11 +70,11 @@ class DeliveryQueueTest : public ::testing::Test {
 };
 
 TEST_F(DeliveryQueueTest, LaneIsFifoWithOneDeliveryInFlight) {
-  EXPECT_TRUE(queue_.Add("lane", MakeDelivery(1), clock_.Now()));
+  EXPECT_TRUE(AddTo(queue_, "lane", MakeDelivery(1), clock_.Now()));
   const uint64_t first = Send("lane");
   ASSERT_NE(first, 0u);
-  EXPECT_FALSE(queue_.Add("lane", MakeDelivery(2), clock_.Now())) << "the lane is busy";
-  EXPECT_FALSE(queue_.Add("lane", MakeDelivery(3), clock_.Now()));
+  EXPECT_FALSE(AddTo(queue_, "lane", MakeDelivery(2), clock_.Now())) << "the lane is busy";
+  EXPECT_FALSE(AddTo(queue_, "lane", MakeDelivery(3), clock_.Now()));
   EXPECT_EQ(queue_.Ready("lane"), nullptr) << "two in flight";
   EXPECT_EQ(queue_.depth(), 2u) << "the one in flight is not counted";
 
@@ -125,16 +131,16 @@ TEST_F(DeliveryQueueTest, TheRecipientIsMadeOnlyForAFront) {
 }
 
 TEST_F(DeliveryQueueTest, LanesAreIndependent) {
-  EXPECT_TRUE(queue_.Add("a", MakeDelivery(1, "host-a", "c1"), clock_.Now()));
+  EXPECT_TRUE(AddTo(queue_, "a", MakeDelivery(1, "host-a", "c1"), clock_.Now()));
   ASSERT_NE(Send("a"), 0u);
-  EXPECT_TRUE(queue_.Add("b", MakeDelivery(1, "host-a", "c2"), clock_.Now()))
+  EXPECT_TRUE(AddTo(queue_, "b", MakeDelivery(1, "host-a", "c2"), clock_.Now()))
       << "another container's lane is not held up";
   EXPECT_NE(Send("b"), 0u);
 }
 
 TEST_F(DeliveryQueueTest, ReadyAtIsWhenTheDeliveryEnteredTheQueue) {
   const absl::Time t0 = clock_.Now();
-  queue_.Add("lane", MakeDelivery(1), t0);
+  AddTo(queue_, "lane", MakeDelivery(1), t0);
   clock_.Advance(absl::Milliseconds(7));
   Delivery* front = queue_.Ready("lane");
   ASSERT_NE(front, nullptr);
@@ -142,7 +148,7 @@ TEST_F(DeliveryQueueTest, ReadyAtIsWhenTheDeliveryEnteredTheQueue) {
 }
 
 TEST_F(DeliveryQueueTest, StaleOrForeignAnswersAreIgnored) {
-  queue_.Add("lane", MakeDelivery(1), clock_.Now());
+  AddTo(queue_, "lane", MakeDelivery(1), clock_.Now());
   const uint64_t command = Send("lane");
   EXPECT_FALSE(queue_.TakeAnswered(command + 1, "host-a").has_value()) << "unknown command";
   EXPECT_FALSE(queue_.TakeAnswered(command, "host-b").has_value()) << "another agent";
@@ -152,7 +158,7 @@ TEST_F(DeliveryQueueTest, StaleOrForeignAnswersAreIgnored) {
 }
 
 TEST_F(DeliveryQueueTest, BackoffDoublesFromTheMinimumAndSaturatesAtTheMaximum) {
-  queue_.Add("lane", MakeDelivery(1), clock_.Now());
+  AddTo(queue_, "lane", MakeDelivery(1), clock_.Now());
   std::vector<absl::Duration> waits;
   for (int attempt = 1; attempt < 4; ++attempt) {
     ASSERT_NE(Send("lane"), 0u) << "attempt " << attempt;
@@ -179,7 +185,7 @@ TEST_F(DeliveryQueueTest, DefaultRandomSourceStaysWithinTheBound) {
   DeliveryQueue queue(DeliveryQueueOptions{.min_backoff = absl::Milliseconds(100),
                                            .max_backoff = absl::Seconds(1),
                                            .max_attempts = 100});
-  queue.Add("lane", MakeDelivery(1), clock_.Now());
+  AddTo(queue, "lane", MakeDelivery(1), clock_.Now());
   for (int attempt = 1; attempt < 50; ++attempt) {
     Delivery* front = queue.Ready("lane");
     ASSERT_NE(front, nullptr);
@@ -196,11 +202,11 @@ TEST_F(DeliveryQueueTest, DefaultRandomSourceStaysWithinTheBound) {
 }
 
 TEST_F(DeliveryQueueTest, WaitingFrontIsNotReadyUntilItsRetryIsTaken) {
-  queue_.Add("lane", MakeDelivery(1), clock_.Now());
+  AddTo(queue_, "lane", MakeDelivery(1), clock_.Now());
   Send("lane");
   DeliveryQueue::RetryPlan plan = queue_.Retry("lane", "boom", clock_.Now());
   ASSERT_EQ(plan.verdict, Verdict::kScheduled);
-  EXPECT_FALSE(queue_.Add("lane", MakeDelivery(2), clock_.Now())) << "the lane waits";
+  EXPECT_FALSE(AddTo(queue_, "lane", MakeDelivery(2), clock_.Now())) << "the lane waits";
   EXPECT_EQ(queue_.Ready("lane"), nullptr);
   EXPECT_EQ(queue_.depth(), 2u);
   EXPECT_THAT(queue_.NextDeadline(), Optional(plan.at));
@@ -215,7 +221,7 @@ TEST_F(DeliveryQueueTest, WaitingFrontIsNotReadyUntilItsRetryIsTaken) {
 }
 
 TEST_F(DeliveryQueueTest, RetryBudgetIsSpentByTheLastAttempt) {
-  queue_.Add("lane", MakeDelivery(1), clock_.Now());
+  AddTo(queue_, "lane", MakeDelivery(1), clock_.Now());
   for (int attempt = 1; attempt <= 4; ++attempt) {
     ASSERT_NE(Send("lane"), 0u);
     DeliveryQueue::RetryPlan plan =
@@ -246,7 +252,7 @@ TEST_F(DeliveryQueueTest, RetryOrFinishOfAnUnknownLaneDoesNothing) {
 
 TEST_F(DeliveryQueueTest, DueRetriesComeInTimeOrder) {
   for (const char* key : {"a", "b", "c"}) {
-    queue_.Add(key, MakeDelivery(1, "host-a", key), clock_.Now());
+    AddTo(queue_, key, MakeDelivery(1, "host-a", key), clock_.Now());
     Send(key);
   }
   const absl::Time t0 = clock_.Now();
@@ -267,7 +273,7 @@ TEST_F(DeliveryQueueTest, DueRetriesComeInTimeOrder) {
 }
 
 TEST_F(DeliveryQueueTest, ClearedWaitLeavesAStaleTimerThatIsSkipped) {
-  queue_.Add("lane", MakeDelivery(1), clock_.Now());
+  AddTo(queue_, "lane", MakeDelivery(1), clock_.Now());
   Send("lane");
   DeliveryQueue::RetryPlan plan = queue_.Retry("lane", "boom", clock_.Now());
   EXPECT_TRUE(queue_.ClearRetry("lane"));
@@ -281,9 +287,9 @@ TEST_F(DeliveryQueueTest, ClearedWaitLeavesAStaleTimerThatIsSkipped) {
 }
 
 TEST_F(DeliveryQueueTest, AbandonedAgentsCommandsGoAgainWithoutSpendingAttempts) {
-  queue_.Add("a1", MakeDelivery(1, "host-a", "c1"), clock_.Now());
-  queue_.Add("a2", MakeDelivery(1, "host-a", "c2"), clock_.Now());
-  queue_.Add("b1", MakeDelivery(1, "host-b", "c3"), clock_.Now());
+  AddTo(queue_, "a1", MakeDelivery(1, "host-a", "c1"), clock_.Now());
+  AddTo(queue_, "a2", MakeDelivery(1, "host-a", "c2"), clock_.Now());
+  AddTo(queue_, "b1", MakeDelivery(1, "host-b", "c3"), clock_.Now());
   const uint64_t a1 = Send("a1");
   Send("a2");
   const uint64_t b1 = Send("b1");
@@ -304,13 +310,13 @@ TEST_F(DeliveryQueueTest, AbandonedAgentsCommandsGoAgainWithoutSpendingAttempts)
 // out with it, each with its own event, entry time and a fresh budget.
 TEST_F(DeliveryQueueTest, DeliveriesBehindTheFrontComeOutWithTheLanesRecipient) {
   const absl::Time t0 = clock_.Now();
-  queue_.Add("lane", MakeDelivery(1), t0);
+  AddTo(queue_, "lane", MakeDelivery(1), t0);
   const uint64_t first = Send("lane");
   clock_.Advance(absl::Milliseconds(3));
   const absl::Time t1 = clock_.Now();
-  EXPECT_FALSE(queue_.Add("lane", MakeDelivery(2), t1));
+  EXPECT_FALSE(AddTo(queue_, "lane", MakeDelivery(2), t1));
   clock_.Advance(absl::Milliseconds(4));
-  EXPECT_FALSE(queue_.Add("lane", MakeDelivery(3), clock_.Now()));
+  EXPECT_FALSE(AddTo(queue_, "lane", MakeDelivery(3), clock_.Now()));
   EXPECT_EQ(queue_.depth(), 2u);
 
   std::vector<DeliveryQueue::Position> behind = queue_.PositionsOf(3);
@@ -358,7 +364,7 @@ TEST_F(DeliveryQueueTest, DeliveriesBehindTheFrontComeOutWithTheLanesRecipient) 
 }
 
 TEST_F(DeliveryQueueTest, CommandIdsAreNeverReused) {
-  queue_.Add("lane", MakeDelivery(1), clock_.Now());
+  AddTo(queue_, "lane", MakeDelivery(1), clock_.Now());
   const uint64_t first = Send("lane");
   queue_.AbandonAgent("host-a");
   const uint64_t second = Send("lane");

@@ -829,8 +829,8 @@ absl::Time Dispatcher::PollLocked() {
     auto target = debounce_targets_.find(due.key);
     if (target == debounce_targets_.end()) continue;
     metrics_->RecordWorkQueueAdd();
-    const bool ready =
-        queue_.Add(due.key, Delivery{due.item, std::move(target->second)}, clock_->Now());
+    const bool ready = queue_.Add(
+        due.key, due.item, [&] { return std::move(target->second); }, clock_->Now());
     debounce_targets_.erase(target);
     if (ready) PumpLane(due.key);
   }
