@@ -25,7 +25,7 @@ std::string Rfc3339(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", t, absl::UTCTimeZone());
 }
 
-std::string ShortId(absl::string_view id) { return std::string(id.substr(0, 12)); }
+absl::string_view ShortId(absl::string_view id) { return id.substr(0, 12); }
 
 // Appends `nanos` in milliseconds with three decimals, as "%.3f" would
 // (to the nearest microsecond) at a fraction of its cost: it is in every
@@ -637,7 +637,7 @@ void Dispatcher::HandleResult(const std::string& agent_id, const CommandResult& 
         if (result.exec_id().empty()) {
           detail = "container started";
         } else {
-          absl::StrAppend(&detail, "exec ", absl::string_view(result.exec_id()).substr(0, 12));
+          absl::StrAppend(&detail, "exec ", ShortId(result.exec_id()));
         }
       }
       // dispatchd's own share of the latency, in the agent's clock: file
