@@ -57,8 +57,7 @@ EventLedger::Admission EventLedger::Admit(const std::string& agent_id,
       record.event.set_size(static_cast<int64_t>(bytes));
     }
   }
-  by_key_.emplace(EventKeyView{record.origin_agent, record.event.key(), record.event.generation()},
-                  seq);
+  by_key_.emplace(KeyOf(record), seq);
   return {Admission::Kind::kNew, &record, std::nullopt};
 }
 
@@ -118,7 +117,7 @@ EventLedger::Settlement EventLedger::Settle(EventRecord& record) {
       settlement.outcome = SettleOutcome::kDelivered;
     }
   }
-  by_key_.erase(EventKeyView{record.origin_agent, record.event.key(), record.event.generation()});
+  by_key_.erase(KeyOf(record));
   // The record goes next: its strings are moved, not copied.
   settled.set_key(std::move(*record.event.mutable_key()));
   settlement.origin_agent = std::move(record.origin_agent);

@@ -149,6 +149,9 @@ class EventLedger {
   // record lives, so admitting and settling an event copies no string for
   // it (and the key is erased before the record is).
   using EventKeyView = std::tuple<absl::string_view, absl::string_view, uint64_t>;
+  static EventKeyView KeyOf(const EventRecord& record) {
+    return {record.origin_agent, record.event.key(), record.event.generation()};
+  }
 
   const Clock* const clock_;
   const EventLedgerOptions options_;
