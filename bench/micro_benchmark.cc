@@ -171,7 +171,6 @@ void BM_IndexReplaceInventoryUnchanged(benchmark::State& state) {
 }
 BENCHMARK(BM_IndexReplaceInventoryUnchanged);
 
-
 // The Dispatcher's own work per delivered command, without gRPC: an agent
 // with 100 containers sends batches of 100 events (`fanout` containers
 // subscribe to each event id), and answers every Command it is sent as
@@ -199,6 +198,8 @@ void BM_DispatcherDeliveredCommand(benchmark::State& state) {
   dispatcher.AgentConnected("bench-agent", "bench-agent", &link);
   dispatch::v1::AgentMessage snapshot;
   snapshot.mutable_inventory_snapshot()->set_seq(1);
+  // Not MakeContainer's short ids: Docker's are 64 characters, and lane
+  // keys hold them.
   for (int c = 0; c < containers; ++c) {
     dispatch::v1::Container* container = snapshot.mutable_inventory_snapshot()->add_containers();
     container->set_id(absl::StrFormat("%064x", c + 1));

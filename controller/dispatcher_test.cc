@@ -144,6 +144,10 @@ class DispatcherTest : public ::testing::Test {
 
 const std::map<std::string, std::string> kTouch = {
     {"subscription.demo.some-event.container.command", "touch handled"}};
+// Event id "tick", debounced for one second.
+const std::map<std::string, std::string> kTickDebounced = {
+    {"subscription.tick.container.command", "true"},
+    {"subscription.tick.dispatching.debounce", "1000"}};
 
 TEST_F(DispatcherTest, DeliversToSubscriberAndSettlesAfterTheExecStarted) {
   Connect();
@@ -417,9 +421,7 @@ TEST_F(DispatcherTest, OneDeliveryInFlightPerContainerAndEvent) {
 
 TEST_F(DispatcherTest, DebounceCoalescesAndDeliversTheLatestAtTheEndOfThePeriod) {
   Connect();
-  Snapshot({MakeContainer("c1", "handler",
-                          {{"subscription.tick.container.command", "true"},
-                           {"subscription.tick.dispatching.debounce", "1000"}})});
+  Snapshot({MakeContainer("c1", "handler", kTickDebounced)});
   const absl::Time t0 = clock_.Now();
   Event("tick.0", "tick", "0");  // key differs from id only for the test's bookkeeping
   std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
@@ -459,9 +461,7 @@ TEST_F(DispatcherTest, DebounceCoalescesAndDeliversTheLatestAtTheEndOfThePeriod)
 // handler still gets the latest write.
 TEST_F(DispatcherTest, AnOlderEventArrivingLateDoesNotReplaceTheNewerOneWaiting) {
   Connect();
-  Snapshot({MakeContainer("c1", "handler",
-                          {{"subscription.tick.container.command", "true"},
-                           {"subscription.tick.dispatching.debounce", "1000"}})});
+  Snapshot({MakeContainer("c1", "handler", kTickDebounced)});
   const absl::Time t0 = clock_.Now();
   Event("tick.0", "tick", "0");
   std::vector<dispatch::v1::Command> commands = link_.TakeCommands();
